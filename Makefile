@@ -1,0 +1,55 @@
+# scorelab: `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)/src:$(PYTHONPATH)
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP) ## Create the virtual environment (pip, pinned torch from local wheels)
+
+demo: $(STAMP) ## Train the default experiment on data needing no download, sample, evaluate
+	$(PY) -m scorelab.demo
+
+data: $(STAMP) ## Put real MNIST into torchvision's raw layout under data/raw (offline-capable)
+	$(PY) -m scorelab.data.prepare mnist --root data/raw
+
+fid-weights: $(STAMP) ## Install the FID Inception weights into torch-fidelity's cache (offline)
+	$(PY) -m scorelab.metrics.fid_weights
+
+test: $(STAMP) ## Run the fast test suite (< 10 min on 2 cores)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-full: $(STAMP) data ## Run every test, slow ones included
+	$(PY) -m pytest -q -p no:cacheprovider -m "slow or not slow"
+
+lint: $(STAMP) ## ruff check and format check
+	$(VENV)/bin/ruff check src tests benchmarks experiments
+	$(VENV)/bin/ruff format --check src tests benchmarks experiments
+
+format: $(STAMP) ## ruff format in place
+	$(VENV)/bin/ruff format src tests benchmarks experiments
+	$(VENV)/bin/ruff check --fix src tests benchmarks experiments
+
+bench-nets: $(STAMP) ## Benchmark every network (img/s, memory, FLOPs, fraction of peak)
+	$(PY) benchmarks/bench_nets.py
+
+soak: $(STAMP) ## Kill-and-resume soak test (not in CI)
+	$(PY) -m scorelab.soak
+
+clean: ## Remove caches and run outputs (keeps the venv and data)
+	rm -rf outputs multirun logs wandb lightning_logs .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+.PHONY: help venv demo data fid-weights test test-full lint format bench-nets soak clean

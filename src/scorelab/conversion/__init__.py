@@ -1,0 +1,1 @@
+"""State-dict maps from the official NCSN, NCSNv2 and score SDE checkpoints."""

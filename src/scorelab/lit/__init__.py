@@ -1,0 +1,1 @@
+"""The Lightning layer: ScoreModule and callbacks."""

@@ -1,0 +1,1 @@
+"""Raw score networks, each built from explicit keyword arguments; parametrisations in precond."""

@@ -1,0 +1,1 @@
+"""Samplers as functions over a score function."""
