@@ -1,0 +1,436 @@
+"""RefineNet score networks of NCSN (Song & Ermon 2019) and NCSNv2 (Song & Ermon 2020).
+
+Both are a residual encoder followed by a RefineNet decoder (Lin et al. 2017) that fuses the
+encoder's features from the coarsest level back up to full resolution:
+
+- encoder: a 3×3 stem, then stages of two pre-activation residual blocks. The second stage
+  halves the resolution with a mean-pooled convolution; deeper stages replace any further
+  subsampling by dilated convolutions (dilation 2, then 4), so the receptive field grows while
+  the resolution stays put.
+- decoder: one RefineBlock per stage, deepest first. Each adapts its inputs with residual conv
+  units (RCU), fuses them at the finer resolution (multi-resolution fusion, MSF), gathers
+  context with chained residual pooling (CRP), and refines once more with RCUs.
+- head: norm → ELU → 3×3 conv back to the data channels.
+
+`NCSN` conditions every normalisation on the noise-level index (CondInstanceNorm++), uses
+average pooling in the CRP chain and normalises inside the RefineBlocks. `NCSNv2` and
+`NCSNv2Deeper` are unconditional (InstanceNorm++ in the encoder only, max pooling in the CRP
+chain); the 1/σ output scaling of NCSNv2 is *not* applied here but by a parametrisation
+wrapper, so these modules are raw networks `net(x, cond) -> (B, C, H, W)`.
+
+Module names differ from the official code; `scorelab.conversion.ncsn` maps official
+checkpoints onto these modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from scorelab.nets.normalization import CondInstanceNorm2dPlus, InstanceNorm2dPlus
+
+NormFactory = Callable[[int], nn.Module]
+
+
+def _conv3x3(c_in: int, c_out: int, *, bias: bool = True, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 3, padding=dilation, dilation=dilation, bias=bias)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block: norm → act → conv → norm → act → conv, plus a skip.
+
+    With `entry=True` the block opens a stage: its first conv keeps `c_in` channels, the second
+    maps to `c_out`, and the skip is always a convolution. Without dilation an entry block halves
+    the resolution (conv, then 2×2 mean pooling, on both paths); with dilation it keeps the
+    resolution and uses dilated 3×3 convs everywhere, the skip included.
+
+    Shapes: x (B, c_in, H, W), y (B,) or None -> (B, c_out, H', W') with H' = H/2 for a pooling
+    entry block and H' = H otherwise.
+    """
+
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        *,
+        norm: NormFactory,
+        act: nn.Module,
+        entry: bool = False,
+        dilation: int | None = None,
+    ) -> None:
+        super().__init__()
+        d = dilation or 1
+        c_mid = c_in if entry else c_out
+        self.pool = entry and dilation is None
+        self.act = act
+        self.norm1 = norm(c_in)
+        self.conv1 = _conv3x3(c_in, c_mid, dilation=d)
+        self.norm2 = norm(c_mid)
+        self.conv2 = _conv3x3(c_mid, c_out, dilation=d)
+        self.skip: nn.Module | None = None
+        if entry or c_in != c_out:
+            if dilation is None:
+                self.skip = nn.Conv2d(c_in, c_out, 1)
+            else:
+                self.skip = _conv3x3(c_in, c_out, dilation=d)
+
+    def forward(self, x: Tensor, y: Tensor | None) -> Tensor:
+        h = self.conv1(self.act(self.norm1(x, y)))
+        h = self.conv2(self.act(self.norm2(h, y)))
+        skip = x if self.skip is None else self.skip(x)
+        if self.pool:
+            h, skip = F.avg_pool2d(h, 2), F.avg_pool2d(skip, 2)
+        return h + skip
+
+
+class ResidualConvUnits(nn.Module):
+    """`n_blocks` residual conv units, each `n_stages` × ([norm] → act → 3×3 conv, no bias).
+
+    Parameters are stored flat: unit b, stage s is `convs[b * n_stages + s]` (and `norms[...]`).
+
+    Shapes: x (B, C, H, W) -> (B, C, H, W).
+    """
+
+    def __init__(
+        self,
+        features: int,
+        n_blocks: int,
+        *,
+        norm: NormFactory | None,
+        act: nn.Module,
+        n_stages: int = 2,
+    ) -> None:
+        super().__init__()
+        self.n_blocks, self.n_stages, self.act = n_blocks, n_stages, act
+        n = n_blocks * n_stages
+        self.convs = nn.ModuleList(_conv3x3(features, features, bias=False) for _ in range(n))
+        self.norms = None if norm is None else nn.ModuleList(norm(features) for _ in range(n))
+
+    def forward(self, x: Tensor, y: Tensor | None) -> Tensor:
+        for b in range(self.n_blocks):
+            residual = x
+            for s in range(self.n_stages):
+                i = b * self.n_stages + s
+                if self.norms is not None:
+                    x = self.norms[i](x, y)
+                x = self.convs[i](self.act(x))
+            x = x + residual
+        return x
+
+
+class MultiResolutionFusion(nn.Module):
+    """Project each input to `features` channels ([norm] → 3×3 conv), resize, and sum.
+
+    Shapes: xs[i] (B, in_planes[i], H_i, W_i) -> (B, features, *size).
+    """
+
+    def __init__(self, in_planes: Sequence[int], features: int, *, norm: NormFactory | None):
+        super().__init__()
+        self.convs = nn.ModuleList(_conv3x3(c, features) for c in in_planes)
+        self.norms = None if norm is None else nn.ModuleList(norm(c) for c in in_planes)
+
+    def forward(self, xs: Sequence[Tensor], y: Tensor | None, size: tuple[int, int]) -> Tensor:
+        out: Tensor | None = None
+        for i, x in enumerate(xs):
+            if self.norms is not None:
+                x = self.norms[i](x, y)
+            h = self.convs[i](x)
+            if tuple(h.shape[-2:]) != tuple(size):
+                h = F.interpolate(h, size=size, mode="bilinear", align_corners=True)
+            out = h if out is None else out + h
+        assert out is not None
+        return out
+
+
+class ChainedResidualPooling(nn.Module):
+    """act, then `n_stages` chained ([norm] → 5×5 stride-1 pool → 3×3 conv) added to the input.
+
+    Shapes: x (B, C, H, W) -> (B, C, H, W).
+    """
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        norm: NormFactory | None,
+        act: nn.Module,
+        max_pool: bool,
+        n_stages: int = 2,
+    ) -> None:
+        super().__init__()
+        self.act = act
+        self.convs = nn.ModuleList(
+            _conv3x3(features, features, bias=False) for _ in range(n_stages)
+        )
+        self.norms = (
+            None if norm is None else nn.ModuleList(norm(features) for _ in range(n_stages))
+        )
+        # Zero padding counts in the average, as in the official code.
+        pool = nn.MaxPool2d if max_pool else nn.AvgPool2d
+        self.pooling = pool(5, stride=1, padding=2)
+
+    def forward(self, x: Tensor, y: Tensor | None) -> Tensor:
+        x = self.act(x)
+        path = x
+        for i, conv in enumerate(self.convs):
+            if self.norms is not None:
+                path = self.norms[i](path, y)
+            path = conv(self.pooling(path))
+            x = x + path
+        return x
+
+
+class RefineBlock(nn.Module):
+    """RCU on each input → MSF (when there are two inputs) → CRP → RCU (three units at the end).
+
+    Shapes: xs[i] (B, in_planes[i], H_i, W_i) -> (B, features, *size).
+    """
+
+    def __init__(
+        self,
+        in_planes: Sequence[int],
+        features: int,
+        *,
+        norm: NormFactory | None,
+        act: nn.Module,
+        max_pool: bool,
+        end: bool = False,
+    ) -> None:
+        super().__init__()
+        self.adapt = nn.ModuleList(ResidualConvUnits(c, 2, norm=norm, act=act) for c in in_planes)
+        self.fuse = (
+            MultiResolutionFusion(in_planes, features, norm=norm) if len(in_planes) > 1 else None
+        )
+        self.pool = ChainedResidualPooling(features, norm=norm, act=act, max_pool=max_pool)
+        self.out = ResidualConvUnits(features, 3 if end else 1, norm=norm, act=act)
+
+    def forward(self, xs: Sequence[Tensor], y: Tensor | None, size: tuple[int, int]) -> Tensor:
+        hs = [adapt(x, y) for adapt, x in zip(self.adapt, xs)]
+        h = hs[0] if self.fuse is None else self.fuse(hs, y, size)
+        return self.out(self.pool(h, y), y)
+
+
+@dataclass(frozen=True)
+class _Stage:
+    mult: int  # output channels = mult * ngf
+    entry: bool  # the first block opens the stage (conv skip; pooling unless dilated)
+    dilation: int | None
+
+
+# Encoder layouts of the official networks.
+_NCSN_STAGES = (
+    _Stage(1, False, None),
+    _Stage(2, True, None),
+    _Stage(2, True, 2),
+    _Stage(2, True, 4),
+)
+_DEEPER_STAGES = (
+    _Stage(1, False, None),
+    _Stage(2, True, None),
+    _Stage(2, True, None),
+    _Stage(4, True, 2),
+    _Stage(4, True, 4),
+)
+
+
+def _check_positive_int(name: str, value: int, hint: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer; {hint}")
+
+
+class _RefineNet(nn.Module):
+    """Shared body; see `NCSN`, `NCSNv2` and `NCSNv2Deeper` for the public networks."""
+
+    stages: tuple[_Stage, ...] = _NCSN_STAGES
+
+    def __init__(
+        self,
+        *,
+        channels: int,
+        image_size: int,
+        ngf: int,
+        num_classes: int | None,
+        rescale_input: bool,
+    ) -> None:
+        super().__init__()
+        _check_positive_int("channels", channels, "use 1 for MNIST or 3 for colour images")
+        _check_positive_int("ngf", ngf, "the official networks use 64 (MNIST) or 128")
+        n_pools = sum(s.entry and s.dilation is None for s in self.stages)
+        factor = 2**n_pools
+        min_size = 4 * factor
+        if (
+            isinstance(image_size, bool)
+            or not isinstance(image_size, int)
+            or image_size % factor
+            or image_size < min_size
+        ):
+            times = "once" if n_pools == 1 else f"{n_pools} times"
+            raise ValueError(
+                f"image_size={image_size!r} must be a multiple of {factor} and >= {min_size} "
+                f"(the network halves the resolution {times}); use 28, 32 or 64"
+            )
+        self.channels, self.image_size, self.ngf = channels, image_size, ngf
+        self.num_classes = num_classes
+        self.rescale_input = rescale_input
+
+        conditional = num_classes is not None
+        if conditional:
+            assert num_classes is not None
+
+            def norm(c: int) -> nn.Module:
+                return CondInstanceNorm2dPlus(c, num_classes)
+        else:
+            norm = InstanceNorm2dPlus
+        act = nn.ELU()
+
+        self.stem = nn.Conv2d(channels, ngf, 3, padding=1)
+        self.encoder = nn.ModuleList()
+        c = ngf
+        widths = []
+        for st in self.stages:
+            c_out = st.mult * ngf
+            self.encoder.append(
+                nn.ModuleList(
+                    [
+                        ResBlock(
+                            c, c_out, norm=norm, act=act, entry=st.entry, dilation=st.dilation
+                        ),
+                        ResBlock(c_out, c_out, norm=norm, act=act, dilation=st.dilation),
+                    ]
+                )
+            )
+            widths.append(c_out)
+            c = c_out
+
+        # Decoder, deepest level first. The block at level k fuses the encoder output of level k
+        # with the previous block's output and has as many channels as encoder level k - 1.
+        refine_norm = norm if conditional else None
+        self.decoder = nn.ModuleList()
+        n = len(widths)
+        for k in reversed(range(n)):
+            features = widths[k - 1] if k > 0 else ngf
+            # The previous (deeper) block has widths[k] channels too, by the rule above.
+            in_planes = [widths[k]] if k == n - 1 else [widths[k], widths[k]]
+            self.decoder.append(
+                RefineBlock(
+                    in_planes,
+                    features,
+                    norm=refine_norm,
+                    act=act,
+                    max_pool=not conditional,
+                    end=k == 0,
+                )
+            )
+        self.out_norm = norm(ngf)
+        self.out_act = act
+        self.out_conv = nn.Conv2d(ngf, channels, 3, padding=1)
+
+    def _features(self, x: Tensor, y: Tensor | None) -> Tensor:
+        if self.rescale_input:
+            x = 2 * x - 1  # data in [0, 1] -> [-1, 1]
+        h = self.stem(x)
+        skips = []
+        for stage in self.encoder:
+            for block in stage:
+                h = block(h, y)
+            skips.append(h)
+        out: Tensor | None = None
+        for refine, skip in zip(self.decoder, reversed(skips)):
+            size = (skip.shape[-2], skip.shape[-1])
+            out = refine([skip] if out is None else [skip, out], y, size)
+        assert out is not None
+        return self.out_conv(self.out_act(self.out_norm(out, y)))
+
+
+class NCSN(_RefineNet):
+    """NCSN score network: dilated RefineNet with CondInstanceNorm++ and ELU.
+
+    The official `CondRefineNetDilated`: ngf 128 for CIFAR-10/CelebA (30.1M parameters), ngf 64
+    for MNIST (7.6M parameters), L = 10 noise levels.
+
+    Args:
+        channels: data channels C.
+        image_size: H = W; a multiple of 2 and >= 8 (28, 32, 64, ...).
+        ngf: base width.
+        num_classes: number of noise levels L; cond is the index in [0, L).
+        rescale_input: map x -> 2x - 1 first (the official code, for data in [0, 1]); set False
+            when the data are already in [-1, 1].
+
+    Shapes: x (B, C, H, W), cond (B,) long -> (B, C, H, W).
+    """
+
+    def __init__(
+        self,
+        channels: int = 3,
+        image_size: int = 32,
+        ngf: int = 128,
+        num_classes: int = 10,
+        rescale_input: bool = True,
+    ) -> None:
+        _check_positive_int("num_classes", num_classes, "it is the number of noise levels L")
+        super().__init__(
+            channels=channels,
+            image_size=image_size,
+            ngf=ngf,
+            num_classes=num_classes,
+            rescale_input=rescale_input,
+        )
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        if cond.dtype.is_floating_point:
+            raise ValueError(
+                f"NCSN is conditioned on the noise-level index: cond must be a long tensor "
+                f"of shape (B,) with values in [0, {self.num_classes}), got dtype {cond.dtype}"
+            )
+        return self._features(x, cond)
+
+
+class NCSNv2(_RefineNet):
+    """NCSNv2 network for 32 px (and CelebA-64 in the official code): unconditional InstanceNorm++.
+
+    The official `NCSNv2` without its final division by σ (about 29.7M parameters at ngf 128).
+
+    Args:
+        channels: data channels C.
+        image_size: H = W; a multiple of 2 and >= 8.
+        ngf: base width.
+        rescale_input: map x -> 2x - 1 first (for data in [0, 1]).
+
+    Shapes: x (B, C, H, W), cond (B,) ignored (may be None) -> (B, C, H, W).
+    """
+
+    def __init__(
+        self, channels: int = 3, image_size: int = 32, ngf: int = 128, rescale_input: bool = True
+    ) -> None:
+        super().__init__(
+            channels=channels,
+            image_size=image_size,
+            ngf=ngf,
+            num_classes=None,
+            rescale_input=rescale_input,
+        )
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        return self._features(x, None)
+
+
+class NCSNv2Deeper(NCSNv2):
+    """Deeper NCSNv2 for 64 px and above: five stages, two of them pooling, widths up to 4·ngf.
+
+    The official `NCSNv2Deeper` without its final division by σ. `image_size` must be a
+    multiple of 4 and >= 16.
+
+    Shapes: x (B, C, H, W), cond (B,) ignored -> (B, C, H, W).
+    """
+
+    stages = _DEEPER_STAGES
+
+    def __init__(
+        self, channels: int = 3, image_size: int = 64, ngf: int = 128, rescale_input: bool = True
+    ) -> None:
+        super().__init__(
+            channels=channels, image_size=image_size, ngf=ngf, rescale_input=rescale_input
+        )
