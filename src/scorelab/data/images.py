@@ -1,0 +1,509 @@
+"""LightningDataModules for MNIST, CIFAR-10 and CelebA, read with torchvision's data set classes.
+
+Images are kept as uint8 ``(N, C, H, W)`` until a batch is formed; a batch is then turned into
+floats by :func:`to_float`:
+
+1. uniform dequantisation ``(u8 + U[0, 1)) / 256`` when ``dequantize`` (else ``u8 / 255``),
+2. a horizontal flip of each image with probability 1/2 when ``random_flip`` (training only),
+3. ``2x - 1`` when ``scaling="minus_one_one"``.
+
+With ``on_device=True`` (default for MNIST and CIFAR-10) the whole uint8 split is loaded once onto
+the accelerator and batches are drawn by index (:class:`~scorelab.data.batches.InMemoryBatches`);
+the sampler position is saved in the DataModule's ``state_dict`` so a resumed run sees exactly
+the batches it would have seen. With ``on_device=False`` a ``DataLoader`` with workers reads the
+images and :meth:`on_after_batch_transfer` applies :func:`to_float` on the accelerator.
+
+Splits: ``val_split > 0`` holds out that many training images (a seeded random subset) for
+validation; with ``val_split = 0`` validation uses the held-out split of the data set (MNIST and
+CIFAR-10: test; CelebA: the official 'valid' split). ``test_dataloader`` serves the test split.
+Batches are ``x`` of shape ``(B, C, H, W)``, or ``(x, y)`` with ``return_labels=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from scorelab.data.batches import InMemoryBatches, derive_seed
+from scorelab.data.prepare import missing_celeba_files, missing_cifar10_files, missing_mnist_files
+from scorelab.utils import append_dims
+
+Scaling = Literal["zero_one", "minus_one_one"]
+SCALINGS = ("zero_one", "minus_one_one")
+
+
+def to_float(
+    x: Tensor,
+    *,
+    scaling: Scaling,
+    dequantize: bool,
+    random_flip: bool,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """uint8 images ``(B, C, H, W)`` → float32 images of the same shape.
+
+    Dequantised values lie in ``[0, 1)`` (``[-1, 1)`` after scaling), plain ones in ``[0, 1]``.
+    ``generator`` must live on ``x.device``.
+    """
+    if x.dtype != torch.uint8:
+        raise ValueError(f"to_float expects uint8 images, got {x.dtype}")
+    xf = x.float()
+    if dequantize:
+        # (x * 255 + u) / 256 with x = u8 / 255, u ~ U[0, 1)
+        u = torch.rand(xf.shape, generator=generator, device=x.device)
+        xf = (xf + u) / 256.0
+    else:
+        xf = xf / 255.0
+    if random_flip:
+        flip = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
+        xf = torch.where(append_dims(flip, xf.ndim), xf.flip(-1), xf)
+    if scaling == "minus_one_one":
+        xf = 2.0 * xf - 1.0
+    return xf
+
+
+@dataclass
+class ImageSource:
+    """One split of a data set as random-access uint8 images.
+
+    Attributes:
+        n: number of images.
+        images: ``images(idx)`` with ``idx`` a long tensor ``(k,)`` → uint8 ``(k, C, H, W)``.
+        labels: ``(n, ...)`` tensor of labels.
+    """
+
+    n: int
+    images: Callable[[Tensor], Tensor]
+    labels: Tensor
+
+
+class _Subset(Dataset):
+    """Items ``(uint8 (C, H, W), label)`` of an :class:`ImageSource` at given indices."""
+
+    def __init__(self, source: ImageSource, indices: Tensor) -> None:
+        self.source, self.indices = source, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        j = self.indices[i : i + 1]
+        return self.source.images(j)[0], self.source.labels[j[0]]
+
+
+def _resize_u8(x: Tensor, size: int) -> Tensor:
+    """Bilinear antialiased resize of uint8 ``(k, C, H, W)`` to ``(k, C, size, size)``."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    from torchvision.transforms.v2.functional import resize
+
+    return resize(x, [size, size], antialias=True)
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Shared machinery of the image DataModules; see the module docstring.
+
+    Subclasses set ``name``, ``channels``, ``image_size`` and implement :meth:`missing_files`
+    and :meth:`source`.
+    """
+
+    name = "images"
+    prepare_command = "python -m scorelab.data.prepare {name} --root {root}` (or `make data`)"
+    allowed_image_sizes: tuple[int, ...] = ()
+    native_channels = 3
+    eval_split = "test"
+
+    def __init__(
+        self,
+        *,
+        root: str | Path,
+        image_size: int,
+        scaling: Scaling,
+        dequantize: bool,
+        random_flip: bool,
+        batch_size: int,
+        eval_batch_size: int | None,
+        num_workers: int,
+        val_split: int,
+        on_device: bool,
+        limit: int | None,
+        seed: int,
+        return_labels: bool,
+        device: str | None,
+        channels: int | None,
+        dim: int | None,
+    ) -> None:
+        super().__init__()
+        if image_size not in self.allowed_image_sizes:
+            raise ValueError(
+                f"image_size={image_size} is not supported for {self.name}; allowed: "
+                f"{list(self.allowed_image_sizes)}"
+            )
+        if scaling not in SCALINGS:
+            raise ValueError(f"scaling={scaling!r} must be one of {list(SCALINGS)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size={eval_batch_size} must be >= 1 or null")
+        if num_workers < 0:
+            raise ValueError(f"num_workers={num_workers} must be >= 0")
+        if val_split < 0:
+            raise ValueError(f"val_split={val_split} must be >= 0 (number of held-out images)")
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit={limit} must be >= 1 or null (use every example)")
+        self.root = Path(root)
+        self.channels = self.native_channels
+        self.image_size = int(image_size)
+        self.dim = self.channels * self.image_size**2
+        for key, given, actual in (
+            ("channels", channels, self.channels),
+            ("dim", dim, self.dim),
+        ):
+            if given is not None and int(given) != actual:
+                raise ValueError(
+                    f"{key}={given} contradicts {self.name} at image_size={image_size}, which "
+                    f"has {key}={actual}; fix the data config"
+                )
+        self.scaling: Scaling = scaling
+        self.data_range: tuple[float, float] = (0.0, 1.0) if scaling == "zero_one" else (-1.0, 1.0)
+        self.dequantize, self.random_flip = dequantize, random_flip
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers, self.val_split, self.on_device = num_workers, val_split, on_device
+        self.limit, self.seed, self.return_labels = limit, int(seed), return_labels
+        self.device = device
+        self._splits: dict[str, tuple[ImageSource, Tensor]] | None = None
+        self._loaders: dict[str, InMemoryBatches] = {}
+        self._pending_state: dict[str, Any] | None = None
+        self._float_generator: torch.Generator | None = None
+
+    # ----- files -----------------------------------------------------------------------------
+    def missing_files(self) -> list[Path]:
+        """Files torchvision needs that are absent under ``root``."""
+        raise NotImplementedError
+
+    def source(self, split: str) -> ImageSource:
+        """The uint8 images of ``split`` ('train', 'test' and, for CelebA, 'valid')."""
+        raise NotImplementedError
+
+    def check_files(self) -> None:
+        """Raise ``FileNotFoundError`` naming the first missing file and the fixing command."""
+        missing = self.missing_files()
+        if missing:
+            cmd = self.prepare_command.format(name=self.name, root=self.root)
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise FileNotFoundError(
+                f"{self.name} data file {missing[0]} is missing{more}; run `{cmd} to prepare it"
+            )
+
+    def prepare_data(self) -> None:
+        self.check_files()
+
+    # ----- setup -----------------------------------------------------------------------------
+    def _limited(self, idx: Tensor) -> Tensor:
+        return idx if self.limit is None else idx[: self.limit]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits is not None:
+            return
+        self.check_files()
+        train = self.source("train")
+        if self.val_split > 0:
+            if self.val_split >= train.n:
+                raise ValueError(
+                    f"val_split={self.val_split} must be < the {train.n} training images"
+                )
+            g = torch.Generator().manual_seed(derive_seed(self.seed, 7))
+            perm = torch.randperm(train.n, generator=g)
+            val_idx, train_idx = perm[: self.val_split].sort().values, perm[self.val_split :]
+            train_idx = train_idx.sort().values
+            val = (train, val_idx)
+        else:
+            train_idx = torch.arange(train.n)
+            held = self.source(self.eval_split)
+            val = (held, torch.arange(held.n))
+        test = self.source("test") if self.eval_split != "test" or self.val_split > 0 else val[0]
+        self._splits = {
+            "train": (train, self._limited(train_idx)),
+            "val": (val[0], self._limited(val[1])),
+            "test": (test, self._limited(torch.arange(test.n))),
+        }
+        if self.on_device:
+            self._build_in_memory()
+
+    def _resolve_device(self) -> torch.device:
+        if self.device is not None:
+            return torch.device(self.device)
+        if self.trainer is not None:
+            return self.trainer.strategy.root_device
+        return torch.device("cpu")
+
+    def _build_in_memory(self) -> None:
+        assert self._splits is not None
+        device = self._resolve_device()
+        rank, world = (
+            (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
+        )
+        for split, (src, idx) in self._splits.items():
+            x = src.images(idx).to(device)
+            y = src.labels[idx].to(device)
+            training = split == "train"
+
+            def make_batch(
+                i: Tensor,
+                g: torch.Generator,
+                x: Tensor = x,
+                y: Tensor = y,
+                training: bool = training,
+            ) -> Tensor | tuple[Tensor, Tensor]:
+                xb = to_float(
+                    x[i],
+                    scaling=self.scaling,
+                    dequantize=self.dequantize,
+                    random_flip=self.random_flip and training,
+                    generator=g,
+                )
+                return (xb, y[i]) if self.return_labels else xb
+
+            self._loaders[split] = InMemoryBatches(
+                len(idx),
+                self.batch_size if training else self.eval_batch_size,
+                make_batch,
+                seed=derive_seed(self.seed, {"train": 0, "val": 1, "test": 2}[split]),
+                shuffle=training,
+                drop_last=training,
+                device=device,
+                rank=rank,
+                world_size=world,
+                advance_epoch=training,
+            )
+        if self._pending_state is not None:
+            self._loaders["train"].load_state_dict(self._pending_state)
+            self._pending_state = None
+
+    # ----- loaders ---------------------------------------------------------------------------
+    def _loader(self, split: str) -> InMemoryBatches | DataLoader:
+        if self._splits is None:
+            self.setup()
+        if self.on_device:
+            return self._loaders[split]
+        assert self._splits is not None
+        src, idx = self._splits[split]
+        training = split == "train"
+        return DataLoader(
+            _Subset(src, idx),
+            batch_size=self.batch_size if training else self.eval_batch_size,
+            shuffle=training,
+            drop_last=training,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(derive_seed(self.seed, 3)),
+        )
+
+    def train_dataloader(self) -> InMemoryBatches | DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> InMemoryBatches | DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> InMemoryBatches | DataLoader:
+        return self._loader("test")
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """DataLoader path: uint8 → float on the accelerator (in-memory batches pass through)."""
+        if self.on_device:
+            return batch
+        x, y = batch
+        if self._float_generator is None or self._float_generator.device != x.device:
+            self._float_generator = torch.Generator(device=x.device)
+            self._float_generator.manual_seed(derive_seed(self.seed, 4))
+        training = self.trainer is None or bool(self.trainer.training)
+        xf = to_float(
+            x,
+            scaling=self.scaling,
+            dequantize=self.dequantize,
+            random_flip=self.random_flip and training,
+            generator=self._float_generator,
+        )
+        return (xf, y) if self.return_labels else xf
+
+    # ----- resumable order -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Training-sampler state ``{seed, epoch, position}`` (in-memory batching only)."""
+        if "train" in self._loaders:
+            return {"train_sampler": self._loaders["train"].state_dict()}
+        if self._pending_state is not None:
+            return {"train_sampler": dict(self._pending_state)}
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = state_dict.get("train_sampler")
+        if state is None:
+            return
+        if "train" in self._loaders:
+            self._loaders["train"].load_state_dict(state)
+        else:
+            self._pending_state = dict(state)
+
+    def unnormalize(self, x: Tensor) -> Tensor:
+        """Map model-space images back to ``[0, 1]`` (for saving image grids)."""
+        return (x + 1.0) / 2.0 if self.scaling == "minus_one_one" else x
+
+
+# ---------------------------------------------------------------------------------------------
+# Data sets
+# ---------------------------------------------------------------------------------------------
+
+
+class MNISTDataModule(ImageDataModule):
+    """MNIST, 1×28×28 (native) or 1×32×32 (bilinear resize), from ``<root>/MNIST/raw``."""
+
+    name = "mnist"
+    allowed_image_sizes = (28, 32)
+    native_channels = 1
+
+    def __init__(
+        self,
+        root: str | Path = "data/raw",
+        image_size: int = 28,
+        scaling: Scaling = "zero_one",
+        dequantize: bool = False,
+        random_flip: bool = False,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_split: int = 0,
+        on_device: bool = True,
+        limit: int | None = None,
+        seed: int = 0,
+        return_labels: bool = False,
+        device: str | None = None,
+        channels: int | None = None,
+        dim: int | None = None,
+    ) -> None:
+        super().__init__(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
+
+    def missing_files(self) -> list[Path]:
+        return missing_mnist_files(self.root)
+
+    def source(self, split: str) -> ImageSource:
+        from torchvision.datasets import MNIST
+
+        ds = MNIST(str(self.root), train=split == "train", download=False)
+        data = ds.data  # uint8 (N, 28, 28)
+        size = self.image_size
+        return ImageSource(
+            n=len(data),
+            images=lambda idx: _resize_u8(data[idx].unsqueeze(1), size),
+            labels=ds.targets,
+        )
+
+
+class CIFAR10DataModule(ImageDataModule):
+    """CIFAR-10, 3×32×32, from ``<root>/cifar-10-batches-py``."""
+
+    name = "cifar10"
+    allowed_image_sizes = (32,)
+
+    def __init__(
+        self,
+        root: str | Path = "data/raw",
+        image_size: int = 32,
+        scaling: Scaling = "zero_one",
+        dequantize: bool = False,
+        random_flip: bool = True,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_split: int = 0,
+        on_device: bool = True,
+        limit: int | None = None,
+        seed: int = 0,
+        return_labels: bool = False,
+        device: str | None = None,
+        channels: int | None = None,
+        dim: int | None = None,
+    ) -> None:
+        super().__init__(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
+
+    def missing_files(self) -> list[Path]:
+        return missing_cifar10_files(self.root)
+
+    def source(self, split: str) -> ImageSource:
+        from torchvision.datasets import CIFAR10
+
+        ds = CIFAR10(str(self.root), train=split == "train", download=False)
+        data = torch.from_numpy(ds.data).permute(0, 3, 1, 2)  # uint8 (N, 3, 32, 32)
+        return ImageSource(
+            n=len(data), images=lambda idx: data[idx], labels=torch.as_tensor(ds.targets)
+        )
+
+
+class CelebADataModule(ImageDataModule):
+    """CelebA aligned faces with NCSN's preprocessing: centre crop 140, resize to 32 or 64.
+
+    Reads ``<root>/celeba`` (torchvision's layout). ``on_device=True`` decodes the selected
+    images once (minutes for the full 163k training set; use ``limit`` for smoke runs), so it
+    defaults to ``False``: a DataLoader with ``num_workers`` decodes JPEGs per batch.
+    """
+
+    name = "celeba"
+    allowed_image_sizes = (32, 64)
+    eval_split = "valid"
+    crop_size = 140
+
+    def __init__(
+        self,
+        root: str | Path = "data/raw",
+        image_size: int = 64,
+        scaling: Scaling = "zero_one",
+        dequantize: bool = False,
+        random_flip: bool = True,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 4,
+        val_split: int = 0,
+        on_device: bool = False,
+        limit: int | None = None,
+        seed: int = 0,
+        return_labels: bool = False,
+        device: str | None = None,
+        channels: int | None = None,
+        dim: int | None = None,
+    ) -> None:
+        super().__init__(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
+
+    def missing_files(self) -> list[Path]:
+        return missing_celeba_files(self.root)
+
+    def source(self, split: str) -> ImageSource:
+        from torchvision import transforms as T
+        from torchvision.datasets import CelebA
+
+        transform = T.Compose(
+            [
+                T.CenterCrop(self.crop_size),
+                T.Resize(self.image_size, antialias=True),
+                T.PILToTensor(),
+            ]
+        )
+        ds = CelebA(
+            str(self.root), split=split, target_type="attr", transform=transform, download=False
+        )
+
+        def images(idx: Tensor) -> Tensor:
+            return (
+                torch.stack([ds[int(i)][0] for i in idx])
+                if len(idx)
+                else torch.empty(0, 3, self.image_size, self.image_size, dtype=torch.uint8)
+            )
+
+        return ImageSource(n=len(ds), images=images, labels=ds.attr)
