@@ -98,8 +98,10 @@ class RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that only resolves the globals needed to rebuild plain numpy arrays.
 
     Pickled ndarrays reference ``numpy.core.multiarray._reconstruct`` (``numpy._core`` from
-    numpy 2 on), ``numpy.ndarray`` and ``numpy.dtype``; anything else (``os.system``,
-    ``builtins.eval``, ...) raises :class:`pickle.UnpicklingError` before it is imported.
+    numpy 2 on), ``numpy.ndarray`` and ``numpy.dtype``; Python 3 pickles at protocol 2 also
+    spell raw bytes as ``_codecs.encode(str, 'latin1')``, a pure conversion. Anything else
+    (``os.system``, ``builtins.eval``, ...) raises :class:`pickle.UnpicklingError` before it is
+    imported.
     """
 
     ALLOWED: frozenset[tuple[str, str]] = frozenset(
@@ -108,6 +110,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             ("numpy._core.multiarray", "_reconstruct"),
             ("numpy", "ndarray"),
             ("numpy", "dtype"),
+            ("_codecs", "encode"),
         }
     )
 
