@@ -1,0 +1,95 @@
+"""Energy parametrisation of a score: s(x, c) = -∇ₓ E_θ(x, c).
+
+A scalar energy network defines an unnormalised density exp(-E); its score needs no partition
+function. :class:`EnergyScore` turns such a network into a drop-in score function for every loss
+and sampler:
+
+- while gradients are tracked (training, or a loss that differentiates the score again such as
+  ISM and SSM), the gradient is taken with ``create_graph=True`` so the score stays differentiable
+  in x and in θ;
+- under ``torch.no_grad()`` (sampling), the gradient is still computed, inside
+  :func:`torch.enable_grad`, but without a graph, and the result is detached.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class EnergyScore(nn.Module):
+    """Score −∇ₓE(x, cond) of a scalar energy network.
+
+    Args:
+        energy_net: module called as ``energy_net(x, cond)`` with x (B, ...) and cond (B,),
+            returning the energy of each sample, (B,).
+
+    Calling ``EnergyScore(net)(x, cond)`` returns a tensor shaped like ``x``.
+    """
+
+    def __init__(self, energy_net: nn.Module) -> None:
+        super().__init__()
+        self.energy_net = energy_net
+
+    def energy(self, x: Tensor, cond: Tensor) -> Tensor:
+        """E(x, cond), (B,)."""
+        e = self.energy_net(x, cond)
+        if e.shape != (x.shape[0],):
+            raise ValueError(
+                f"energy_net must return one energy per sample, shape ({x.shape[0]},); "
+                f"got {tuple(e.shape)}"
+            )
+        return e
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        track = torch.is_grad_enabled()
+        with torch.enable_grad():
+            # Differentiate with respect to x itself when it is already part of a graph (a loss
+            # taking a second derivative needs that); otherwise through a fresh leaf.
+            x_in = x if x.requires_grad else x.detach().requires_grad_(True)
+            e = self.energy(x_in, cond)
+            (grad,) = torch.autograd.grad(e.sum(), x_in, create_graph=track)
+        return -grad if track else -grad.detach()
+
+
+class MLPEnergy(nn.Module):
+    """A small smooth energy network for toys and tests: an MLP with softplus activations.
+
+    Softplus (not ReLU) keeps the second derivatives that ISM and SSM need non-trivial.
+
+    Args:
+        dim: number of elements per sample D; inputs (B, ...) are flattened to (B, D).
+        hidden: width of the hidden layers.
+        n_layers: number of hidden layers, >= 1.
+        conditional: if True, cond (B,) is appended to the input as one more feature;
+            otherwise cond is ignored.
+
+    ``forward(x, cond)`` returns the energies, (B,).
+    """
+
+    def __init__(
+        self, dim: int, hidden: int = 128, n_layers: int = 3, conditional: bool = False
+    ) -> None:
+        super().__init__()
+        for name, value in (("dim", dim), ("hidden", hidden), ("n_layers", n_layers)):
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value}")
+        self.dim = int(dim)
+        self.conditional = bool(conditional)
+        layers: list[nn.Module] = []
+        width = self.dim + int(self.conditional)
+        for _ in range(int(n_layers)):
+            layers += [nn.Linear(width, int(hidden)), nn.Softplus()]
+            width = int(hidden)
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        h = x.reshape(x.shape[0], -1)
+        if h.shape[1] != self.dim:
+            raise ValueError(f"x must have {self.dim} elements per sample, got {h.shape[1]}")
+        if self.conditional:
+            if cond is None:
+                raise ValueError("cond is required when conditional=True")
+            h = torch.cat([h, cond.reshape(-1, 1).to(h.dtype)], dim=1)
+        return self.net(h).squeeze(1)
