@@ -76,12 +76,12 @@ def cifar_root(tmp_path: Path, no_md5: None) -> Path:
     return tmp_path
 
 
-CELEBA_PARTITION = [0, 0, 0, 0, 1, 2]  # 4 train, 1 valid, 1 test
+CELEBA_PARTITION = [0, 0, 0, 0, 1, 1, 2, 2]  # 4 train, 2 valid, 2 test
 
 
 @pytest.fixture
 def celeba_root(tmp_path: Path, no_md5: None) -> Path:
-    """Six 178×218 aligned-face stand-ins: white inside the central 140×140 crop, black
+    """Eight 178×218 aligned-face stand-ins: white inside the central 140×140 crop, black
     outside, so the crop can be checked."""
     folder = tmp_path / "celeba"
     img_dir = folder / "img_align_celeba"
