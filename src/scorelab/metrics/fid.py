@@ -53,6 +53,7 @@ __all__ = [
     "FEATURE_LAYER",
     "LOGITS_LAYER",
     "FeatureStatistics",
+    "cached_statistics",
     "StatsKey",
     "compute_fid",
     "compute_is",
@@ -206,46 +207,63 @@ def load_statistics(path: str | os.PathLike, extractor: str | None = None) -> Fe
     return stats
 
 
-def reference_statistics(
+def cached_statistics(
     key: StatsKey,
-    images_fn: Callable[[], ImageInput],
+    features_fn: Callable[[], Tensor],
     cache_dir: str | os.PathLike,
-    extractor: FeatureExtractorBase | None = None,
-    batch_size: int = 64,
 ) -> FeatureStatistics:
-    """Reference statistics for ``key``, computed once and cached as ``<cache_dir>/<key>.npz``.
+    """Statistics for ``key``, computed once and cached as ``<cache_dir>/<key.filename>``.
 
-    A cached file whose stored key differs from ``key`` is recomputed and overwritten.
+    A cached file whose stored key differs from ``key`` (another format version, extractor or
+    source) is recomputed and overwritten.
 
     Args:
         key: data set, split, resolution and feature space.
-        images_fn: called only on a cache miss; returns the reference images (tensor or folder).
+        features_fn: called only on a cache miss; returns the (N, F) reference features.
         cache_dir: folder for the ``.npz`` files.
-        extractor: feature extractor; default torch-fidelity's Inception ('2048' layer).
-        batch_size: images per forward pass.
     """
     path = Path(cache_dir) / key.filename
     if path.is_file():
         cached = load_statistics(path)
         if cached.key == str(key):
             return cached
-        log.info(
-            "reference statistics %s have key %r, expected %r: recomputing",
-            path,
-            cached.key,
-            str(key),
-        )
-    ext = _extractor(extractor, FEATURE_LAYER)
-    if key.extractor != extractor_id(ext, FEATURE_LAYER):
-        raise ValueError(
-            f"key.extractor is {key.extractor!r} but the extractor passed is "
-            f"{extractor_id(ext, FEATURE_LAYER)!r}; build the key with extractor_id(extractor, "
-            f"{FEATURE_LAYER!r})"
-        )
-    feats = _features(images_fn(), ext, FEATURE_LAYER, batch_size, min_n=2)
-    stats = feature_statistics(feats, key=str(key), extractor=key.extractor)
+        log.info("statistics %s have key %r, expected %r: recomputing", path, cached.key, str(key))
+    stats = feature_statistics(features_fn(), key=str(key), extractor=key.extractor)
     save_statistics(path, stats)
     return stats
+
+
+def reference_statistics(
+    key: StatsKey,
+    images_fn: Callable[[], ImageInput],
+    cache_dir: str | os.PathLike,
+    extractor: FeatureExtractorBase | None = None,
+    batch_size: int = 64,
+    layer: str = FEATURE_LAYER,
+) -> FeatureStatistics:
+    """Reference image statistics for ``key``, cached by :func:`cached_statistics`.
+
+    Args:
+        key: data set, split, resolution and feature space; ``key.extractor`` must equal
+            ``extractor_id(extractor, layer)``.
+        images_fn: called only on a cache miss; returns the reference images (tensor or folder).
+        cache_dir: folder for the ``.npz`` files.
+        extractor: feature extractor; default torch-fidelity's Inception.
+        batch_size: images per forward pass.
+        layer: feature layer; default pool3 ('2048').
+    """
+
+    def features_fn() -> Tensor:
+        ext = _extractor(extractor, layer)
+        if key.extractor != extractor_id(ext, layer):
+            raise ValueError(
+                f"key.extractor is {key.extractor!r} but the extractor passed is "
+                f"{extractor_id(ext, layer)!r}; build the key with extractor_id(extractor, "
+                f"{layer!r})"
+            )
+        return _features(images_fn(), ext, layer, batch_size, min_n=2)
+
+    return cached_statistics(key, features_fn, cache_dir)
 
 
 def compute_fid(
