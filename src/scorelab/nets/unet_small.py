@@ -1,0 +1,168 @@
+"""A small, fast noise-conditional UNet for CPU runs on 28×28 / 32×32 images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from scorelab.nets.noise_embedding import FEATURES, NoiseEmbedding, check_choice
+from scorelab.utils import append_dims
+
+
+class _ResBlock(nn.Module):
+    """GroupNorm → SiLU → conv, add the projected embedding, GroupNorm → SiLU → conv; skip.
+
+    Shapes: x (B, c_in, H, W), emb (B, E) -> (B, c_out, H, W).
+    """
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(min(groups, c_in), c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, c_out)
+        self.norm2 = nn.GroupNorm(min(groups, c_out), c_out)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + append_dims(self.emb(emb), h.ndim)
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class UNetSmall(nn.Module):
+    """Small UNet: `len(ch_mult)` resolutions, `num_res_blocks` residual blocks per level.
+
+    Down path: per level, residual blocks (width ch·ch_mult[i]), then a stride-2 conv except at
+    the last level. Middle: two residual blocks. Up path: per level, num_res_blocks + 1 blocks,
+    each fed the concatenated skip of the matching down-path output, then nearest ×2 upsampling
+    and a conv. The conditioning is embedded (sinusoids of log σ or t, or a learned table of σ
+    indices), passed through a 2-layer MLP of width 4·ch and added in every residual block.
+
+    With the defaults (ch 32, ch_mult (1, 2, 2), 1 block per level) it has ~0.9M parameters.
+
+    Args:
+        channels: image channels C.
+        image_size: H = W; a multiple of 2**(len(ch_mult) - 1).
+        ch: base width.
+        ch_mult: width multipliers, one per resolution.
+        num_res_blocks: residual blocks per level on the down path.
+        embedding: "sigma" (cond is σ, embedded as log σ) | "time" | "index".
+        num_classes: number of noise levels for embedding="index".
+        embed_features: "sinusoidal" | "fourier".
+        groups: GroupNorm groups.
+        dropout: dropout rate inside the residual blocks.
+
+    Shapes: x (B, C, H, W), cond (B,) -> (B, C, H, W).
+    """
+
+    def __init__(
+        self,
+        channels: int = 1,
+        image_size: int = 28,
+        ch: int = 32,
+        ch_mult: Sequence[int] = (1, 2, 2),
+        num_res_blocks: int = 1,
+        embedding: str = "sigma",
+        num_classes: int | None = None,
+        embed_features: str = "sinusoidal",
+        groups: int = 8,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        for name, value in (("channels", channels), ("ch", ch), ("groups", groups)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer")
+        ch_mult = tuple(ch_mult)
+        if not ch_mult or any(m < 1 for m in ch_mult):
+            raise ValueError(f"ch_mult={ch_mult!r} must be a non-empty sequence of positive ints")
+        if num_res_blocks < 1:
+            raise ValueError(f"num_res_blocks={num_res_blocks!r} must be >= 1")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
+        check_choice("embedding", embedding, ("sigma", "time", "index"))
+        check_choice("embed_features", embed_features, FEATURES)
+        n_down = len(ch_mult) - 1
+        factor = 2**n_down
+        if (
+            isinstance(image_size, bool)
+            or not isinstance(image_size, int)
+            or image_size < factor
+            or image_size % factor
+        ):
+            raise ValueError(
+                f"image_size={image_size!r} must be a positive multiple of {factor} (the network "
+                f"downsamples {n_down} times with ch_mult={ch_mult}); use 28, 32 or 64"
+            )
+        for c in {ch * m for m in ch_mult}:
+            if c % min(groups, c):
+                raise ValueError(
+                    f"groups={groups} must divide every width ch*ch_mult[i]; got width {c}"
+                )
+        self.channels, self.image_size, self.embedding = channels, image_size, embedding
+
+        emb_dim = 4 * ch
+        self.embed = NoiseEmbedding(embedding, ch, features=embed_features, num_classes=num_classes)
+        self.embed_mlp = nn.Sequential(
+            nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
+
+        def block(a: int, b: int) -> _ResBlock:
+            return _ResBlock(a, b, emb_dim, groups, dropout)
+
+        self.conv_in = nn.Conv2d(channels, ch, 3, padding=1)
+        self.down_blocks = nn.ModuleList()
+        self.downsamples = nn.ModuleList()
+        widths = [ch]  # channels of every saved skip, in order
+        c = ch
+        for i, m in enumerate(ch_mult):
+            level = nn.ModuleList()
+            for _ in range(num_res_blocks):
+                level.append(block(c, ch * m))
+                c = ch * m
+                widths.append(c)
+            self.down_blocks.append(level)
+            if i < n_down:
+                self.downsamples.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
+                widths.append(c)
+
+        self.mid = nn.ModuleList([block(c, c), block(c, c)])
+
+        self.up_blocks = nn.ModuleList()
+        self.upsamples = nn.ModuleList()
+        for i, m in reversed(list(enumerate(ch_mult))):
+            level = nn.ModuleList()
+            for _ in range(num_res_blocks + 1):
+                level.append(block(c + widths.pop(), ch * m))
+                c = ch * m
+            self.up_blocks.append(level)
+            if i > 0:
+                self.upsamples.append(nn.Conv2d(c, c, 3, padding=1))
+
+        self.norm_out = nn.GroupNorm(min(groups, c), c)
+        self.conv_out = nn.Conv2d(c, channels, 3, padding=1)
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        emb = self.embed_mlp(self.embed(cond).to(x.dtype))
+        h = self.conv_in(x)
+        skips = [h]
+        for i, level in enumerate(self.down_blocks):
+            for blk in level:
+                h = blk(h, emb)
+                skips.append(h)
+            if i < len(self.downsamples):
+                h = self.downsamples[i](h)
+                skips.append(h)
+        for blk in self.mid:
+            h = blk(h, emb)
+        for i, level in enumerate(self.up_blocks):
+            for blk in level:
+                h = blk(torch.cat([h, skips.pop()], dim=1), emb)
+            if i < len(self.upsamples):
+                h = self.upsamples[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        return self.conv_out(F.silu(self.norm_out(h)))
