@@ -115,7 +115,7 @@ class ImageDataModule(L.LightningDataModule):
     """
 
     name = "images"
-    prepare_command = "python -m scorelab.data.prepare {name} --root {root}` (or `make data`)"
+    prepare_command = "python -m scorelab.data.prepare {name} --root {root}"
     allowed_image_sizes: tuple[int, ...] = ()
     native_channels = 3
     eval_split = "test"
@@ -200,7 +200,8 @@ class ImageDataModule(L.LightningDataModule):
             cmd = self.prepare_command.format(name=self.name, root=self.root)
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise FileNotFoundError(
-                f"{self.name} data file {missing[0]} is missing{more}; run `{cmd} to prepare it"
+                f"{self.name} data file {missing[0]} is missing{more}; run `{cmd}` (or "
+                "`make data`) to prepare it"
             )
 
     def prepare_data(self) -> None:
