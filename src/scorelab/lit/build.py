@@ -1,0 +1,256 @@
+"""Build the objects of a run from a resolved Hydra config, and rebuild them from a checkpoint.
+
+Everything here is cheap: no data is loaded and no network is trained, so every bad value or
+combination is refused before expensive work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from scorelab.lit.module import ScoreModule
+from scorelab.nets.precond import OracleScoreModel, ScoreModel
+from scorelab.schedules import NoiseLevels
+from scorelab.sde import SDE
+
+# Keys of the data config read by other groups, not passed to the DataModule.
+DATA_META_KEYS = ("default_sigma_max",)
+
+
+class ConfigError(ValueError):
+    """A bad configuration value or combination; the message is one line naming the fix."""
+
+
+def to_plain(cfg: DictConfig | dict) -> dict:
+    """Resolved config as plain containers (safe for ``torch.load(weights_only=True)``)."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def as_config(cfg: DictConfig | dict) -> DictConfig:
+    return cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+
+
+def data_shape(cfg: DictConfig) -> tuple[int, ...]:
+    """Shape of one example from the data config: (C, H, W) for images, (D,) for points."""
+    d = cfg.data
+    if d.get("image_size") is not None:
+        return (int(d.channels), int(d.image_size), int(d.image_size))
+    return (int(d.dim),)
+
+
+def data_range(cfg: DictConfig) -> str:
+    return str(cfg.data.get("scaling", "none")) if cfg.data.get("image_size") else "none"
+
+
+def build_datamodule(cfg: DictConfig):
+    d = OmegaConf.to_container(cfg.data, resolve=True)
+    for key in DATA_META_KEYS:
+        d.pop(key, None)
+    return instantiate(d)
+
+
+def build_noise(cfg: DictConfig) -> NoiseLevels | SDE:
+    """The SDE or discrete σ levels. ``sigma_max: auto`` takes the NCSNv2 rule on the data."""
+    s = OmegaConf.to_container(cfg.sde, resolve=True)
+    if s.get("sigma_max") == "auto":
+        s["sigma_max"] = auto_sigma_max(cfg)
+    try:
+        return instantiate(s)
+    except ValueError as err:
+        raise ConfigError(f"sde: {err}") from None
+
+
+def auto_sigma_max(cfg: DictConfig, n: int = 2000) -> float:
+    """NCSNv2 Technique 1 on ``n`` training points: the largest pairwise distance."""
+    from scorelab.schedules import max_pairwise_distance
+
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    x = next(iter(dm.train_dataloader()))
+    chunks, total = [x], x.shape[0]
+    for batch in dm.train_dataloader():
+        if total >= n:
+            break
+        chunks.append(batch)
+        total += batch.shape[0]
+    return float(round(max_pairwise_distance(torch.cat(chunks)[:n]), 2))
+
+
+def build_score_model(cfg: DictConfig, noise: NoiseLevels | SDE):
+    """The parametrised score network, or the exact oracle for ``model=oracle``."""
+    m = cfg.model
+    if m.get("oracle", False):
+        from scorelab.toy import GaussianMixture
+
+        d = cfg.data
+        if d.get("name") != "gmm":
+            raise ConfigError(
+                f"model=oracle needs an analytic mixture (data=gmm), got data.name={d.get('name')}"
+            )
+        mix = GaussianMixture(list(d.weights), [list(r) for r in d.means], _plain(d.stds))
+        return OracleScoreModel(mix, noise)
+    net = instantiate(m.net)
+    p = OmegaConf.to_container(m.get("parametrization", {}), resolve=True)
+    try:
+        return ScoreModel(net, noise, **p)
+    except ValueError as err:
+        raise ConfigError(f"model.parametrization: {err}") from None
+
+
+def _plain(v: Any) -> Any:
+    return OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
+
+
+def build_loss(cfg: DictConfig, noise: NoiseLevels | SDE):
+    lc = OmegaConf.to_container(cfg.loss, resolve=True)
+    wants_discrete = bool(lc.pop("discrete_levels", False))
+    factory = instantiate(lc)
+    discrete = isinstance(noise, NoiseLevels)
+    if discrete != wants_discrete:
+        kind = "discrete σ levels (sde=ncsn)" if wants_discrete else "an SDE (sde=ve, vp, subvp)"
+        raise ConfigError(
+            f"loss={cfg.loss._target_.rsplit('.', 1)[-1]} needs {kind}, but sde is "
+            f"{type(noise).__name__}; use loss=dsm_discrete with sde=ncsn, loss=dsm with SDEs"
+        )
+    try:
+        return factory(noise.sigmas if discrete else noise)
+    except ValueError as err:
+        raise ConfigError(f"loss: {err}") from None
+
+
+def build_sampler(cfg: DictConfig):
+    if cfg.get("sampler") is None:
+        return None
+    try:
+        return instantiate(cfg.sampler)
+    except ValueError as err:
+        raise ConfigError(f"sampler: {err}") from None
+
+
+def build_module(cfg: DictConfig | dict) -> ScoreModule:
+    """The ScoreModule of a config; the sampler is checked against the model here."""
+    cfg = as_config(cfg)
+    noise = build_noise(cfg)
+    model = build_score_model(cfg, noise)
+    sampler = build_sampler(cfg)
+    if sampler is not None:
+        try:
+            sampler.check(model)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    if isinstance(model, OracleScoreModel):
+        raise ConfigError("model=oracle has nothing to train; use python -m scorelab.sample")
+    loss = build_loss(cfg, noise)
+    opt = instantiate(cfg.optimizer)
+    resolved = to_plain(cfg)
+    return ScoreModule(
+        model,
+        loss,
+        opt,
+        sampler=sampler,
+        data_shape=data_shape(cfg),
+        data_range=data_range(cfg),
+        config=resolved,
+        **OmegaConf.to_container(cfg.module, resolve=True),
+    )
+
+
+# ----------------------------------------------------------------------------- checkpoints
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit; names the file."""
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """``torch.load(weights_only=True)`` with one-line errors naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt ({type(err).__name__}: {first[:200]}); "
+            "use another checkpoint (e.g. last.ckpt of the same run) or retrain"
+        ) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"checkpoint {path} has no 'state_dict': not a scorelab checkpoint")
+    return ckpt
+
+
+def load_module(path: str | Path, overrides: dict | None = None) -> ScoreModule:
+    """Rebuild the ScoreModule saved at ``path`` (config inside the checkpoint) and load it.
+
+    ``overrides`` replaces config groups (e.g. ``{"sampler": {...}}``) before building.
+    """
+    ckpt = read_checkpoint(path)
+    config = ckpt.get("scorelab_config")
+    if not config:
+        raise CheckpointError(f"checkpoint {path} carries no scorelab_config; cannot rebuild")
+    cfg = OmegaConf.create(config)
+    for key, value in (overrides or {}).items():
+        cfg[key] = value
+    module = build_module(cfg)
+    state = ckpt["state_dict"]
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if hasattr(state[k], "shape") and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)}: {', '.join(missing[:8])}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:8])}")
+        if shapes:
+            parts.append(f"shape mismatches {len(shapes)}: {'; '.join(shapes[:5])}")
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the architecture in its config ("
+            + " | ".join(parts)
+            + ")"
+        )
+    module.load_state_dict(state)
+    return module
+
+
+# ----------------------------------------------------------------------------- validation
+def validate_config(cfg: DictConfig) -> None:
+    """Refuse bad values and combinations that the constructors cannot see on their own."""
+    d, m = cfg.data, cfg.model
+    net = m.get("net") if not m.get("oracle", False) else None
+    if net is not None:
+        for key in ("image_size", "channels"):
+            nv, dv = net.get(key), d.get(key)
+            if nv is not None and dv is not None and int(nv) != int(dv):
+                raise ConfigError(
+                    f"model.net.{key}={nv} differs from data.{key}={dv}; set them equal (model "
+                    f"configs default to ${{data.{key}}})"
+                )
+        if d.get("image_size") is None and net.get("image_size") is not None:
+            raise ConfigError(
+                f"model {net._target_.rsplit('.', 1)[-1]} is an image network but data "
+                f"{d.get('name', d._target_)} is points; use model=mlp for 2-D/low-dim data"
+            )
+        if d.get("image_size") is not None and net.get("dim") is not None:
+            raise ConfigError(
+                "model=mlp works on points but data is images; use model=unet_small or another "
+                "image network"
+            )
+    n = cfg.get("n_samples", 0)
+    if n is None or int(n) < 0:
+        raise ConfigError(f"n_samples must be >= 0, got {n}")
+    if "trainer" in cfg:
+        steps = cfg.trainer.get("max_steps", -1)
+        if steps is not None and int(steps) == 0:
+            raise ConfigError("trainer.max_steps=0 trains nothing; use >= 1 (or -1 for epochs)")

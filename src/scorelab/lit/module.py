@@ -1,0 +1,259 @@
+"""The one LightningModule: a score model trained by a score-matching loss, with EMA."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torchmetrics import MeanMetric
+
+from scorelab.nets.precond import ScoreModel
+from scorelab.schedules import NoiseLevels
+
+NONFINITE_POLICIES = ("skip", "stop", "off")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised under ``nonfinite="stop"`` after the debug checkpoint has been written."""
+
+
+def unpack_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
+    """``x`` and optional dataset indices from a batch: a tensor, (x, y), or a dict."""
+    if isinstance(batch, Tensor):
+        return batch, None
+    if isinstance(batch, dict):
+        return batch["x"], batch.get("index")
+    return batch[0], None
+
+
+class ScoreModule(L.LightningModule):
+    """Trains ``model`` (a :class:`ScoreModel`) with ``loss``; keeps an EMA copy for sampling.
+
+    Args:
+        model: the parametrised score network.
+        loss: a loss object, ``loss(score_fn, x) -> LossOutput``.
+        optimizer: a partial optimizer, ``optimizer(params)``.
+        sampler: a sampler driver (see :mod:`scorelab.generate`) used for validation samples.
+        data_shape: shape of one example, (C, H, W) or (D,).
+        data_range: ``"zero_one"`` or ``"minus_one_one"``: how data was scaled, for grids.
+        warmup_steps: linear learning-rate warm-up length.
+        grad_clip: max gradient norm (0 disables clipping).
+        ema_decay: EMA decay of the weights (0 disables EMA: the EMA copy tracks the weights).
+        nonfinite: policy for a non-finite loss or gradient: ``"skip"`` the step and count it,
+            ``"stop"`` after saving a debug checkpoint, or ``"off"`` (no check, no host sync).
+        val_buckets: number of noise-level buckets for the validation loss.
+        channels_last: use the channels-last memory format for image networks.
+        compile: wrap the score model's forward in ``torch.compile``.
+        config: the resolved run configuration as plain containers; saved in checkpoints so
+            that :func:`scorelab.lit.build.load_module` can rebuild the module.
+    """
+
+    def __init__(
+        self,
+        model: ScoreModel,
+        loss: Callable,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        *,
+        sampler: Callable | None = None,
+        data_shape: tuple[int, ...] = (2,),
+        data_range: str = "none",
+        warmup_steps: int = 0,
+        grad_clip: float = 1.0,
+        ema_decay: float = 0.999,
+        nonfinite: str = "skip",
+        val_buckets: int = 4,
+        channels_last: bool = False,
+        compile: bool = False,
+        config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if grad_clip < 0:
+            raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {grad_clip}")
+        if val_buckets < 1:
+            raise ValueError(f"val_buckets must be >= 1, got {val_buckets}")
+        self.automatic_optimization = False
+        self.model = model
+        self.loss_fn = loss
+        self.optimizer_factory = optimizer
+        self.sampler = sampler
+        self.data_shape = tuple(int(s) for s in data_shape)
+        self.data_range = data_range
+        self.warmup_steps = int(warmup_steps)
+        self.grad_clip = float(grad_clip)
+        self.ema_decay = float(ema_decay)
+        self.nonfinite = nonfinite
+        self.val_buckets = int(val_buckets)
+        self.channels_last = channels_last and len(self.data_shape) == 3
+        self.config = config or {}
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.ema = AveragedModel(
+            self.model, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True
+        )
+        self.ema.requires_grad_(False)
+        # Counters live in buffers so they are checkpointed and restored on resume.
+        self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
+        self.val_loss = MeanMetric()
+        self.val_bucket_loss = nn.ModuleList(MeanMetric() for _ in range(self.val_buckets))
+        self._forward = torch.compile(self.model) if compile else self.model
+        self.last_bad_batch: Tensor | None = None
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def is_discrete(self) -> bool:
+        return isinstance(self.model.noise, NoiseLevels)
+
+    def _prep(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def ema_model(self) -> ScoreModel:
+        return self.ema.module
+
+    def forward(self, x: Tensor, noise: Tensor) -> Tensor:
+        return self._forward(self._prep(x), noise)
+
+    def configure_optimizers(self):
+        opt = self.optimizer_factory(self.model.parameters())
+        warm = self.warmup_steps
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: min(1.0, (step + 1) / warm) if warm > 0 else 1.0
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, index = unpack_batch(batch)
+        opt = self.optimizers()
+        sched = self.lr_schedulers()
+        out = self.loss_fn(self, self._prep(x))
+        loss = out.loss
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        max_norm = self.grad_clip if self.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if self.nonfinite == "off" or bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
+            opt.step()
+            sched.step()
+            self.ema.update_parameters(self.model)
+        else:
+            self._on_nonfinite(loss, grad_norm, x, index, batch_idx)
+            opt.zero_grad(set_to_none=True)
+        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        self.log("train/grad_norm", grad_norm.detach(), on_step=True, on_epoch=False)
+        self.log("train/lr", sched.get_last_lr()[0], on_step=True, on_epoch=False)
+        self.log("train/skipped_steps", self.skipped_steps.float(), on_step=True, on_epoch=False)
+        return loss.detach()
+
+    def _on_nonfinite(self, loss, grad_norm, x, index, batch_idx) -> None:
+        self.skipped_steps += 1
+        self.last_bad_batch = index if index is not None else torch.tensor([batch_idx])
+        msg = (
+            f"non-finite {'loss' if not torch.isfinite(loss) else 'gradient'} at step "
+            f"{self.global_step} (batch {batch_idx}); optimizer and EMA not updated"
+        )
+        if self.nonfinite == "stop":
+            trainer = self.trainer
+            path = None
+            if trainer is not None and trainer.log_dir is not None:
+                from pathlib import Path
+
+                path = Path(trainer.default_root_dir) / "debug" / "nonfinite.ckpt"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                trainer.save_checkpoint(str(path))
+                torch.save(
+                    {"batch_idx": batch_idx, "indices": self.last_bad_batch.cpu(), "x": x.cpu()},
+                    path.with_name("nonfinite_batch.pt"),
+                )
+            raise NonFiniteLossError(f"{msg}; debug checkpoint: {path}")
+        from lightning.pytorch.utilities import rank_zero_warn
+
+        rank_zero_warn(msg + f"; skipped so far: {int(self.skipped_steps)}")
+
+    # ------------------------------------------------------------------ validation
+    def _bucket(self, noise: Tensor) -> Tensor:
+        """Bucket index (B,) of each noise level: equal parts of log σ (discrete) or of t."""
+        if self.is_discrete:
+            levels = self.model.noise
+            lo, hi = math.log(levels.sigma_min), math.log(levels.sigma_max)
+            frac = (torch.log(noise) - lo) / max(hi - lo, 1e-12)
+        else:
+            frac = noise / self.model.noise.T
+        return (frac * self.val_buckets).long().clamp(0, self.val_buckets - 1)
+
+    def bucket_names(self) -> list[str]:
+        n = self.val_buckets
+        if self.is_discrete:
+            lv = self.model.noise
+            lo, hi = math.log(lv.sigma_min), math.log(lv.sigma_max)
+            edges = [math.exp(lo + (hi - lo) * k / n) for k in range(n + 1)]
+            return [f"sigma_{edges[k]:.3g}-{edges[k + 1]:.3g}" for k in range(n)]
+        return [f"t_{k / n:.2f}-{(k + 1) / n:.2f}" for k in range(n)]
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, _ = unpack_batch(batch)
+        ema = self.ema_model()
+        with torch.enable_grad():  # energy models and SSM need autograd even here
+            out = self.loss_fn(lambda y, n: ema(self._prep(y), n), self._prep(x))
+        per = out.per_sample.detach()
+        self.val_loss.update(per)
+        buckets = self._bucket(out.noise.detach())
+        for k, metric in enumerate(self.val_bucket_loss):
+            mask = buckets == k
+            metric.update(per[mask]) if mask.any() else None
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_loss.update_count > 0:
+            self.log("val/loss", self.val_loss.compute(), prog_bar=True, sync_dist=False)
+        for name, metric in zip(self.bucket_names(), self.val_bucket_loss):
+            if metric.update_count > 0:
+                self.log(f"val/loss_{name}", metric.compute())
+        self.val_loss.reset()
+        for metric in self.val_bucket_loss:
+            metric.reset()
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        sampler: Callable | None = None,
+        generator: torch.Generator | None = None,
+        use_ema: bool = True,
+        progress: bool = False,
+    ):
+        """Draw ``n`` samples with ``sampler`` (default: the configured one) -> SampleResult."""
+        sampler = sampler or self.sampler
+        if sampler is None:
+            raise ValueError("no sampler configured: pass sampler=... (e.g. sampler=ald)")
+        model = self.ema_model() if use_ema else self.model
+        return sampler(
+            model,
+            (n, *self.data_shape),
+            device=self.device,
+            generator=generator,
+            progress=progress,
+        )
+
+    def to_unit_range(self, x: Tensor) -> Tensor:
+        """Map samples to [0, 1] for images (clamped), unchanged for points."""
+        if self.data_range == "minus_one_one":
+            return ((x + 1) / 2).clamp(0, 1)
+        if self.data_range == "zero_one":
+            return x.clamp(0, 1)
+        return x
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["scorelab_config"] = self.config

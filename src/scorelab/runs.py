@@ -1,0 +1,138 @@
+"""What every entry point shares: Hydra resolvers, run names, result files and error handling."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def run_name(override_dirname: str) -> str:
+    """A directory-safe, deterministic name for a run from its overrides ("default" if none)."""
+    if not override_dirname:
+        return "default"
+    name = re.sub(r"[^A-Za-z0-9_.,=+\-]", "_", override_dirname)
+    if len(name) > 120:
+        digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:10]
+        name = f"{name[:100]}_{digest}"
+    return name
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("scorelab.run_name"):
+        OmegaConf.register_new_resolver("scorelab.run_name", run_name)
+
+
+register_resolvers()
+
+
+def write_json_atomic(obj: Any, path: str | Path) -> Path:
+    """Write JSON through a temporary file and a rename, so a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=True, default=_jsonable)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(v: Any) -> Any:
+    if hasattr(v, "item"):
+        return v.item()
+    if isinstance(v, Path):
+        return str(v)
+    return str(v)
+
+
+def save_npz_atomic(path: str | Path, **arrays: np.ndarray) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def task_overrides() -> list[str]:
+    """The command-line overrides of the current Hydra job ([] outside Hydra)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except (ValueError, ImportError):
+        return []
+
+
+def is_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except (ValueError, ImportError):
+        return False
+
+
+def entry_point(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Wrap a Hydra task: bad input exits with one line; in a multirun a failed job records
+    ``status: failed`` in its metrics.json and the sweep goes on with the others."""
+
+    @wraps(task)
+    def wrapped(cfg):
+        start = time.time()
+        try:
+            return task(cfg)
+        except (ValueError, FileNotFoundError) as err:
+            if is_multirun():
+                _record_failure(cfg, err, start)
+                return float("nan")
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        except Exception as err:
+            if is_multirun():
+                _record_failure(cfg, err, start)
+                return float("nan")
+            raise
+
+    return wrapped
+
+
+def _record_failure(cfg, err: BaseException, start: float) -> None:
+    out = Path(cfg.paths.output_dir)
+    write_json_atomic(
+        {
+            "status": "failed",
+            "error": f"{type(err).__name__}: {err}",
+            "overrides": task_overrides(),
+            "task": cfg.get("task_name"),
+            "wall_time_s": time.time() - start,
+            "metrics": {},
+        },
+        out / "metrics.json",
+    )
+    print(f"run failed ({type(err).__name__}: {err}); recorded in {out / 'metrics.json'}",
+          file=sys.stderr)
