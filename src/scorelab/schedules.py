@@ -80,6 +80,13 @@ def ncsnv2_gamma(dim: int, C: float = 0.5) -> float:
     lo, hi = 1.0, 2.0
     while f(hi) > 0:
         hi *= 2
+        if hi > 1e12:
+            # With √(2D) <= 3 the interval always holds [-√(2D), 3]: the overlap never drops to C.
+            raise ValueError(
+                f"no ratio gamma > 1 brings the overlap down to C = {C} for dim = {dim}; "
+                "Technique 2 needs sqrt(2 dim) > 3 (dim >= 5) for C < 0.92. "
+                "For low-dimensional data choose num_scales directly (geometric_sigmas)"
+            )
     for _ in range(200):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if f(mid) > 0 else (lo, mid)
