@@ -202,3 +202,14 @@ def test_sampler_argument_checks():
     with pytest.raises(ValueError, match="s_churn"):
         edm_heun(toy.oracle_sigma_score(MIX), _x(sde), torch.tensor([2.0, 1.0]), s_churn=-1)
     assert NoneCorrector(sde, score).step(_x(sde), torch.ones(16))[0].shape == (16, 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_runs_on_cuda_with_a_cuda_generator():
+    sde = VPSDE(N=20)
+    score = toy.oracle_time_score(MIX, sde)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = sde.prior_sampling((64, 2), generator=g, device="cuda")
+    out = pc_sampler(score, x, sde, corrector=LangevinCorrector, generator=g)
+    assert out.x.device.type == "cuda" and out.nfe == 40
+    assert ode_sampler(score, x, sde).x.device.type == "cuda"
