@@ -125,14 +125,20 @@ class DiscreteDSMLoss:
     def __init__(
         self, sigmas: Sequence[float] | Tensor, reduce: Reduce = "sum", weight_power: float = 2.0
     ) -> None:
-        s = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
+        if isinstance(sigmas, Tensor):
+            s = sigmas.detach().to(torch.float64).flatten().cpu()
+        else:  # a list, a tuple or a config list
+            s = torch.tensor([float(v) for v in sigmas], dtype=torch.float64)
         if s.numel() < 1:
             raise ValueError("sigmas must hold at least one noise level, got an empty sequence")
         if not (s > 0).all():
             raise ValueError(f"sigmas must all be > 0, got min {s.min().item():.4g}")
-        if s.numel() > 1 and not (s[1:] < s[:-1]).all():
+        bad = (s[1:] >= s[:-1]).nonzero()
+        if bad.numel() > 0:
+            i = bad[0, 0].item()
             raise ValueError(
-                "sigmas must be strictly decreasing (sigma_1 > ... > sigma_L); "
+                "sigmas must be strictly decreasing (sigma_1 > ... > sigma_L), got "
+                f"sigmas[{i}] = {s[i].item():.4g} <= sigmas[{i + 1}] = {s[i + 1].item():.4g}; "
                 "pass the schedule in descending order, e.g. geometric_sigmas(max, min, L)"
             )
         self.sigmas = s
