@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from scorelab.nets.mlp import MLP
 from scorelab.nets.noise_embedding import NoiseEmbedding
@@ -116,9 +117,13 @@ def test_mlp_bad_arguments(kwargs, match):
 # ---------------------------------------------------------------- UNetSmall
 
 
-def test_unet_small_size():
-    n = n_params(UNetSmall(channels=1, image_size=28))
-    assert 0.5e6 <= n <= 2e6
+def test_unet_small_size_and_cost():
+    net = UNetSmall(channels=1, image_size=28)
+    assert 0.5e6 <= n_params(net) <= 2e6
+    # CPU budget: forward + backward of one 28x28 image stays under 0.5 GFLOP.
+    with FlopCounterMode(display=False) as counter:
+        net(torch.randn(1, 1, 28, 28), torch.ones(1)).sum().backward()
+    assert counter.get_total_flops() < 0.5e9
 
 
 @pytest.mark.parametrize(
@@ -134,6 +139,15 @@ def test_unet_small_shapes(size, embedding):
     # Same image at two noise levels gives two different outputs.
     out2 = net(x[:1].expand(2, -1, -1, -1), cond)
     assert not torch.allclose(out2[0], out2[1])
+
+
+def test_unet_small_unconditional_ignores_cond():
+    torch.manual_seed(0)
+    net = UNetSmall(channels=1, image_size=28, ch=8, embedding="none")
+    x = torch.randn(1, 1, 28, 28).expand(2, -1, -1, -1)
+    out = net(x, torch.tensor([0.1, 9.0]))
+    torch.testing.assert_close(out[0], out[1])
+    torch.testing.assert_close(net(x), out)
 
 
 def test_unet_small_train_step():
