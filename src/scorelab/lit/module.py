@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 
+from scorelab.lit.rng import RNG_KEY, ForkedRNG, collect_rng_states, restore_rng_states
 from scorelab.nets.precond import ScoreModel
 from scorelab.schedules import NoiseLevels
 
@@ -108,6 +109,7 @@ class ScoreModule(L.LightningModule):
         self.val_bucket_loss = nn.ModuleList(MeanMetric() for _ in range(self.val_buckets))
         self._forward = torch.compile(self.model) if compile else self.model
         self.last_bad_batch: Tensor | None = None
+        self._val_rng = ForkedRNG()
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -200,6 +202,15 @@ class ScoreModule(L.LightningModule):
             return [f"sigma_{edges[k]:.3g}-{edges[k + 1]:.3g}" for k in range(n)]
         return [f"t_{k / n:.2f}-{(k + 1) / n:.2f}" for k in range(n)]
 
+    def on_validation_start(self) -> None:
+        # Validation draws its noise from a fixed seed, so the validation loss is comparable
+        # across steps and training's global RNG stream does not depend on when (or whether,
+        # after a resume) validation ran.
+        self._val_rng.enter(int(self.config.get("seed", 0)) + 1)
+
+    def on_validation_end(self) -> None:
+        self._val_rng.exit()
+
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, _ = unpack_batch(batch)
         ema = self.ema_model()
@@ -257,3 +268,9 @@ class ScoreModule(L.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["scorelab_config"] = self.config
+        checkpoint[RNG_KEY] = collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Continue the global noise stream of the interrupted run (see scorelab.lit.rng).
+        if RNG_KEY in checkpoint:
+            restore_rng_states(checkpoint[RNG_KEY])
