@@ -85,8 +85,10 @@ class SDE(ABC):
 
     # ----- discretisation -----
     def timestep_index(self, t: Tensor) -> Tensor:
-        """Index i in [0, N-1] of the discrete step nearest below ``t`` (B,)."""
-        return (t * (self.N - 1) / self.T).round().long().clamp(0, self.N - 1)
+        """Index i in [0, N-1] of the discrete step at or below ``t`` (B,): floor(t (N-1)/T), as
+        the official code's truncation, with a 1e-4 guard so float error at a grid point
+        (t = i T/(N-1) computed as 998.99998) does not drop a step."""
+        return (t * (self.N - 1) / self.T + 1e-4).floor().long().clamp(0, self.N - 1)
 
     def discretize(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """One forward step x_{i+1} = x_i + f_i + G_i z. Default: Euler–Maruyama with dt = T/N."""

@@ -1,0 +1,32 @@
+"""Compose and run configs in-process, the way the entry points do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from scorelab.runs import CONF_DIR
+
+# Small, fast settings for toy runs in tests.
+TOY_FAST = [
+    "model.net.hidden=32",
+    "model.net.n_layers=2",
+    "data.n_train=512",
+    "data.n_val=256",
+    "data.batch_size=64",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "callbacks.progress=null",
+]
+
+
+def compose_cfg(config_name: str, overrides: list[str], out: Path) -> DictConfig:
+    """Compose ``config_name`` with ``overrides``, writing outputs under ``out``."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(
+            config_name,
+            overrides=[*overrides, f"paths.output_dir={out}", f"paths.log_dir={out}/logs"],
+        )
