@@ -31,9 +31,26 @@ def run_name(override_dirname: str) -> str:
     return name
 
 
+def sweep_group(default: str) -> str:
+    """A W&B group for the current job: ``<default>/<sweep dir name>`` inside a multirun, so
+    every job of one sweep shares it (whatever the launcher), else ``default``."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except (ValueError, ImportError):
+        return default
+    if hc.mode != RunMode.MULTIRUN:
+        return default
+    return f"{default}/{Path(str(hc.sweep.dir)).name}"
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("scorelab.run_name"):
         OmegaConf.register_new_resolver("scorelab.run_name", run_name)
+    if not OmegaConf.has_resolver("scorelab.sweep_group"):
+        OmegaConf.register_new_resolver("scorelab.sweep_group", sweep_group)
 
 
 register_resolvers()
