@@ -203,3 +203,5 @@ def test_real_inception_runs_offline_and_matches_the_torchscript_model():
     x = _images(6, 0)
     assert compute_fid(x, x) == pytest.approx(0.0, abs=1e-3)
     assert compute_fid(x, _images(6, 1, noise=0.3)) > 1.0
+    with pytest.raises(ValueError, match="Inception Score unavailable"):
+        compute_is(x, splits=2)
