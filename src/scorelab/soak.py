@@ -1,0 +1,266 @@
+"""Kill-and-resume soak: ``python -m scorelab.soak --runs 5`` (``make soak``; not in CI).
+
+Trains one uninterrupted reference run of a small toy configuration, then ``--runs`` copies of
+the same command, each killed with SIGKILL at a random moment (anywhere from start-up to the
+end, checkpoint writes and validation included) and rerun with the same command until it
+finishes. A run resumed correctly when its final ``last.ckpt`` holds the reference's step, model
+and EMA weights bit for bit. The work lost by a kill is the number of optimizer steps the killed
+process had done beyond the checkpoint it left behind (read from its progress bar).
+
+Writes ``soak.json`` and ``soak.md`` into ``--out`` (default ``benchmarks/results``).
+The helpers (command, checkpoint polling, weight comparison) are shared with
+``tests/reliability``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+# A small, fast toy run: mixture data, a 32-unit MLP, VE SDE, checkpoints every `every` steps.
+TOY_ARGS = (
+    "model.net.hidden=32",
+    "model.net.n_layers=2",
+    "data.n_val=256",
+    "trainer.accelerator=cpu",
+    "trainer.limit_val_batches=1",
+    "trainer.enable_model_summary=false",
+    "callbacks.sample_grid=null",
+    "callbacks.progress.refresh_rate=1",
+    "logger=none",
+    "callbacks.lr_monitor=null",
+    "n_samples=0",
+)
+
+
+def train_command(log_dir: str | Path, steps: int, every: int, extra: tuple = ()) -> list[str]:
+    """The ``python -m scorelab.train`` command of a toy run writing under ``log_dir``."""
+    return [
+        sys.executable,
+        "-m",
+        "scorelab.train",
+        *TOY_ARGS,
+        f"trainer.max_steps={steps}",
+        f"trainer.val_check_interval={every}",
+        *extra,
+        f"paths.log_dir={log_dir}",
+    ]
+
+
+def subprocess_env() -> dict[str, str]:
+    src = str(REPO / "src")
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": src if not path else f"{src}{os.pathsep}{path}"}
+
+
+def run_dir(log_dir: str | Path) -> Path:
+    """The single run directory under ``log_dir`` (``train/runs/<name from overrides>``)."""
+    runs = sorted((Path(log_dir) / "train" / "runs").iterdir())
+    if len(runs) != 1:
+        raise RuntimeError(f"expected one run directory under {log_dir}, found {runs}")
+    return runs[0]
+
+
+def last_checkpoint(log_dir: str | Path) -> Path | None:
+    runs = Path(log_dir) / "train" / "runs"
+    found = sorted(runs.glob("*/checkpoints/last.ckpt")) if runs.is_dir() else []
+    return found[0] if found else None
+
+
+def checkpoint_step(path: str | Path | None) -> int | None:
+    """``global_step`` stored in a checkpoint, or None if there is none (or it is unreadable)."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+    except Exception:  # noqa: BLE001 - a missing or unreadable file means "no step yet"
+        return None
+
+
+def wait_for_step(log_dir: Path, step: int, proc: subprocess.Popen, timeout: float) -> int:
+    """Poll ``last.ckpt`` under ``log_dir`` until it holds ``>= step``; returns that step."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = checkpoint_step(last_checkpoint(log_dir))
+        if got is not None and got >= step:
+            return got
+        if proc.poll() is not None:
+            raise RuntimeError(f"run exited with code {proc.returncode} before step {step}")
+        time.sleep(0.05)
+    raise TimeoutError(f"no checkpoint at step >= {step} under {log_dir} after {timeout:.0f} s")
+
+
+def compare_weights(a: str | Path, b: str | Path) -> dict:
+    """Compare the model and EMA weights and the step of two checkpoints."""
+    ca = torch.load(a, map_location="cpu", weights_only=True)
+    cb = torch.load(b, map_location="cpu", weights_only=True)
+    sa, sb = ca["state_dict"], cb["state_dict"]
+    diff, max_abs = [], 0.0
+    for key in sorted(set(sa) | set(sb)):
+        if key not in sa or key not in sb or sa[key].shape != sb[key].shape:
+            diff.append(key)
+            max_abs = float("inf")
+        elif not torch.equal(sa[key], sb[key]):
+            diff.append(key)
+            max_abs = max(max_abs, float((sa[key].double() - sb[key].double()).abs().max()))
+    return {
+        "equal": not diff and ca["global_step"] == cb["global_step"],
+        "steps": (int(ca["global_step"]), int(cb["global_step"])),
+        "n_tensors": len(sa),
+        "differing": diff,
+        "max_abs_diff": max_abs,
+    }
+
+
+_PROGRESS = re.compile(r"(\d+)/(\d+) \[")
+
+
+def progress_step(log: str) -> int:
+    """The last ``k`` of the ``k/N`` TQDM training bar ("Epoch ...") in ``log`` (0 if none)."""
+    steps = [
+        int(m.group(1))
+        for part in re.split(r"[\r\n]", log)
+        if part.lstrip().startswith("Epoch")
+        for m in _PROGRESS.finditer(part)
+    ]
+    return max(steps, default=0)
+
+
+def run_to_end(cmd: list[str], log: Path, timeout: float = 600) -> float:
+    t0 = time.monotonic()
+    with open(log, "w") as fh:
+        proc = subprocess.run(
+            cmd, cwd=REPO, env=subprocess_env(), stdout=fh, stderr=subprocess.STDOUT,
+            timeout=timeout,
+        )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}; see {log}")
+    return time.monotonic() - t0
+
+
+def soak(runs: int, steps: int, every: int, seed: int, workdir: Path) -> dict:
+    rng = random.Random(seed)
+    ref_dir = workdir / "reference"
+    ref_time = run_to_end(train_command(ref_dir, steps, every), workdir / "reference.log")
+    reference = run_dir(ref_dir) / "checkpoints" / "last.ckpt"
+    results = []
+    for i in range(runs):
+        log_dir = workdir / f"run{i}"
+        cmd = train_command(log_dir, steps, every)
+        delay = rng.uniform(0.0, ref_time)
+        log = workdir / f"run{i}.kill.log"
+        with open(log, "w") as fh:
+            proc = subprocess.Popen(
+                cmd, cwd=REPO, env=subprocess_env(), stdout=fh, stderr=subprocess.STDOUT
+            )
+            try:
+                proc.wait(timeout=delay)
+                killed = False
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                killed = True
+        done = progress_step(log.read_text(errors="replace"))
+        saved = checkpoint_step(last_checkpoint(log_dir)) or 0
+        resume_time = run_to_end(cmd, workdir / f"run{i}.resume.log")
+        cmp = compare_weights(reference, run_dir(log_dir) / "checkpoints" / "last.ckpt")
+        results.append(
+            {
+                "run": i,
+                "kill_after_s": round(delay, 2),
+                "killed": killed,
+                "steps_done_when_killed": done,
+                "checkpoint_step_left": saved,
+                "steps_lost": max(0, done - saved),
+                "resume_wall_s": round(resume_time, 1),
+                "resumed_correctly": cmp["equal"],
+                "max_abs_diff": cmp["max_abs_diff"],
+                "differing_tensors": len(cmp["differing"]),
+            }
+        )
+        print(json.dumps(results[-1]), flush=True)
+    lost = [r["steps_lost"] for r in results]
+    return {
+        "config": {
+            "runs": runs,
+            "steps": steps,
+            "checkpoint_every": every,
+            "seed": seed,
+            "command": " ".join(
+                ["python -m scorelab.train", *train_command("LOG", steps, every)[3:]]
+            ),
+        },
+        "reference_wall_s": round(ref_time, 1),
+        "resumed_correctly": sum(r["resumed_correctly"] for r in results),
+        "killed": sum(r["killed"] for r in results),
+        "steps_lost_max": max(lost, default=0),
+        "steps_lost_mean": sum(lost) / len(lost) if lost else 0.0,
+        "runs": results,
+    }
+
+
+def to_markdown(report: dict) -> str:
+    c = report["config"]
+    lines = [
+        "# Kill-and-resume soak",
+        "",
+        f"`python -m scorelab.soak --runs {c['runs']} --steps {c['steps']} --every "
+        f"{c['checkpoint_every']} --seed {c['seed']}`: {c['runs']} toy runs of {c['steps']} steps "
+        f"(checkpoint every {c['checkpoint_every']}), each killed with SIGKILL at a random moment "
+        "and rerun with the same command; compared bit for bit with an uninterrupted reference.",
+        "",
+        f"- resumed correctly: **{report['resumed_correctly']}/{c['runs']}** "
+        f"({report['killed']} actually killed before finishing)",
+        f"- steps lost per kill: max {report['steps_lost_max']}, mean "
+        f"{report['steps_lost_mean']:.1f} (bound: {c['checkpoint_every']} - 1 plus the step in "
+        "flight)",
+        "",
+        "| run | kill after (s) | killed | steps done | checkpoint left | steps lost | equal |",
+        "|---:|---:|:---:|---:|---:|---:|:---:|",
+    ]
+    for r in report["runs"]:
+        lines.append(
+            f"| {r['run']} | {r['kill_after_s']} | {'yes' if r['killed'] else 'no'} | "
+            f"{r['steps_done_when_killed']} | {r['checkpoint_step_left']} | {r['steps_lost']} | "
+            f"{'yes' if r['resumed_correctly'] else 'NO'} |"
+        )
+    lines += ["", f"Command run in each: `{c['command']}`", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5, help="number of killed runs (>= 1)")
+    ap.add_argument("--steps", type=int, default=60, help="steps per run (>= 2)")
+    ap.add_argument("--every", type=int, default=10, help="checkpoint interval in steps (>= 1)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the kill times")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--workdir", type=Path, default=None, help="run outputs (default: a tmp dir)")
+    args = ap.parse_args(argv)
+    if args.runs < 1 or args.steps < 2 or not 1 <= args.every <= args.steps:
+        ap.error(f"need --runs >= 1, --steps >= 2 and 1 <= --every <= --steps, got {args}")
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="scorelab-soak-"))
+    report = soak(args.runs, args.steps, args.every, args.seed, workdir)
+    report["workdir"] = str(workdir)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "soak.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "soak.md").write_text(to_markdown(report))
+    print(f"{report['resumed_correctly']}/{args.runs} resumed correctly; {args.out / 'soak.md'}")
+    return 0 if report["resumed_correctly"] == args.runs else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

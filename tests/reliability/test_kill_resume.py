@@ -1,0 +1,76 @@
+"""A run killed with SIGKILL, or pre-empted with SIGTERM/SIGUSR1, resumes bit for bit.
+
+Real subprocess runs of the toy command (60 steps, checkpoint every 10). The resumed run's final
+``last.ckpt`` must equal an uninterrupted run's: step, model and EMA weights, bit for bit (CPU,
+same thread count, same command: nothing is left to chance once the global RNG states, the data
+sampler position, optimizer, scheduler and EMA are restored).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import torch
+from reliability_helpers import EVERY, STEPS, popen, run
+
+from scorelab.soak import checkpoint_step, compare_weights, run_dir, wait_for_step
+
+
+def _assert_same_as_reference(reference: Path, log_dir: Path) -> None:
+    final = run_dir(log_dir) / "checkpoints" / "last.ckpt"
+    cmp = compare_weights(reference, final)
+    assert cmp["steps"] == (STEPS, STEPS)
+    assert any(k.startswith("ema.") for k in torch.load(final, weights_only=True)["state_dict"])
+    assert cmp["equal"], f"differing tensors {cmp['differing']}, max |diff| {cmp['max_abs_diff']}"
+
+
+def test_sigkill_after_step_30_checkpoint_then_rerun_resumes_bit_for_bit(
+    tmp_path: Path, reference_ckpt: Path
+) -> None:
+    log_dir = tmp_path / "logs"
+    proc = popen(log_dir, tmp_path / "killed.log")
+    try:
+        saved = wait_for_step(log_dir, 30, proc, timeout=300)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    left = checkpoint_step(run_dir(log_dir) / "checkpoints" / "last.ckpt")
+    assert left is not None and 30 <= left < STEPS and left % EVERY == 0 and left >= saved
+
+    done = run(log_dir)  # the same command: lands in the same run dir and resumes
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((run_dir(log_dir) / "metrics.json").read_text())
+    assert metrics["resumed_from"].endswith("last.ckpt") and metrics["global_step"] == STEPS
+    _assert_same_as_reference(reference_ckpt, log_dir)
+
+
+def test_sigterm_saves_last_ckpt_exits_0_and_rerun_resumes_bit_for_bit(
+    tmp_path: Path, reference_ckpt: Path
+) -> None:
+    """SIGUSR1 takes the same path; it is tested in-process in test_preemption.py."""
+    sig = signal.SIGTERM
+    log_dir = tmp_path / "logs"
+    proc = popen(log_dir, tmp_path / "signalled.log")
+    try:
+        wait_for_step(log_dir, EVERY, proc, timeout=300)
+        proc.send_signal(sig)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = (tmp_path / "signalled.log").read_text(errors="replace")
+    assert proc.returncode == 0, log[-3000:]
+    assert f"{sig.name} received: saved" in log
+    stopped = checkpoint_step(run_dir(log_dir) / "checkpoints" / "last.ckpt")
+    assert stopped is not None and EVERY <= stopped < STEPS
+    metrics = json.loads((run_dir(log_dir) / "metrics.json").read_text())
+    assert metrics["global_step"] == stopped
+
+    done = run(log_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming from {run_dir(log_dir) / 'checkpoints' / 'last.ckpt'}" in done.stderr
+    assert json.loads((run_dir(log_dir) / "metrics.json").read_text())["global_step"] == STEPS
+    _assert_same_as_reference(reference_ckpt, log_dir)
