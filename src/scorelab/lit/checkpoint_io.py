@@ -1,9 +1,12 @@
-"""Atomic checkpoint writes: a kill during a save never leaves a truncated file."""
+"""Atomic checkpoint writes (a kill during a save never leaves a truncated file), a cheap
+structural check of a checkpoint file, and a one-line description of state-dict mismatches."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,49 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def check_checkpoint_file(path: str | Path) -> str | None:
+    """Why ``path`` cannot be a complete ``torch.save`` checkpoint, or None if it looks whole.
+
+    Reads only the zip directory at the end of the file (no unpickling), so it is cheap enough
+    to run before any data is loaded: a missing file, a truncated file (the directory is
+    written last) and a file that is not a torch archive are all caught.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return f"checkpoint {path} does not exist; give an existing .ckpt file"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError) as err:
+        return (
+            f"checkpoint {path} is truncated or corrupt (not a complete torch archive: {err}); "
+            "use another checkpoint (e.g. last.ckpt of the same run) or retrain"
+        )
+    if not any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
+        return f"checkpoint {path} is a zip file without data.pkl: not a torch checkpoint"
+    return None
+
+
+def describe_state_mismatch(own: Mapping[str, Any], saved: Mapping[str, Any]) -> str | None:
+    """One line listing missing, unexpected and differently shaped keys of ``saved`` against
+    ``own`` (both state dicts), or None when they fit."""
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(saved[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(saved))
+        if hasattr(saved[k], "shape") and saved[k].shape != own[k].shape
+    ]
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)}: {', '.join(missing[:8])}")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:8])}")
+    if shapes:
+        parts.append(f"shape mismatches {len(shapes)}: {'; '.join(shapes[:5])}")
+    return " | ".join(parts) if parts else None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

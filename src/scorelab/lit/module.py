@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 
+from scorelab.lit.checkpoint_io import describe_state_mismatch
 from scorelab.lit.rng import RNG_KEY, ForkedRNG, collect_rng_states, restore_rng_states
 from scorelab.nets.precond import ScoreModel
 from scorelab.schedules import NoiseLevels
@@ -271,6 +272,18 @@ class ScoreModule(L.LightningModule):
         checkpoint[RNG_KEY] = collect_rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Refuse a checkpoint of another architecture with one line listing the keys, before
+        # Lightning's strict load prints one line per tensor.
+        mismatch = describe_state_mismatch(self.state_dict(), checkpoint.get("state_dict", {}))
+        if mismatch:
+            from scorelab.lit.build import CheckpointError
+
+            trainer = self._trainer
+            path = getattr(trainer, "ckpt_path", None) if trainer is not None else None
+            raise CheckpointError(
+                f"checkpoint {path or ''} does not fit the model of this config ({mismatch}); "
+                "resume with the model settings it was trained with, or start a new run"
+            )
         # Continue the global noise stream of the interrupted run (see scorelab.lit.rng).
         if RNG_KEY in checkpoint:
             restore_rng_states(checkpoint[RNG_KEY])
