@@ -13,6 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from scorelab.lit.checkpoint_io import check_checkpoint_file, describe_state_mismatch
 from scorelab.lit.module import ScoreModule
 from scorelab.nets.precond import OracleScoreModel, ScoreModel
 from scorelab.schedules import NoiseLevels
@@ -198,29 +199,12 @@ def load_module(path: str | Path, overrides: dict | None = None) -> ScoreModule:
     for key, value in (overrides or {}).items():
         cfg[key] = value
     module = build_module(cfg)
-    state = ckpt["state_dict"]
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(state))
-        if hasattr(state[k], "shape") and state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)}: {', '.join(missing[:8])}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:8])}")
-        if shapes:
-            parts.append(f"shape mismatches {len(shapes)}: {'; '.join(shapes[:5])}")
+    mismatch = describe_state_mismatch(module.state_dict(), ckpt["state_dict"])
+    if mismatch:
         raise CheckpointError(
-            f"checkpoint {path} does not fit the architecture in its config ("
-            + " | ".join(parts)
-            + ")"
+            f"checkpoint {path} does not fit the architecture in its config ({mismatch})"
         )
-    module.load_state_dict(state)
+    module.load_state_dict(ckpt["state_dict"])
     return module
 
 
@@ -247,6 +231,11 @@ def validate_config(cfg: DictConfig) -> None:
                 "model=mlp works on points but data is images; use model=unet_small or another "
                 "image network"
             )
+    ckpt = cfg.get("ckpt_path")
+    if ckpt not in (None, "last"):
+        problem = check_checkpoint_file(ckpt)
+        if problem:
+            raise CheckpointError(f"ckpt_path: {problem}")
     n = cfg.get("n_samples", 0)
     if n is None or int(n) < 0:
         raise ConfigError(f"n_samples must be >= 0, got {n}")
