@@ -38,10 +38,12 @@ def run(size: dict) -> tuple[dict, dict]:
     for seed in size["seeds"]:
         gen = torch.Generator().manual_seed(seed)
         x0 = 16 * torch.rand(size["n"], 2, generator=gen, dtype=torch.float64) - 8  # U[-8, 8]²
-        plain = langevin(score, x0, 0.0, n_steps=size["langevin_steps"], step_size=EPS,
-                         generator=gen).x
-        annealed = annealed_langevin(score, x0, sigmas, n_steps_each=size["n_steps_each"],
-                                     eps=EPS, generator=gen).x
+        plain = langevin(
+            score, x0, 0.0, n_steps=size["langevin_steps"], step_size=EPS, generator=gen
+        ).x
+        annealed = annealed_langevin(
+            score, x0, sigmas, n_steps_each=size["n_steps_each"], eps=EPS, generator=gen
+        ).x
         for name, x in (("langevin", plain), ("annealed", annealed)):
             weights[name].append(mode_weights(x, mix.means).tolist()[0])
             samples.setdefault(name, x.float())
@@ -50,13 +52,25 @@ def run(size: dict) -> tuple[dict, dict]:
 
 
 def summarise(weights: dict[str, list[float]], size: dict) -> dict:
-    out = {"true_weight_of_(-5,-5)": 0.2, "n_samples": size["n"], "seeds": size["seeds"],
-           "eps": EPS, "langevin_steps": size["langevin_steps"],
-           "annealed_schedule": {"sigma_max": SIGMAS[0], "sigma_min": SIGMAS[1], "L": SIGMAS[2],
-                        "n_steps_each": size["n_steps_each"]}}
+    out = {
+        "true_weight_of_(-5,-5)": 0.2,
+        "n_samples": size["n"],
+        "seeds": size["seeds"],
+        "eps": EPS,
+        "langevin_steps": size["langevin_steps"],
+        "annealed_schedule": {
+            "sigma_max": SIGMAS[0],
+            "sigma_min": SIGMAS[1],
+            "L": SIGMAS[2],
+            "n_steps_each": size["n_steps_each"],
+        },
+    }
     for name, w in weights.items():
-        out[name] = {"per_seed": w, "mean": statistics.fmean(w),
-                     "std": statistics.stdev(w) if len(w) > 1 else 0.0}
+        out[name] = {
+            "per_seed": w,
+            "mean": statistics.fmean(w),
+            "std": statistics.stdev(w) if len(w) > 1 else 0.0,
+        }
     return out
 
 
@@ -66,22 +80,29 @@ def markdown(s: dict) -> str:
         "|---|---|---|",
         "| truth | 0.2 | 0 |",
     ]
-    labels = {"langevin": f"Langevin (T={s['langevin_steps']}, ε={EPS})",
-              "annealed": f"annealed Langevin (L={SIGMAS[2]}, σ {SIGMAS[0]:g}→{SIGMAS[1]:g}, "
-                          f"T={s['annealed_schedule']['n_steps_each']}, ε={EPS})"}
+    labels = {
+        "langevin": f"Langevin (T={s['langevin_steps']}, ε={EPS})",
+        "annealed": f"annealed Langevin (L={SIGMAS[2]}, σ {SIGMAS[0]:g}→{SIGMAS[1]:g}, "
+        f"T={s['annealed_schedule']['n_steps_each']}, ε={EPS})",
+    }
     for name in ("langevin", "annealed"):
         m, sd = s[name]["mean"], s[name]["std"]
         rows.append(f"| {labels[name]} | {m:.3f} ± {sd:.3f} | {abs(m - 0.2):.3f} |")
     rows.append("")
-    rows.append(f"Mean ± std over seeds {s['seeds']}, {s['n_samples']} samples each, started "
-                "uniformly on [-8, 8]²; exact scores.")
+    rows.append(
+        f"Mean ± std over seeds {s['seeds']}, {s['n_samples']} samples each, started "
+        "uniformly on [-8, 8]²; exact scores."
+    )
     return "\n".join(rows) + "\n"
 
 
 def plot(samples: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.6), dpi=120, sharex=True, sharey=True)
-    titles = {"data": "exact samples", "langevin": "Langevin dynamics",
-              "annealed": "annealed Langevin dynamics"}
+    titles = {
+        "data": "exact samples",
+        "langevin": "Langevin dynamics",
+        "annealed": "annealed Langevin dynamics",
+    }
     for ax, name in zip(axes, ("data", "langevin", "annealed")):
         x = samples[name].numpy()
         ax.scatter(x[:, 0], x[:, 1], s=1.5, alpha=0.6)

@@ -56,8 +56,14 @@ def run(size: dict) -> tuple[dict, dict]:
     density = mix.log_prob(pts).exp()
     true = mix.score(pts)
     maps = {"density": density.reshape(xx.shape)}
-    summary = {"steps": size["steps"], "batch": BATCH, "lr": LR, "dsm_sigma": DSM_SIGMA,
-               "grid": size["grid"], "density_thresholds": {"low": LOW, "high": HIGH}}
+    summary = {
+        "steps": size["steps"],
+        "batch": BATCH,
+        "lr": LR,
+        "dsm_sigma": DSM_SIGMA,
+        "grid": size["grid"],
+        "density_thresholds": {"low": LOW, "high": HIGH},
+    }
     for name, loss in losses().items():
         net = train(loss, size["steps"])
         with torch.no_grad():
@@ -82,10 +88,14 @@ def plot(maps: dict, path: Path) -> None:
     vmax = max(maps[n].max().item() for n in names)
     vmin = max(1e-2, min(maps[n].min().item() for n in names))
     for ax, name in zip(axes[1:], names):
-        im = ax.imshow(maps[name].clamp_min(vmin).numpy(), origin="lower", extent=ext,
-                       cmap="magma", norm=LogNorm(vmin=vmin, vmax=vmax))
-        ax.contour(maps["density"].numpy(), levels=[HIGH], extent=ext, colors="w",
-                   linewidths=0.8)
+        im = ax.imshow(
+            maps[name].clamp_min(vmin).numpy(),
+            origin="lower",
+            extent=ext,
+            cmap="magma",
+            norm=LogNorm(vmin=vmin, vmax=vmax),
+        )
+        ax.contour(maps["density"].numpy(), levels=[HIGH], extent=ext, colors="w", linewidths=0.8)
         ax.set_title(f"‖s_θ − ∇log p‖, {name}", fontsize=10)
         fig.colorbar(im, ax=ax, fraction=0.046)
     for ax in axes:
@@ -103,10 +113,15 @@ def markdown(s: dict) -> str:
     ]
     for name in losses():
         v = s[name]
-        lines.append(f"| {name} | {v['median_error_high_density']:.3g} | "
-                     f"{v['median_error_low_density']:.3g} | {v['p_weighted_rmse']:.3g} |")
-    lines += ["", f"Error ‖s_θ(x) − ∇log p(x)‖ on a {s['grid']}² grid over [-8, 8]² after "
-              f"{s['steps']} Adam steps (batch {s['batch']}, lr {s['lr']})."]
+        lines.append(
+            f"| {name} | {v['median_error_high_density']:.3g} | "
+            f"{v['median_error_low_density']:.3g} | {v['p_weighted_rmse']:.3g} |"
+        )
+    lines += [
+        "",
+        f"Error ‖s_θ(x) − ∇log p(x)‖ on a {s['grid']}² grid over [-8, 8]² after "
+        f"{s['steps']} Adam steps (batch {s['batch']}, lr {s['lr']}).",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -76,8 +76,13 @@ def summarise(curves: dict[str, list[float]]) -> dict:
         finite = [v for v in tail if math.isfinite(v)]
         mean = sum(finite) / max(len(finite), 1)
         std = (sum((v - mean) ** 2 for v in finite) / max(len(finite) - 1, 1)) ** 0.5
-        out[name] = {"final": c[-1], "min": min(c), "second_half_mean": mean,
-                     "second_half_std": std, "non_finite_steps": len(c) - sum(map(math.isfinite, c))}
+        out[name] = {
+            "final": c[-1],
+            "min": min(c),
+            "second_half_mean": mean,
+            "second_half_std": std,
+            "non_finite_steps": len(c) - sum(map(math.isfinite, c)),
+        }
     return out
 
 
@@ -85,8 +90,9 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="tiny sizes (tests)")
     p.add_argument("--out", type=Path, default=HERE / "results")
-    p.add_argument("--data-root", type=Path, default=ROOT / "data" / "raw",
-                   help="holds MNIST/raw (make data)")
+    p.add_argument(
+        "--data-root", type=Path, default=ROOT / "data" / "raw", help="holds MNIST/raw (make data)"
+    )
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     size = SMOKE if a.smoke else FULL
@@ -95,8 +101,15 @@ def main(argv: list[str] | None = None) -> dict:
         "raw MNIST": train(a.data_root, size, None),
         "MNIST + N(0, 1e-4 I)": train(a.data_root, size, NOISE_STD),
     }
-    summary = {"steps": size["steps"], "batch": BATCH, "lr": LR, "hidden": size["hidden"],
-               "noise_std": NOISE_STD, "curves": curves, "summary": summarise(curves)}
+    summary = {
+        "steps": size["steps"],
+        "batch": BATCH,
+        "lr": LR,
+        "hidden": size["hidden"],
+        "noise_std": NOISE_STD,
+        "curves": curves,
+        "summary": summarise(curves),
+    }
     (a.out / "ssm_loss.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot(curves, a.out / "ssm_loss.png")
     print(json.dumps(summary["summary"], indent=2))

@@ -115,8 +115,13 @@ def run(size: dict) -> dict:
             "score_rmse_after_budget": score_error(net, size["n_test"]),
         }
         print(name, results[name], flush=True)
-    return {"size": size, "batch": BATCH, "lr": LR, "results": results,
-            "score_rmse_untrained": score_error(make_net(), size["n_test"])}
+    return {
+        "size": size,
+        "batch": BATCH,
+        "lr": LR,
+        "results": results,
+        "score_rmse_untrained": score_error(make_net(), size["n_test"]),
+    }
 
 
 def markdown(r: dict) -> str:
