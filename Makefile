@@ -19,8 +19,9 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv: $(STAMP) ## Create the virtual environment (pip, pinned torch from local wheels)
 
-demo: $(STAMP) ## Train the default experiment on data needing no download, sample, evaluate
-	$(PY) -m scorelab.demo
+demo: $(STAMP) ## Train the MNIST demo (about 6 min on 2 CPU cores), sample, write metrics.json
+	$(PY) -m scorelab.data.prepare mnist --root data/raw
+	$(PY) -m scorelab.train experiment=mnist_demo
 
 data: $(STAMP) ## Put real MNIST into torchvision's raw layout under data/raw (offline-capable)
 	$(PY) -m scorelab.data.prepare mnist --root data/raw

@@ -24,7 +24,10 @@ def run_name(override_dirname: str) -> str:
     """A directory-safe, deterministic name for a run from its overrides ("default" if none)."""
     if not override_dirname:
         return "default"
-    name = re.sub(r"[^A-Za-z0-9_.,=+\-]", "_", override_dirname)
+    # No '=' or ',' in the name: paths under it can then be passed back as override values
+    # (ckpt_path=.../last.ckpt) without quoting.
+    name = override_dirname.replace("=", "-").replace(",", "__")
+    name = re.sub(r"[^A-Za-z0-9_.+\-]", "_", name)
     if len(name) > 120:
         digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:10]
         name = f"{name[:100]}_{digest}"

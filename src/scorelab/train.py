@@ -110,7 +110,9 @@ def train(cfg: DictConfig) -> dict:
         result["wall_time_s"] = time.time() - start
         if trainer.is_global_zero:
             write_json_atomic(result, out / "metrics.json")
-            rank_zero_info(f"metrics: {out / 'metrics.json'}")
+            if "samples" in result:
+                print(f"samples: {result['samples']['figure']}")
+            print(f"metrics: {out / 'metrics.json'}")
         return result
     finally:
         _close_wandb(loggers)
