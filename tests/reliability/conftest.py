@@ -18,3 +18,13 @@ def reference_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     proc = run(log_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir(log_dir) / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``last.ckpt`` of a 4-step in-process toy run (32-unit MLP)."""
+    from reliability_helpers import train_tiny
+
+    out = tmp_path_factory.mktemp("tiny")
+    train_tiny(out)
+    return out / "checkpoints" / "last.ckpt"

@@ -32,3 +32,32 @@ def run(log_dir: Path, extra: tuple = (), env: dict | None = None) -> subprocess
         text=True,
         timeout=600,
     )
+
+
+# In-process runs: the same settings as the subprocess command, composed with hydra.compose.
+def compose_train(out: Path, overrides: tuple | list = (), steps: int = 4, every: int = 2):
+    """The composed train config of a tiny toy run writing into ``out``."""
+    from hydra import compose, initialize_config_dir
+
+    from scorelab.runs import CONF_DIR
+    from scorelab.soak import TOY_ARGS
+
+    args = [
+        *TOY_ARGS,
+        "callbacks.progress=null",
+        "++trainer.enable_progress_bar=false",
+        f"trainer.max_steps={steps}",
+        f"trainer.val_check_interval={every}",
+        *overrides,
+        f"paths.output_dir={out}",
+        f"paths.log_dir={out}/logs",
+    ]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=args)
+
+
+def train_tiny(out: Path, overrides: tuple | list = (), steps: int = 4, every: int = 2) -> dict:
+    """Train a tiny toy run in-process; returns train()'s result dict."""
+    from scorelab.train import train
+
+    return train(compose_train(out, overrides, steps, every))

@@ -62,11 +62,15 @@ def check_checkpoint_file(path: str | Path) -> str | None:
 def describe_state_mismatch(own: Mapping[str, Any], saved: Mapping[str, Any]) -> str | None:
     """One line listing missing, unexpected and differently shaped keys of ``saved`` against
     ``own`` (both state dicts), or None when they fit."""
-    missing = sorted(set(own) - set(saved))
-    unexpected = sorted(set(saved) - set(own))
+
+    def order(keys: set[str]) -> list[str]:  # private aliases (e.g. ``_forward.``) listed last
+        return sorted(keys, key=lambda k: (any(p.startswith("_") for p in k.split(".")), k))
+
+    missing = order(set(own) - set(saved))
+    unexpected = order(set(saved) - set(own))
     shapes = [
         f"{k}: checkpoint {tuple(saved[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(saved))
+        for k in order(set(own) & set(saved))
         if hasattr(saved[k], "shape") and saved[k].shape != own[k].shape
     ]
     parts = []
