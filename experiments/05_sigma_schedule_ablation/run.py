@@ -34,7 +34,7 @@ TRAINED = [
     "sampler=pc",
     "callbacks=none",
     "logger=csv",
-    "+trainer.enable_progress_bar=false",
+    "++trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
 ]
 FULL = {
