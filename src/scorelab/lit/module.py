@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -12,7 +13,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 
-from scorelab.lit.checkpoint_io import describe_state_mismatch
+from scorelab.lit.checkpoint_io import atomic_torch_save, describe_state_mismatch
 from scorelab.lit.rng import RNG_KEY, ForkedRNG, collect_rng_states, restore_rng_states
 from scorelab.nets.precond import ScoreModel
 from scorelab.schedules import NoiseLevels
@@ -21,7 +22,11 @@ NONFINITE_POLICIES = ("skip", "stop", "off")
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised under ``nonfinite="stop"`` after the debug checkpoint has been written."""
+    """Raised under ``nonfinite="stop"`` after the debug checkpoint has been written.
+
+    ``exit_code`` tells the entry points to print the one-line message and exit with it."""
+
+    exit_code = 3
 
 
 def unpack_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
@@ -145,43 +150,73 @@ class ScoreModule(L.LightningModule):
         self.manual_backward(loss)
         max_norm = self.grad_clip if self.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        if self.nonfinite == "off" or bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
+        if self.nonfinite == "off" or self._all_finite(loss, grad_norm):
             opt.step()
             sched.step()
             self.ema.update_parameters(self.model)
         else:
-            self._on_nonfinite(loss, grad_norm, x, index, batch_idx)
+            # Neither the optimizer (moments, step count), the LR schedule nor the EMA moves.
             opt.zero_grad(set_to_none=True)
+            self._on_nonfinite(loss, grad_norm, x, index, batch_idx)
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         self.log("train/grad_norm", grad_norm.detach(), on_step=True, on_epoch=False)
         self.log("train/lr", sched.get_last_lr()[0], on_step=True, on_epoch=False)
         self.log("train/skipped_steps", self.skipped_steps.float(), on_step=True, on_epoch=False)
         return loss.detach()
 
+    def _all_finite(self, loss: Tensor, grad_norm: Tensor) -> bool:
+        """One host sync; under DDP every rank takes the same decision (a NaN on any rank
+        skips or stops all of them, so no rank waits in a collective the others left)."""
+        bad = (~torch.isfinite(loss.detach()) | ~torch.isfinite(grad_norm)).float()
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            bad = trainer.strategy.reduce(bad, reduce_op="max")
+        return not bool(bad)
+
     def _on_nonfinite(self, loss, grad_norm, x, index, batch_idx) -> None:
         self.skipped_steps += 1
         self.last_bad_batch = index if index is not None else torch.tensor([batch_idx])
+        what = "loss" if not torch.isfinite(loss) else "gradient"
+        epoch = self.current_epoch if self._trainer is not None else 0
         msg = (
-            f"non-finite {'loss' if not torch.isfinite(loss) else 'gradient'} at step "
-            f"{self.global_step} (batch {batch_idx}); optimizer and EMA not updated"
+            f"non-finite {what} at step {self.global_step} (epoch {epoch}, batch {batch_idx}, "
+            f"{int((~torch.isfinite(x)).sum())} non-finite input values)"
         )
-        if self.nonfinite == "stop":
-            trainer = self.trainer
-            path = None
-            if trainer is not None and trainer.log_dir is not None:
-                from pathlib import Path
+        if self.nonfinite == "skip":
+            from lightning.pytorch.utilities import rank_zero_warn
 
-                path = Path(trainer.default_root_dir) / "debug" / "nonfinite.ckpt"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                trainer.save_checkpoint(str(path))
-                torch.save(
-                    {"batch_idx": batch_idx, "indices": self.last_bad_batch.cpu(), "x": x.cpu()},
-                    path.with_name("nonfinite_batch.pt"),
+            rank_zero_warn(
+                f"{msg}; step skipped, optimizer and EMA not updated; skipped so far: "
+                f"{int(self.skipped_steps)}"
+            )
+            return
+        trainer = self._trainer
+        where = "no trainer: nothing saved"
+        if trainer is not None:
+            folder = Path(trainer.default_root_dir) / "debug"
+            ckpt, batch_file = folder / "nonfinite.ckpt", folder / "nonfinite_batch.pt"
+            trainer.save_checkpoint(str(ckpt))  # collective: every rank gets here together
+            if trainer.is_global_zero:
+                datamodule = getattr(trainer, "datamodule", None)
+                sampler = datamodule.state_dict() if datamodule is not None else {}
+                atomic_torch_save(
+                    {
+                        "global_step": int(self.global_step),
+                        "epoch": int(epoch),
+                        "batch_idx": int(batch_idx),
+                        "indices": None if index is None else index.detach().cpu(),
+                        "data_state": sampler,
+                        "x": x.detach().cpu(),
+                        "loss": loss.detach().cpu(),
+                        "grad_norm": grad_norm.detach().cpu(),
+                    },
+                    batch_file,
                 )
-            raise NonFiniteLossError(f"{msg}; debug checkpoint: {path}")
-        from lightning.pytorch.utilities import rank_zero_warn
-
-        rank_zero_warn(msg + f"; skipped so far: {int(self.skipped_steps)}")
+            where = f"debug checkpoint {ckpt}, batch {batch_file}"
+        raise NonFiniteLossError(
+            f"{msg}; stopped (module.nonfinite=stop); {where}; use module.nonfinite=skip to skip "
+            "such steps"
+        )
 
     # ------------------------------------------------------------------ validation
     def _bucket(self, noise: Tensor) -> Tensor:

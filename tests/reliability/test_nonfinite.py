@@ -1,0 +1,139 @@
+"""module.nonfinite: ``skip`` leaves optimizer, LR schedule and EMA bit-identical and counts the
+step; ``stop`` writes a debug checkpoint and the offending batch, then stops with one line."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from reliability_helpers import compose_train
+
+import scorelab.train
+from scorelab.lit.build import build_datamodule, build_module
+from scorelab.lit.module import NonFiniteLossError
+from scorelab.train import train
+
+BAD_STEP = 3  # the 4th training batch is poisoned
+
+
+class PoisonBatch(L.Callback):
+    """Put a NaN into training batch number ``k`` (a corrupt data point)."""
+
+    def __init__(self, k: int) -> None:
+        self.k, self.seen = k, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.seen == self.k:
+            batch[0, 0] = float("nan")
+        self.seen += 1
+
+
+def poison_loss(module, k: int) -> None:
+    """Make the loss of training call number ``k`` NaN (an overflow inside the objective)."""
+    real, calls = module.loss_fn, [0]
+
+    def loss_fn(score_fn, x):
+        out = real(score_fn, x)
+        if score_fn is module and calls[0] == k:  # training calls pass the module itself
+            out.loss = out.loss * float("nan")
+        calls[0] += score_fn is module
+        return out
+
+    module.loss_fn = loss_fn
+
+
+def _snapshot(module) -> dict:
+    opt = module.trainer.optimizers[0]
+    sched = module.trainer.lr_scheduler_configs[0].scheduler
+    return copy.deepcopy(
+        {
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "ema": module.ema.state_dict(),
+            "model": module.model.state_dict(),
+        }
+    )
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+class StateAroundBatches(L.Callback):
+    """Snapshots of optimizer, scheduler, EMA and weights before and after every batch."""
+
+    def __init__(self) -> None:
+        self.before, self.after, self.skipped = [], [], []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.before.append(_snapshot(pl_module))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.after.append(_snapshot(pl_module))
+        self.skipped.append(int(pl_module.skipped_steps))
+
+
+@pytest.mark.parametrize("where", ["data", "loss"])
+def test_skip_leaves_optimizer_schedule_and_ema_bit_identical(tmp_path: Path, where: str) -> None:
+    cfg = compose_train(tmp_path, ["module.nonfinite=skip", "module.warmup_steps=10"], steps=6)
+    module, dm = build_module(cfg), build_datamodule(cfg)
+    record = StateAroundBatches()
+    callbacks = [record, PoisonBatch(BAD_STEP)] if where == "data" else [record]
+    if where == "loss":
+        poison_loss(module, BAD_STEP)
+    trainer = L.Trainer(
+        max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        callbacks=callbacks,
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match=f"non-finite loss at step {BAD_STEP} .*step skipped"):
+        trainer.fit(module, datamodule=dm)
+
+    assert record.skipped == [0] * BAD_STEP + [1] * 4  # 7 batches for 6 optimizer steps
+    assert int(module.skipped_steps) == 1 and trainer.global_step == 6
+    assert _equal(record.before[BAD_STEP], record.after[BAD_STEP])  # nothing moved
+    for k in (BAD_STEP - 1, BAD_STEP + 1):  # ordinary steps do move everything
+        assert not _equal(record.before[k]["optimizer"], record.after[k]["optimizer"])
+        assert not _equal(record.before[k]["ema"], record.after[k]["ema"])
+        assert not _equal(record.before[k]["scheduler"], record.after[k]["scheduler"])
+    assert all(
+        torch.isfinite(v).all() for v in module.state_dict().values() if v.is_floating_point()
+    )
+
+
+def test_stop_saves_debug_checkpoint_and_batch_then_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = scorelab.train.build_callbacks
+    monkeypatch.setattr(
+        scorelab.train, "build_callbacks", lambda cfg: [*real(cfg), PoisonBatch(BAD_STEP)]
+    )
+    cfg = compose_train(tmp_path, ["module.nonfinite=stop"], steps=6)
+    with pytest.raises(NonFiniteLossError) as err:
+        train(cfg)
+    msg = str(err.value)
+    debug = tmp_path / "debug"
+    assert "\n" not in msg
+    assert f"non-finite loss at step {BAD_STEP} (epoch 0, batch {BAD_STEP}, 1 non-finite" in msg
+    assert str(debug / "nonfinite.ckpt") in msg and "module.nonfinite=skip" in msg
+
+    ckpt = torch.load(debug / "nonfinite.ckpt", weights_only=True)
+    assert ckpt["global_step"] == BAD_STEP
+    assert all(
+        torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point()
+    )
+    batch = torch.load(debug / "nonfinite_batch.pt", weights_only=True)
+    assert batch["batch_idx"] == BAD_STEP and batch["global_step"] == BAD_STEP
+    assert torch.isnan(batch["x"][0, 0]) and int(torch.isnan(batch["x"]).sum()) == 1
+    # the data-sampler state replays the batch: it points just past it
+    assert batch["data_state"]["train_sampler"]["position"] == BAD_STEP + 1
+    assert not (tmp_path / "metrics.json").exists()
