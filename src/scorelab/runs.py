@@ -118,8 +118,9 @@ def is_multirun() -> bool:
 
 
 def entry_point(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Wrap a Hydra task: bad input exits with one line; in a multirun a failed job records
-    ``status: failed`` in its metrics.json and the sweep goes on with the others."""
+    """Wrap a Hydra task: bad input exits with one line (code 2), as does an error that carries
+    an ``exit_code`` (a run stopped on purpose, e.g. on a non-finite loss); in a multirun a
+    failed job records ``status: failed`` in its metrics.json and the sweep goes on."""
 
     @wraps(task)
     def wrapped(cfg):
@@ -136,6 +137,10 @@ def entry_point(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
             if is_multirun():
                 _record_failure(cfg, err, start)
                 return float("nan")
+            code = getattr(err, "exit_code", None)  # a run stopped on purpose, e.g. on NaN
+            if isinstance(code, int):
+                print(f"error: {err}", file=sys.stderr)
+                sys.exit(code)
             raise
 
     return wrapped
