@@ -160,7 +160,7 @@ def soak(runs: int, steps: int, every: int, seed: int, workdir: Path) -> dict:
     for i in range(runs):
         log_dir = workdir / f"run{i}"
         cmd = train_command(log_dir, steps, every)
-        delay = rng.uniform(0.0, ref_time)
+        delay = rng.uniform(0.1, 0.9) * ref_time  # from start-up to the last steps
         log = workdir / f"run{i}.kill.log"
         with open(log, "w") as fh:
             proc = subprocess.Popen(
@@ -253,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1 or args.steps < 2 or not 1 <= args.every <= args.steps:
         ap.error(f"need --runs >= 1, --steps >= 2 and 1 <= --every <= --steps, got {args}")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="scorelab-soak-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     report = soak(args.runs, args.steps, args.every, args.seed, workdir)
     report["workdir"] = str(workdir)
     args.out.mkdir(parents=True, exist_ok=True)
