@@ -32,6 +32,9 @@ ORACLE = ["model=oracle", "data=gmm", "sde=ve", "sampler=pc", "batch_size=4096"]
 TRAINED = [
     "experiment=toy_gmm",
     "sampler=pc",
+    # toy_gmm sets annealed-Langevin keys on its sampler; PCDriver takes neither
+    "~sampler.n_steps_each",
+    "~sampler.num_scales",
     "callbacks=none",
     "logger=csv",
     "++trainer.enable_progress_bar=false",
