@@ -1,0 +1,140 @@
+"""Sample-quality metrics during training, logged as ``val/<metric>`` and usable as a
+checkpoint monitor (``callbacks=metrics`` adds this callback and a ModelCheckpoint on it)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+
+from scorelab.lit.metric_suite import MetricSuite, MetricValue, build_metric_suite
+
+
+def gather_features(
+    all_gather: Callable[[Tensor], Tensor],
+    feats: dict[str, Tensor],
+    world_size: int,
+    n: int,
+    device: torch.device | str = "cpu",
+) -> dict[str, Tensor]:
+    """Features of every rank's share, concatenated in rank order and cut to ``n`` samples.
+
+    ``all_gather`` is ``LightningModule.all_gather``: (share, ...) on each rank -> (world, share,
+    ...) (unchanged on one process). ``*_seconds`` timings become the slowest rank's time.
+    """
+    out = {}
+    for key, v in feats.items():
+        g = all_gather(v.to(device))
+        if world_size > 1:
+            g = g.reshape(-1, *g.shape[2:])
+        g = g.detach().cpu()
+        out[key] = g.max().reshape(1) if key.endswith("_seconds") else g[:n]
+    return out
+
+
+class SampleMetrics(L.Callback):
+    """Every ``every_n_steps`` optimizer steps, draw ``n_samples`` with the EMA weights and the
+    configured sampler and log the chosen metrics as ``val/<name>`` (``val/sliced_w2``,
+    ``val/mnist_fid``, ``val/fid``, ...) to every logger and to ``trainer.callback_metrics``, where
+    a ModelCheckpoint can monitor them.
+
+    Under DDP each rank draws its share with its own seed and turns it into features (points,
+    classifier or Inception features); the features are gathered (``pl_module.all_gather``) and
+    every rank computes the same statistics from all of them, so a monitor sees one value.
+
+    Args:
+        every_n_steps: interval in optimizer steps.
+        n_samples: samples per evaluation (over all ranks).
+        metrics: metric names (see :mod:`scorelab.lit.metric_suite`); ``None``: the data's
+            defaults.
+        options: per-metric settings, as the groups of ``conf/evaluate.yaml`` (``toy``,
+            ``mnist``, ``fid``, ``is``, ``kid``).
+        seed: base seed of the sampling noise (the same at every evaluation, so values of
+            different steps differ by the model only).
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int = 1000,
+        n_samples: int = 1000,
+        metrics: list[str] | None = None,
+        options: dict | None = None,
+        seed: int = 4321,
+    ) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+        if n_samples < 2:
+            raise ValueError(f"n_samples must be >= 2, got {n_samples}")
+        if metrics is not None and "bpd" in list(metrics):
+            raise ValueError(
+                "SampleMetrics computes sample metrics; bits/dim is run by "
+                "python -m scorelab.evaluate ckpt_path=... metrics=[bpd]"
+            )
+        self.every_n_steps, self.n_samples, self.seed = every_n_steps, n_samples, seed
+        self.metrics = None if metrics is None else [str(m) for m in metrics]
+        self.options = dict(options or {})
+        self.suite: MetricSuite | None = None
+        self.last: list[MetricValue] = []
+        self._last_step = -1
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "fit" or self.suite is not None:
+            return
+        data = (pl_module.config or {}).get("data")
+        if not data:
+            raise ValueError("SampleMetrics needs the module's config with a 'data' entry")
+        if pl_module.sampler is None:
+            raise ValueError("SampleMetrics needs a sampler: set sampler=NAME in the run config")
+        device = trainer.strategy.root_device
+        self.suite = build_metric_suite(data, self.metrics, self.options, device)
+        self.suite.check(self.n_samples)  # missing classifier / weights: fail before training
+        self.suite.prepare()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step == 0 or step % self.every_n_steps or step == self._last_step:
+            return
+        self._last_step = step
+        self.evaluate(trainer, pl_module)
+
+    def evaluate(self, trainer, pl_module) -> list[MetricValue]:
+        """Sample, gather features, compute and log; returns the values."""
+        assert self.suite is not None, "setup() has not run"
+        t0 = time.time()
+        world, rank = trainer.world_size, trainer.global_rank
+        share = -(-self.n_samples // world)
+        gen = torch.Generator(device=pl_module.device).manual_seed(self.seed + 7919 * rank)
+        was_training = pl_module.training
+        pl_module.eval()
+        res = pl_module.sample(share, generator=gen)
+        pl_module.train(was_training)
+        x = pl_module.to_unit_range(res.x.float())
+        # A diverged sampler on any rank makes every metric +inf on all ranks (worst for a
+        # monitor in mode=min), instead of an error that would end the training run.
+        bad = pl_module.all_gather((~torch.isfinite(x)).any().float().reshape(1))
+        if float(bad.max()) > 0:
+            values = [MetricValue(n, float("inf"), self.n_samples) for n in self.suite.names]
+        else:
+            feats = self.suite.features(x.cpu())
+            gathered = gather_features(pl_module.all_gather, feats, world, self.n_samples,
+                                       pl_module.device)
+            values = self.suite.from_features(gathered)
+        self._log(trainer, pl_module, values, int(res.nfe), time.time() - t0)
+        self.last = values
+        return values
+
+    def _log(self, trainer, pl_module, values: list[MetricValue], nfe: int, wall: float) -> None:
+        step = trainer.global_step
+        numbers = {f"val/{v.name}": float(v.value) for v in values}
+        for key, value in numbers.items():
+            # callback_metrics (for ModelCheckpoint) on every rank; loggers below, once.
+            pl_module.log(key, value, on_step=True, on_epoch=False, logger=False)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics({**numbers, "val/metrics_nfe": float(nfe)}, step=step)
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in numbers.items())
+            rank_zero_info(f"step {step}: {shown} (n={self.n_samples}, NFE {nfe}, {wall:.1f}s)")
