@@ -264,11 +264,18 @@ class MetricSuite:
             # A second draw of the same size measures the metric's floor at this sample size.
             self.reference2 = self.dm.sample(n_ref, generator=g).float().cpu()
         if names & set(MNIST_METRICS):
-            from scorelab.metrics.mnist import load_mnist_classifier, mnist_reference_statistics
+            from scorelab.metrics.mnist import (
+                classifier_id,
+                load_mnist_classifier,
+                mnist_reference_statistics,
+            )
 
             path = _opt(self.options, "mnist", "classifier_path", "data/cache/mnist_classifier.pt")
             self.classifier = load_mnist_classifier(path, self.device)
-            if "mnist_fid" in names:
+            given = _opt(self.options, "mnist", "reference_stats", None)
+            if "mnist_fid" in names and given is not None:
+                self.mnist_stats = _given_statistics(given, classifier_id(self.classifier))
+            elif "mnist_fid" in names:
                 self.mnist_stats = mnist_reference_statistics(
                     self.classifier,
                     data_dir=self.dm.root,
@@ -302,6 +309,9 @@ class MetricSuite:
         from scorelab.metrics.fid import FEATURE_LAYER, StatsKey, reference_statistics
         from scorelab.metrics.inception import extractor_id
 
+        given = _opt(self.options, "fid", "reference_stats", None)
+        if given is not None:
+            return _given_statistics(given, extractor_id(self.extractor, FEATURE_LAYER))
         split = str(_opt(self.options, "fid", "reference_split", "train"))
         limit = _opt(self.options, "fid", "reference_limit", None)
         tag = split if limit is None else f"{split}{int(limit)}"
@@ -492,6 +502,18 @@ class MetricSuite:
                            std=float(out[KEY_METRIC_KID_STD]),
                            extra={"subsets": subsets, "subset_size": size,
                                   "n_reference": len(self.kid_reference)})
+
+
+def _given_statistics(path: str | Path, space: str):
+    """A statistics file named by the user, refused unless it is from feature space ``space``."""
+    from scorelab.metrics.fid import load_statistics
+
+    if not Path(path).is_file():
+        raise MetricConfigError(f"reference statistics file {path} does not exist")
+    try:
+        return load_statistics(path, extractor=space)
+    except ValueError as err:
+        raise MetricConfigError(str(err).replace("\n", " ")) from None
 
 
 def build_metric_suite(
