@@ -333,6 +333,8 @@ def main(argv: list[str] | None = None) -> None:
         "results": [],
     }
     print(f"peak {report['peak']['flops'] / 1e9:.1f} GFLOP/s", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"nets_{device.type}"
     for name in available_nets(args.nets):
         flops = None
         for i, mode in enumerate(modes):
@@ -346,10 +348,9 @@ def main(argv: list[str] | None = None) -> None:
             report["results"].append(r)
             print(f"{name:12s} {mode:20s} {r['img_per_s']:8.2f} img/s  "
                   f"{r['peak_mem_mib']:8.0f} MiB  {r['gflops_per_img']:.1f} GFLOP/img", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"nets_{device.type}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(to_markdown(report))
+            # Written after every row so that a long run leaves partial results.
+            stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+            stem.with_suffix(".md").write_text(to_markdown(report))
     print(f"wrote {stem}.json and {stem}.md")
 
 

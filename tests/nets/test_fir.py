@@ -121,3 +121,15 @@ def test_channels_last_and_gradients() -> None:
     y.square().sum().backward()
     assert x.grad is not None and x.grad.shape == x.shape
     torch.testing.assert_close(y, fir.downsample_2d(fir.upsample_2d(x.contiguous(), k2), k2))
+
+
+def test_reduced_precision_runs_the_filter_in_float32() -> None:
+    k2 = fir.fir_kernel_2d((1, 3, 3, 1))
+    x = torch.randn(2, 4, 8, 8)
+    for op in (fir.upsample_2d, fir.downsample_2d):
+        ref = op(x, k2)
+        out = op(x.bfloat16(), k2)
+        assert out.dtype == torch.bfloat16
+        torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=2e-2)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert op(x, k2).dtype == torch.float32  # float32 input stays float32

@@ -6,7 +6,8 @@ such as ``[1, 3, 3, 1]``. Instead of running one single-channel convolution per 
 (reshaping to ``(N*C, 1, H, W)`` as the reference implementation does), every filter here is a
 single depthwise convolution with ``groups=C`` that already includes the stride, so no output is
 computed only to be thrown away. This is one cuDNN/oneDNN call per resampling and works with
-``channels_last`` tensors and ``torch.compile``.
+``channels_last`` tensors and ``torch.compile``. The filter always runs in float32 (see
+:func:`_filter`).
 
 Shapes: ``x`` is ``(B, C, H, W)``; upsampling returns ``(B, C, 2H, 2W)`` and downsampling
 ``(B, C, H/2, W/2)``.
@@ -56,6 +57,26 @@ def _depthwise(k2: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return k2.to(device=x.device, dtype=x.dtype).expand(c, 1, *k2.shape)
 
 
+def _filter(
+    x: torch.Tensor, k2: torch.Tensor, *, stride: int = 1, padding: int = 0, transpose: bool = False
+) -> torch.Tensor:
+    """Depthwise FIR filter, run in float32 even for bf16/fp16 input or under autocast.
+
+    Depthwise kernels in reduced precision take slow generic paths on CPU (tens of times slower
+    than float32 here), while the filter is a negligible share of the FLOPs; the result is cast
+    back to the input dtype.
+    """
+    dtype = x.dtype
+    with torch.autocast(x.device.type, enabled=False):
+        xf = x.float()
+        w = _depthwise(k2, xf)
+        if transpose:
+            y = F.conv_transpose2d(xf, w, stride=stride, padding=padding, groups=xf.shape[1])
+        else:
+            y = F.conv2d(xf, w, stride=stride, padding=padding, groups=xf.shape[1])
+    return y.to(dtype)
+
+
 def upsample_2d(x: torch.Tensor, k2: torch.Tensor) -> torch.Tensor:
     """FIR upsampling by 2: ``upfirdn2d(x, 4·k, up=2, pad=((K-2+1)//2 + 1, (K-2)//2))``.
 
@@ -72,9 +93,7 @@ def upsample_2d(x: torch.Tensor, k2: torch.Tensor) -> torch.Tensor:
     kk = k2.shape[0]
     # The filter is applied as a true convolution in upfirdn2d; transposed convolution does the
     # same, and the crop of (K - 2) // 2 samples on each side gives exactly 2H outputs.
-    return F.conv_transpose2d(
-        x, _depthwise(k2 * 4.0, x), stride=2, padding=(kk - 2) // 2, groups=x.shape[1]
-    )
+    return _filter(x, k2 * 4.0, stride=2, padding=(kk - 2) // 2, transpose=True)
 
 
 def downsample_2d(x: torch.Tensor, k2: torch.Tensor) -> torch.Tensor:
@@ -91,8 +110,7 @@ def downsample_2d(x: torch.Tensor, k2: torch.Tensor) -> torch.Tensor:
     """
     kk = k2.shape[0]
     # upfirdn2d convolves (flips the kernel); correlation with the flipped kernel is the same.
-    w = _depthwise(torch.flip(k2, (0, 1)), x)
-    return F.conv2d(x, w, stride=2, padding=(kk - 2) // 2, groups=x.shape[1])
+    return _filter(x, torch.flip(k2, (0, 1)), stride=2, padding=(kk - 2) // 2)
 
 
 def conv_downsample_2d(
@@ -118,7 +136,7 @@ def conv_downsample_2d(
     p = kk - 2 + kw - 1
     pad = ((p + 1) // 2, p // 2)
     x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
-    x = F.conv2d(x, _depthwise(torch.flip(k2, (0, 1)), x), groups=x.shape[1])
+    x = _filter(x, torch.flip(k2, (0, 1)))
     return F.conv2d(x, weight, bias, stride=2)
 
 
@@ -149,7 +167,7 @@ def upsample_conv_2d(
     p = kk - 2 - (kw - 1)
     pad0, pad1 = (p + 1) // 2 + 1, p // 2 + 1
     x = F.pad(x, (pad0, pad1, pad0, pad1))
-    x = F.conv2d(x, _depthwise(torch.flip(k2 * 4.0, (0, 1)), x), groups=x.shape[1])
+    x = _filter(x, torch.flip(k2 * 4.0, (0, 1)))
     if bias is not None:
         x = x + bias.view(1, -1, 1, 1)
     return x
