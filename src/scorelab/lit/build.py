@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,6 +26,18 @@ DATA_META_KEYS = ("default_sigma_max",)
 
 class ConfigError(ValueError):
     """A bad configuration value or combination; the message is one line naming the fix."""
+
+
+def build(node: Any, what: str) -> Any:
+    """``instantiate(node)``; a ValueError/TypeError of the constructor becomes a one-line
+    ConfigError prefixed with the config group (Hydra wraps it in a multi-line exception)."""
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, ValueError | TypeError):
+            raise ConfigError(f"{what}: {' '.join(str(cause).split())}") from None
+        raise
 
 
 def to_plain(cfg: DictConfig | dict) -> dict:
@@ -54,7 +67,11 @@ def build_datamodule(cfg: DictConfig):
     d = OmegaConf.to_container(cfg.data, resolve=True)
     for key in DATA_META_KEYS:
         d.pop(key, None)
-    return instantiate(d)
+    dm = build(d, "data")
+    check_files = getattr(dm, "check_files", None)
+    if callable(check_files):  # missing files: one line naming the file and `make data`, now
+        check_files()
+    return dm
 
 
 def build_noise(cfg: DictConfig) -> NoiseLevels | SDE:
@@ -62,10 +79,7 @@ def build_noise(cfg: DictConfig) -> NoiseLevels | SDE:
     s = OmegaConf.to_container(cfg.sde, resolve=True)
     if s.get("sigma_max") == "auto":
         s["sigma_max"] = auto_sigma_max(cfg)
-    try:
-        return instantiate(s)
-    except ValueError as err:
-        raise ConfigError(f"sde: {err}") from None
+    return build(s, "sde")
 
 
 def auto_sigma_max(cfg: DictConfig, n: int = 2000) -> float:
@@ -97,7 +111,7 @@ def build_score_model(cfg: DictConfig, noise: NoiseLevels | SDE):
             )
         mix = GaussianMixture(list(d.weights), [list(r) for r in d.means], _plain(d.stds))
         return OracleScoreModel(mix, noise)
-    net = instantiate(m.net)
+    net = build(m.net, "model.net")
     p = OmegaConf.to_container(m.get("parametrization", {}), resolve=True)
     try:
         return ScoreModel(net, noise, **p)
@@ -112,7 +126,7 @@ def _plain(v: Any) -> Any:
 def build_loss(cfg: DictConfig, noise: NoiseLevels | SDE):
     lc = OmegaConf.to_container(cfg.loss, resolve=True)
     wants_discrete = bool(lc.pop("discrete_levels", False))
-    factory = instantiate(lc)
+    factory = build(lc, "loss")
     discrete = isinstance(noise, NoiseLevels)
     if discrete != wants_discrete:
         kind = "discrete σ levels (sde=ncsn)" if wants_discrete else "an SDE (sde=ve, vp, subvp)"
@@ -129,10 +143,7 @@ def build_loss(cfg: DictConfig, noise: NoiseLevels | SDE):
 def build_sampler(cfg: DictConfig):
     if cfg.get("sampler") is None:
         return None
-    try:
-        return instantiate(cfg.sampler)
-    except ValueError as err:
-        raise ConfigError(f"sampler: {err}") from None
+    return build(cfg.sampler, "sampler")
 
 
 def build_module(cfg: DictConfig | dict) -> ScoreModule:
@@ -149,18 +160,25 @@ def build_module(cfg: DictConfig | dict) -> ScoreModule:
     if isinstance(model, OracleScoreModel):
         raise ConfigError("model=oracle has nothing to train; use python -m scorelab.sample")
     loss = build_loss(cfg, noise)
-    opt = instantiate(cfg.optimizer)
+    opt = build(cfg.optimizer, "optimizer")
+    try:  # torch checks lr, betas, eps ... only when the optimizer is built: do it now
+        opt([torch.zeros(1, requires_grad=True)])
+    except ValueError as err:
+        raise ConfigError(f"optimizer: {err}") from None
     resolved = to_plain(cfg)
-    return ScoreModule(
-        model,
-        loss,
-        opt,
-        sampler=sampler,
-        data_shape=data_shape(cfg),
-        data_range=data_range(cfg),
-        config=resolved,
-        **OmegaConf.to_container(cfg.module, resolve=True),
-    )
+    try:
+        return ScoreModule(
+            model,
+            loss,
+            opt,
+            sampler=sampler,
+            data_shape=data_shape(cfg),
+            data_range=data_range(cfg),
+            config=resolved,
+            **OmegaConf.to_container(cfg.module, resolve=True),
+        )
+    except ValueError as err:
+        raise ConfigError(f"module: {err}") from None
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -221,7 +239,7 @@ def validate_config(cfg: DictConfig) -> None:
                     f"model.net.{key}={nv} differs from data.{key}={dv}; set them equal (model "
                     f"configs default to ${{data.{key}}})"
                 )
-        if d.get("image_size") is None and net.get("image_size") is not None:
+        if d.get("image_size") is None and ("image_size" in net or "channels" in net):
             raise ConfigError(
                 f"model {net._target_.rsplit('.', 1)[-1]} is an image network but data "
                 f"{d.get('name', d._target_)} is points; use model=mlp for 2-D/low-dim data"
@@ -236,6 +254,9 @@ def validate_config(cfg: DictConfig) -> None:
         problem = check_checkpoint_file(ckpt)
         if problem:
             raise CheckpointError(f"ckpt_path: {problem}")
+    seed = cfg.get("seed", 0)
+    if seed is not None and not 0 <= int(seed) < 2**32:
+        raise ConfigError(f"seed must be in [0, 2**32 - 1], got {seed}")
     n = cfg.get("n_samples", 0)
     if n is None or int(n) < 0:
         raise ConfigError(f"n_samples must be >= 0, got {n}")
@@ -243,3 +264,19 @@ def validate_config(cfg: DictConfig) -> None:
         steps = cfg.trainer.get("max_steps", -1)
         if steps is not None and int(steps) == 0:
             raise ConfigError("trainer.max_steps=0 trains nothing; use >= 1 (or -1 for epochs)")
+        vci = cfg.trainer.get("val_check_interval")
+        if vci is not None and not (
+            (isinstance(vci, int) and vci >= 1) or (isinstance(vci, float) and 0 < vci <= 1)
+        ):
+            raise ConfigError(
+                f"trainer.val_check_interval must be an integer >= 1 (steps) or a float in "
+                f"(0, 1] (fraction of an epoch), got {vci}"
+            )
+    callbacks = cfg.get("callbacks") or {}
+    if not any(v is not None for v in (cfg.get("logger") or {}).values()):
+        for name, cb in callbacks.items():
+            if cb is not None and str(cb.get("_target_", "")).endswith("LearningRateMonitor"):
+                raise ConfigError(
+                    f"callbacks.{name} (LearningRateMonitor) needs a logger, but logger is "
+                    f"empty; set callbacks.{name}=null or choose a logger (logger=csv)"
+                )
