@@ -159,6 +159,8 @@ class PCDriver(_Driver):
                  n_steps: int | None = None, eps: float | None = None, denoise: bool = True,
                  name: str = "pc", **init):
         super().__init__(**init)
+        if n_steps is not None and n_steps < 1:
+            raise ValueError(f"n_steps must be >= 1 or null (the SDE's N), got {n_steps}")
         self.predictor, self.corrector = predictor, corrector
         self.n_steps, self.eps, self.denoise, self.name = n_steps, eps, denoise, name
 
@@ -170,6 +172,10 @@ class PCDriver(_Driver):
                 "sampler=ancestral is defined for VE and VP only, not subVP; use "
                 "sampler=reverse_diffusion or pc"
             )
+        # the step objects validate their knobs (snr, n_steps ...) when built: build them now
+        self.predictor(sde, model.time_score())
+        if self.corrector is not None:
+            self.corrector(sde, model.time_score())
 
     def __call__(self, model, shape, *, device="cpu", generator=None, progress=False):
         from scorelab.sampling.pc import NoneCorrector, pc_sampler
