@@ -1,9 +1,9 @@
 """Kill-and-resume soak: ``python -m scorelab.soak --runs 5`` (``make soak``; not in CI).
 
 Trains one uninterrupted reference run of a small toy configuration, then ``--runs`` copies of
-the same command, each killed with SIGKILL at a random moment (anywhere from start-up to the
-end, checkpoint writes and validation included) and rerun with the same command until it
-finishes. A run resumed correctly when its final ``last.ckpt`` holds the reference's step, model
+the same command, each killed with SIGKILL at a random step plus a random fraction of a second
+(so kills land inside steps, validation and checkpoint writes) and rerun with the same command
+until it finishes. A run resumed correctly when its final ``last.ckpt`` holds the reference's step, model
 and EMA weights bit for bit. The work lost by a kill is the number of optimizer steps the killed
 process had done beyond the checkpoint it left behind (read from its progress bar).
 
@@ -151,6 +151,21 @@ def run_to_end(cmd: list[str], log: Path, timeout: float = 600) -> float:
     return time.monotonic() - t0
 
 
+def _kill_at_step(proc: subprocess.Popen, log: Path, step: int, jitter: float) -> bool:
+    """SIGKILL ``proc`` ``jitter`` seconds after its progress bar reached ``step``; False if it
+    finished first."""
+    while proc.poll() is None:
+        if progress_step(log.read_text(errors="replace")) >= step:
+            time.sleep(jitter)
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def soak(runs: int, steps: int, every: int, seed: int, workdir: Path) -> dict:
     rng = random.Random(seed)
     ref_dir = workdir / "reference"
@@ -160,19 +175,14 @@ def soak(runs: int, steps: int, every: int, seed: int, workdir: Path) -> dict:
     for i in range(runs):
         log_dir = workdir / f"run{i}"
         cmd = train_command(log_dir, steps, every)
-        delay = rng.uniform(0.1, 0.9) * ref_time  # from start-up to the last steps
+        target = rng.randint(1, steps - 1)  # kill once the bar shows this step, plus a jitter
+        jitter = rng.uniform(0.0, 0.5)  # that lands in steps, validation and checkpoint writes
         log = workdir / f"run{i}.kill.log"
         with open(log, "w") as fh:
             proc = subprocess.Popen(
                 cmd, cwd=REPO, env=subprocess_env(), stdout=fh, stderr=subprocess.STDOUT
             )
-            try:
-                proc.wait(timeout=delay)
-                killed = False
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                killed = True
+            killed = _kill_at_step(proc, log, target, jitter)
         done = progress_step(log.read_text(errors="replace"))
         saved = checkpoint_step(last_checkpoint(log_dir)) or 0
         resume_time = run_to_end(cmd, workdir / f"run{i}.resume.log")
@@ -180,7 +190,8 @@ def soak(runs: int, steps: int, every: int, seed: int, workdir: Path) -> dict:
         results.append(
             {
                 "run": i,
-                "kill_after_s": round(delay, 2),
+                "kill_at_step": target,
+                "jitter_s": round(jitter, 2),
                 "killed": killed,
                 "steps_done_when_killed": done,
                 "checkpoint_step_left": saved,
@@ -219,8 +230,9 @@ def to_markdown(report: dict) -> str:
         "",
         f"`python -m scorelab.soak --runs {c['runs']} --steps {c['steps']} --every "
         f"{c['checkpoint_every']} --seed {c['seed']}`: {c['runs']} toy runs of {c['steps']} steps "
-        f"(checkpoint every {c['checkpoint_every']}), each killed with SIGKILL at a random moment "
-        "and rerun with the same command; compared bit for bit with an uninterrupted reference.",
+        f"(checkpoint every {c['checkpoint_every']}), each killed with SIGKILL at a random step "
+        "(plus a random 0-0.5 s, so kills land in steps, validation and checkpoint writes) and "
+        "rerun with the same command; compared bit for bit with an uninterrupted reference.",
         "",
         f"- resumed correctly: **{report['resumed_correctly']}/{c['runs']}** "
         f"({report['killed']} actually killed before finishing)",
@@ -228,12 +240,13 @@ def to_markdown(report: dict) -> str:
         f"{report['steps_lost_mean']:.1f} (bound: {c['checkpoint_every']} - 1 plus the step in "
         "flight)",
         "",
-        "| run | kill after (s) | killed | steps done | checkpoint left | steps lost | equal |",
+        "| run | kill at step (+ s) | killed | steps done | checkpoint left | steps lost | equal |",
         "|---:|---:|:---:|---:|---:|---:|:---:|",
     ]
     for r in report["runs"]:
         lines.append(
-            f"| {r['run']} | {r['kill_after_s']} | {'yes' if r['killed'] else 'no'} | "
+            f"| {r['run']} | {r['kill_at_step']} (+{r['jitter_s']}) | "
+            f"{'yes' if r['killed'] else 'no'} | "
             f"{r['steps_done_when_killed']} | {r['checkpoint_step_left']} | {r['steps_lost']} | "
             f"{'yes' if r['resumed_correctly'] else 'NO'} |"
         )
