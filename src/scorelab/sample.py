@@ -24,9 +24,16 @@ from scorelab.lit.build import (
     build_score_model,
     data_shape,
     load_module,
+    read_checkpoint,
 )
 from scorelab.plots import save_samples_figure
-from scorelab.runs import CONF_DIR, entry_point, save_npz_atomic, write_json_atomic
+from scorelab.runs import (
+    CONF_DIR,
+    entry_point,
+    save_npz_atomic,
+    task_overrides,
+    write_json_atomic,
+)
 
 
 def write_samples(x: Tensor, out: str | Path, *, reference: Tensor | None = None) -> dict:
@@ -38,11 +45,31 @@ def write_samples(x: Tensor, out: str | Path, *, reference: Tensor | None = None
     return {"samples_npz": npz, "figure": fig}
 
 
+def sampler_for_checkpoint(cfg: DictConfig, ckpt: dict,
+                           overrides: list[str] | None = None) -> DictConfig:
+    """The sampler to use on a checkpoint. Choosing the checkpoint's own sampler
+    (``sampler=ald`` on an ALD-trained run) keeps its experiment-specific settings (e.g. NCSNv2's
+    step_lr and final denoising), with only the ``sampler.*`` keys given on the command line
+    replaced; another sampler comes with its group's defaults."""
+    own = (ckpt.get("scorelab_config") or {}).get("sampler")
+    if not own or own.get("_target_") != cfg.sampler.get("_target_"):
+        return cfg.sampler
+    merged = OmegaConf.create(own)
+    for item in task_overrides() if overrides is None else overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if key.startswith("sampler."):
+            OmegaConf.update(merged, key[len("sampler."):], OmegaConf.select(cfg, key),
+                             force_add=True)
+    return merged
+
+
 def build_sampling_model(cfg: DictConfig):
     """(score model, sampler, example shape, to-unit-range fn, meta) for a checkpoint or the
     oracle. Refuses a sampler that does not fit before any sampling."""
     if cfg.get("ckpt_path"):
-        overrides = {"sampler": cfg.sampler} if cfg.get("sampler") is not None else None
+        overrides = None
+        if cfg.get("sampler") is not None:
+            overrides = {"sampler": sampler_for_checkpoint(cfg, read_checkpoint(cfg.ckpt_path))}
         module = load_module(cfg.ckpt_path, overrides)
         module.eval()
         model = module.ema_model() if cfg.get("use_ema", True) else module.model
