@@ -331,6 +331,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "nfe": nfe,
         "sampling_wall_time_s": sampling_wall,
         "results": records,
+        "skipped": suite.skipped if suite is not None else {},
         "metrics": flat,
         "overrides": task_overrides(),
         "seed": int(cfg.seed),

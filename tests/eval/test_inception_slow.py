@@ -65,3 +65,6 @@ def test_inception_score_refused_with_the_offline_weights(tmp_path, cifar_root):
         pytest.skip("these Inception weights carry the classifier; IS is available")
     with pytest.raises(MetricConfigError, match=r"metric 'is' needs .*metrics=\[fid,kid\]"):
         suite.check(20)
+    defaults = build_metric_suite(OmegaConf.to_container(cfg.data, resolve=True), None)
+    defaults.check(1000)
+    assert defaults.names == ["fid", "kid"] and "1008-way" in defaults.skipped["is"]

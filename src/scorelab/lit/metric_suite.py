@@ -178,7 +178,9 @@ class MetricSuite:
         device: str | torch.device = "cpu",
     ) -> None:
         self.info = info
+        self.explicit = names is not None
         self.names = list(default_metrics(info) if names is None else names)
+        self.skipped: dict[str, str] = {}  # default metrics left out, with the reason
         if not self.names:
             raise MetricConfigError("metrics is empty; give at least one metric or null")
         allowed = allowed_metrics(info)
@@ -246,10 +248,12 @@ class MetricSuite:
         if "is" in self.names:
             ext = self._inception()
             if not torch.isfinite(ext.fc.weight).all():
-                raise MetricConfigError(
-                    "metric 'is' needs Inception's 1008-way classifier, which the offline weights "
-                    "(make fid-weights) do not have; drop it: metrics=[fid,kid]"
-                )
+                why = ("metric 'is' needs Inception's 1008-way classifier, which the offline "
+                       "weights (make fid-weights) do not have")
+                if self.explicit:
+                    raise MetricConfigError(f"{why}; drop it: metrics=[fid,kid]")
+                self.names.remove("is")  # a default: leave it out and say why
+                self.skipped["is"] = why
 
     def prepare(self) -> None:
         """Load the reference data and the extractors (once)."""
