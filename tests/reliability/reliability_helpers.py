@@ -35,15 +35,18 @@ def run(log_dir: Path, extra: tuple = (), env: dict | None = None) -> subprocess
 
 
 # In-process runs: the same settings as the subprocess command, composed with hydra.compose.
-def compose_train(out: Path, overrides: tuple | list = (), steps: int = 4, every: int = 2):
-    """The composed train config of a tiny toy run writing into ``out``."""
+def compose_train(
+    out: Path, overrides: tuple | list = (), steps: int = 4, every: int = 2, toy: bool = True
+):
+    """The composed train config of a tiny run writing into ``out`` (``toy``: with the small
+    toy-model settings of :data:`scorelab.soak.TOY_ARGS`)."""
     from hydra import compose, initialize_config_dir
 
     from scorelab.runs import CONF_DIR
     from scorelab.soak import TOY_ARGS
 
     args = [
-        *TOY_ARGS,
+        *(TOY_ARGS if toy else ("logger=none", "callbacks.lr_monitor=null", "n_samples=0")),
         "callbacks.progress=null",
         "++trainer.enable_progress_bar=false",
         f"trainer.max_steps={steps}",
