@@ -3,9 +3,10 @@
 Trains one uninterrupted reference run of a small toy configuration, then ``--runs`` copies of
 the same command, each killed with SIGKILL at a random step plus a random fraction of a second
 (so kills land inside steps, validation and checkpoint writes) and rerun with the same command
-until it finishes. A run resumed correctly when its final ``last.ckpt`` holds the reference's step, model
-and EMA weights bit for bit. The work lost by a kill is the number of optimizer steps the killed
-process had done beyond the checkpoint it left behind (read from its progress bar).
+until it finishes. A run resumed correctly when its final ``last.ckpt`` holds the reference's
+step, model and EMA weights bit for bit. The work lost by a kill is the number of optimizer
+steps the killed process had done beyond the checkpoint it left behind (read from its progress
+bar).
 
 Writes ``soak.json`` and ``soak.md`` into ``--out`` (default ``benchmarks/results``).
 The helpers (command, checkpoint polling, weight comparison) are shared with
@@ -237,8 +238,9 @@ def to_markdown(report: dict) -> str:
         f"- resumed correctly: **{report['resumed_correctly']}/{c['runs']}** "
         f"({report['killed']} actually killed before finishing)",
         f"- steps lost per kill: max {report['steps_lost_max']}, mean "
-        f"{report['steps_lost_mean']:.1f} (bound: {c['checkpoint_every']} - 1 plus the step in "
-        "flight)",
+        f"{report['steps_lost_mean']:.1f} (bound: {c['checkpoint_every'] - 1} completed steps, "
+        "as a checkpoint is written every "
+        f"{c['checkpoint_every']})",
         "",
         "| run | kill at step (+ s) | killed | steps done | checkpoint left | steps lost | equal |",
         "|---:|---:|:---:|---:|---:|---:|:---:|",
