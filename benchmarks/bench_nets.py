@@ -6,7 +6,8 @@ For each network (built from its ``conf/model/<name>.yaml`` at CIFAR-10 size) an
 * training images/s: forward + backward + Adam step, median over ``--steps`` timed steps after
   ``--warmup`` untimed ones, at batch ``--batch``;
 * peak memory: ``torch.cuda.max_memory_allocated`` on GPU; on CPU the peak resident set size
-  (sampled every 2 ms) above the level before the network was built;
+  (sampled every 2 ms) above the level before the network was built, each row in a fresh
+  subprocess so that memory freed by earlier rows cannot hide it;
 * forward + backward FLOPs per image, counted by ``torch.utils.flop_counter.FlopCounterMode``;
 * the fraction of the machine's peak reached, where the peak is measured in the same run with a
   large matmul (fp32 on CPU, bf16 on GPU).
@@ -27,6 +28,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -236,6 +238,8 @@ def time_steps(step: Callable[[], None], device: torch.device, warmup: int, step
 def bench_one(
     name: str, mode: str, args: argparse.Namespace, device: torch.device, with_flops: bool
 ) -> dict:
+    import hydra.utils  # noqa: F401  (imported before the baseline is taken)
+
     torch.manual_seed(0)
     rss = RssPeak() if device.type == "cpu" else None
     base = rss.rss() if rss else 0
@@ -267,6 +271,17 @@ def bench_one(
     }
     del net, model, step
     return res
+
+
+def run_isolated(name: str, mode: str, args: argparse.Namespace, with_flops: bool) -> dict:
+    """Run :func:`bench_one` in a fresh interpreter and return its result."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--device", "cpu",
+           "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
+           "--row", name, mode, "1" if with_flops else "0"]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def to_markdown(report: dict) -> str:
@@ -313,6 +328,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=None, help="default 1 CPU, 5 GPU")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--in-process", action="store_true",
+                   help="on CPU, run every row in this process (faster, memory less exact)")
+    p.add_argument("--row", nargs=3, metavar=("NET", "MODE", "FLOPS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     device = torch.device(args.device)
     cpu = device.type == "cpu"
@@ -321,6 +339,10 @@ def main(argv: list[str] | None = None) -> None:
     args.warmup = args.warmup if args.warmup is not None else (1 if cpu else 5)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.row:  # child process of run_isolated: one row, printed as JSON
+        name, mode, with_flops = args.row
+        print(json.dumps(bench_one(name, mode, args, device, with_flops == "1")))
+        return
     modes = args.modes or ["fp32", "bf16", "channels_last"]
     if args.compile:
         modes = [*modes, "fp32+compile"]
@@ -338,7 +360,10 @@ def main(argv: list[str] | None = None) -> None:
     for name in available_nets(args.nets):
         flops = None
         for i, mode in enumerate(modes):
-            r = bench_one(name, mode, args, device, with_flops=i == 0)
+            if cpu and not args.in_process:
+                r = run_isolated(name, mode, args, with_flops=i == 0)
+            else:
+                r = bench_one(name, mode, args, device, with_flops=i == 0)
             flops = r["fwd_bwd_flops_per_img"] or flops
             r["fwd_bwd_flops_per_img"] = flops
             r["gflops_per_img"] = (flops or 0) / 1e9
