@@ -117,6 +117,35 @@ def is_multirun() -> bool:
         return False
 
 
+def unknown_group_option(args: list[str], conf_dir: str | Path = CONF_DIR) -> str | None:
+    """A one-line message for a ``group=option`` override whose config file does not exist
+    (e.g. ``sampler=bogus``), or None. Hydra's own message for it spans several lines."""
+    conf_dir = Path(conf_dir)
+    for arg in args:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if not sep or key.startswith("hydra") or value in ("", "null"):
+            continue  # Hydra's own groups (launcher, sweeper) live in its plugins, not here
+        if not (conf_dir / key).is_dir():
+            continue
+        for option in value.split(","):  # a multirun sweep: a,b,c
+            if not (conf_dir / key / f"{option}.yaml").is_file():
+                choices = sorted(p.stem for p in (conf_dir / key).glob("*.yaml"))
+                return (
+                    f"unknown {key} option {option!r} in {arg!r}; choose one of: "
+                    f"{', '.join(choices)}"
+                )
+    return None
+
+
+def run_cli(main: Callable[[], Any]) -> None:
+    """Run a Hydra ``main``; an unknown config-group option ends with one line and exit 2."""
+    problem = unknown_group_option(sys.argv[1:])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    main()
+
+
 def entry_point(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """Wrap a Hydra task: bad input exits with one line (code 2), as does an error that carries
     an ``exit_code`` (a run stopped on purpose, e.g. on a non-finite loss); in a multirun a
