@@ -45,7 +45,7 @@ from scorelab.lit.metric_suite import (
     build_metric_suite,
     check_samples,
 )
-from scorelab.runs import CONF_DIR, entry_point, task_overrides, write_json_atomic
+from scorelab.runs import CONF_DIR, entry_point, run_cli, task_overrides, write_json_atomic
 
 BPD = "bpd"
 
@@ -356,4 +356,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

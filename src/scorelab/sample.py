@@ -30,6 +30,7 @@ from scorelab.plots import save_samples_figure
 from scorelab.runs import (
     CONF_DIR,
     entry_point,
+    run_cli,
     save_npz_atomic,
     task_overrides,
     write_json_atomic,
@@ -143,4 +144,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -24,7 +24,7 @@ from scorelab.lit.build import (
     validate_config,
 )
 from scorelab.lit.checkpoint_io import AtomicCheckpointIO
-from scorelab.runs import CONF_DIR, entry_point, task_overrides, write_json_atomic
+from scorelab.runs import CONF_DIR, entry_point, run_cli, task_overrides, write_json_atomic
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
@@ -133,4 +133,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
