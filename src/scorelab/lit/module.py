@@ -113,7 +113,9 @@ class ScoreModule(L.LightningModule):
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
         self.val_loss = MeanMetric()
         self.val_bucket_loss = nn.ModuleList(MeanMetric() for _ in range(self.val_buckets))
-        self._forward = torch.compile(self.model) if compile else self.model
+        # Kept out of the module registry, so checkpoints hold the weights once (under model.*)
+        # and the compiled wrapper never appears in the state dict.
+        object.__setattr__(self, "_forward", torch.compile(self.model) if compile else self.model)
         self.last_bad_batch: Tensor | None = None
         self._val_rng = ForkedRNG()
 
