@@ -29,6 +29,8 @@ def test_train_checkpoint_sample_roundtrip(tmp_path):
     # Plain containers only: the default weights_only=True load works, EMA weights are inside.
     raw = torch.load(ckpt, weights_only=True)
     assert any(k.startswith("ema.module.") for k in raw["state_dict"])
+    # The weights are stored once under model.* (plus the EMA copy), nothing else.
+    assert {k.split(".")[0] for k in raw["state_dict"]} <= {"model", "ema", "skipped_steps"}
     assert raw["global_step"] == 40
     module = load_module(ckpt)
     assert module.data_shape == (2,)
