@@ -18,6 +18,7 @@ from hydra.errors import MissingConfigException
 from reliability_helpers import compose_train
 
 from scorelab.data.prepare import MNIST_FILES, mnist_raw_dir
+from scorelab.runs import unknown_group_option
 from scorelab.soak import REPO, subprocess_env
 from scorelab.train import train
 
@@ -95,11 +96,19 @@ def test_bad_input_is_refused_in_one_line_before_data(
         assert "`make data`" in msg
 
 
-def test_unknown_config_option_is_named_by_hydra(tmp_path: Path) -> None:
-    """Hydra refuses an unknown group option while composing (before any of our code runs).
-    Its CLI message spans several lines (it lists the available options); see the README."""
+def test_unknown_config_option_is_one_line_before_hydra(tmp_path: Path) -> None:
+    """Hydra refuses an unknown group option while composing, in several lines; the entry
+    points check it first (run_cli) and print one line listing the choices."""
     with pytest.raises(MissingConfigException, match="Could not find 'sampler/bogus'"):
         compose_train(tmp_path, ["sampler=bogus"])
+    assert unknown_group_option(["sampler=bogus", "seed=1"]) == (
+        "unknown sampler option 'bogus' in 'sampler=bogus'; choose one of: ald, ancestral, em, "
+        "heun, langevin, ode, pc, reverse_diffusion"
+    )
+    assert "'bogus' in 'model=mlp,bogus'" in unknown_group_option(["model=mlp,bogus"])
+    for fine in (["sampler=pc", "model=mlp,unet_small", "sampler=null", "seed=3"],
+                 ["hydra/launcher=joblib", "+experiment=toy_gmm", "--help", "-m"]):  # fmt: skip
+        assert unknown_group_option(fine) is None
 
 
 def test_cli_prints_the_one_line_and_exits_2(tmp_path: Path) -> None:
