@@ -21,7 +21,7 @@ from scorelab.schedules import NoiseLevels
 from scorelab.sde import SDE
 
 # Keys of the data config read by other groups, not passed to the DataModule.
-DATA_META_KEYS = ("default_sigma_max",)
+DATA_META_KEYS = ("default_sigma_max", "init_low", "init_high")
 
 
 class ConfigError(ValueError):
