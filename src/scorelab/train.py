@@ -8,6 +8,7 @@ Writes checkpoints (``checkpoints/last.ckpt`` and the best), the resolved config
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -25,6 +26,10 @@ from scorelab.lit.build import (
 )
 from scorelab.lit.checkpoint_io import AtomicCheckpointIO
 from scorelab.runs import CONF_DIR, entry_point, run_cli, task_overrides, write_json_atomic
+
+# The module updates its weights and EMA inside training_step (manual optimisation), so a
+# checkpoint taken after the step is the state we want; Lightning's advice does not apply.
+warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
