@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,8 @@ from scorelab.lit.build import ConfigError
 from scorelab.lit.metric_suite import MetricConfigError, build_metric_suite
 from scorelab.metrics.fid import FeatureStatistics, save_statistics
 from scorelab.metrics.mnist import MnistClassifier
+from scorelab.runs import entry_point
 from scorelab.toy import ncsn_toy_mixture
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _read(out: Path) -> dict:
@@ -171,23 +169,18 @@ def test_metric_that_does_not_fit_the_data(cifar_root):
         build_metric_suite({**CIFAR, "root": str(cifar_root)}, ["sliced_w2"])
 
 
-def test_missing_classifier_is_one_line_with_the_command(tmp_path):
-    """Through the CLI: exit code 2, one line, the exact training command."""
-    import subprocess
-
+def test_missing_classifier_is_one_line_with_the_command(tmp_path, capsys):
+    """Through the entry point's error handling: exit code 2, one line, the exact command."""
     missing = tmp_path / "nope.pt"
     folder = _pngs(tmp_path / "imgs", 4)
-    proc = subprocess.run(
-        [sys.executable, "-m", "scorelab.evaluate", "data=mnist", f"samples_path={folder}",
-         f"mnist.classifier_path={missing}", f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-        env={"PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1",
-             "PATH": "/usr/bin:/bin"},
-    )
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1
-    assert lines[0] == (
+    cfg = compose_cfg("evaluate", ["data=mnist", f"samples_path={folder}",
+                                   f"mnist.classifier_path={missing}"], tmp_path / "run")
+    with pytest.raises(SystemExit) as exit_info:
+        entry_point(evaluate)(cfg)
+    assert exit_info.value.code == 2
+    lines = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.strip()]
+    assert lines == [
         f"error: MNIST classifier weights not found at {missing}; train them with: "
         f"python -m scorelab.metrics.mnist_classifier --data-dir data/raw --out {missing}"
-    )
+    ]
+    assert not (tmp_path / "run" / "metrics.json").exists()
