@@ -106,7 +106,7 @@ class PreemptionHandler(L.Callback):
             Path(trainer.default_root_dir) / "checkpoints"
         )
         path = dirpath / "last.ckpt"
-        trainer.save_checkpoint(str(path))
+        trainer.save_checkpoint(str(path), weights_only=False)  # full state, to resume
         rank_zero_info(f"{self.requested} received: saved {path} at step "
                        f"{trainer.global_step}; stopping")
         trainer.should_stop = True

@@ -197,7 +197,7 @@ class ScoreModule(L.LightningModule):
         if trainer is not None:
             folder = Path(trainer.default_root_dir) / "debug"
             ckpt, batch_file = folder / "nonfinite.ckpt", folder / "nonfinite_batch.pt"
-            trainer.save_checkpoint(str(ckpt))  # collective: every rank gets here together
+            trainer.save_checkpoint(str(ckpt), weights_only=False)  # collective: all ranks come
             if trainer.is_global_zero:
                 datamodule = getattr(trainer, "datamodule", None)
                 sampler = datamodule.state_dict() if datamodule is not None else {}
