@@ -51,9 +51,9 @@ FULL = {
     "n": 4000,
     "true_sets": 20,
     "pc": [10, 25, 50, 100, 250, 1000],
-    "em": [10, 25, 50, 100, 250],
-    "ancestral": [10, 25, 50, 100, 250],
-    "al_levels": [5, 10, 20, 50, 100],
+    "em": [10, 25, 50, 100],
+    "ancestral": [10, 25, 50, 100],
+    "al_levels": [5, 10, 20, 50],
     "dopri5_tol": [1e-1, 1e-2, 1e-3, 1e-5],
     "ode_heun": [5, 10, 17, 25, 50, 100],
     "edm": [5, 9, 13, 18, 25, 50],
@@ -305,10 +305,10 @@ def configs(sde_name: str, oracle: FastOracle, n: int, d: int, size: dict) -> li
 def thresholds(ref: dict, floor: dict) -> dict:
     """Upper bounds a point must meet to count as reaching PC-1000's quality.
 
-    For sliced W2 and the mode-weight error: PC-1000's value or the mean over exact sample sets,
-    whichever is larger (a lucky PC-1000 draw below the exact-sample mean sets no bar that exact
-    samples would miss), plus 2 std of exact sets. For the NLL, on |NLL - entropy| (too
-    concentrated samples score below the entropy): PC-1000's gap plus 2 std.
+    ``ref`` holds PC-1000's metrics averaged over the seeds. For sliced W2 and the mode-weight
+    error: that mean or the mean over exact sample sets, whichever is larger (so no bar is set
+    that exact samples would usually miss), plus 2 std of exact sets. For the NLL, on
+    |NLL - entropy| (too concentrated samples score below the entropy): PC-1000's gap plus 2 std.
     """
     h = floor["nll"]["mean"]
     return {
@@ -367,6 +367,20 @@ def run_panel(dim: str, sde_name: str, size: dict, seed: int = 0) -> dict:
         )
     ref_setting = f"PC-{max(size['pc'])}"  # the reference: PC-1000 in the full run
     refrow = next(r for r in rows if r["setting"] == ref_setting)
+    # The reference's quality is its mean over the same seeds every candidate must pass on.
+    make_ref = next(m for f, s, m in cfgs if s == ref_setting)
+    ref_seeds = [{"seed": seed, **{k: refrow[k] for k in ("sw", "mode_err", "nll")}}]
+    for s in size["confirm_seeds"]:
+        ref_seeds.append(
+            {"seed": s, **metrics(make_ref(torch.Generator().manual_seed(s)).x, ref, mix)}
+        )
+    reference = {
+        "setting": ref_setting,
+        "nfe": refrow["nfe"],
+        "per_seed": ref_seeds,
+        **{k: statistics.fmean(r[k] for r in ref_seeds) for k in ("sw", "mode_err", "nll")},
+    }
+    refrow = reference
     for r in rows:
         r["matches_pc1000"] = passes(r, refrow, floor)
     # Candidates by NFE; each must pass again with other seeds (a pass by luck shows there).
@@ -391,7 +405,7 @@ def run_panel(dim: str, sde_name: str, size: dict, seed: int = 0) -> dict:
         "n": n,
         "true_weights": [round(w, 4) for w in mix.weights.tolist()],
         "floor": floor,
-        "reference": {k: refrow[k] for k in ("setting", "sw", "mode_err", "nll", "weights", "nfe")},
+        "reference": reference,
         "rows": rows,
         "fewest_nfe_matching": None
         if best is None
@@ -555,6 +569,13 @@ def markdown(panels: list[dict], sweep: list[dict]) -> str:
             f"{fl['nll']['mean']:.3f} ± {fl['nll']['std']:.3f}. Bar: sliced W2 ≤ "
             f"{th['sw']:.3f}, mode error ≤ {th['mode_err']:.4f}, |NLL − H| ≤ "
             f"{th['nll_gap']:.3f}.",
+            "",
+            f"{p['reference']['setting']} by seed: "
+            + "; ".join(
+                f"{r['seed']}: SW {r['sw']:.3f}, mode err {r['mode_err']:.4f}, NLL {r['nll']:.3f}"
+                for r in p["reference"]["per_seed"]
+            )
+            + ".",
             "",
             f"Fewest NFE matching {p['reference']['setting']} (on seed 0 and on seeds "
             f"{', '.join(map(str, p['confirm_seeds']))}): "
