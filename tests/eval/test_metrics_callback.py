@@ -4,6 +4,7 @@ come from the features of every rank's share."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 from types import SimpleNamespace
 
@@ -20,7 +21,7 @@ GMM = {"_target_": "scorelab.data.toy.ToyDataModule", "name": "gmm", "weights": 
 OPTIONS = {"toy": {"n_reference": 400, "n_projections": 64, "mmd_max_n": 400}}
 
 
-def test_toy_run_logs_the_metric_and_keeps_the_best_checkpoint(tmp_path):
+def test_toy_run_logs_the_metric_keeps_the_best_checkpoint_and_evaluates_it(tmp_path):
     from scorelab.train import train
 
     out = tmp_path / "run"
@@ -42,6 +43,17 @@ def test_toy_run_logs_the_metric_and_keeps_the_best_checkpoint(tmp_path):
     state = next(v for k, v in ckpt["callbacks"].items()
                  if "val/sliced_w2" in k and "ModelCheckpoint" in k)
     assert abs(float(state["best_model_score"]) - logged[best_step]) < 1e-5
+    # The best checkpoint evaluated with another sampler than the one it was trained with.
+    from scorelab.evaluate import evaluate
+
+    ev = tmp_path / "eval"
+    evaluate(compose_cfg("evaluate", [f"ckpt_path={best[0]}", "sampler=pc", "sampler.n_steps=5",
+                                      "n_samples=50", "metrics=[sliced_w2]",
+                                      "toy.n_reference=400"], ev))
+    m = json.loads((ev / "metrics.json").read_text())
+    assert m["source"] == {"kind": "checkpoint", "ckpt_path": str(best[0]), "use_ema": True}
+    assert m["sampler"]["name"] == "pc" and m["nfe"] == 10  # 5 predictor + 5 corrector steps
+    assert math.isfinite(m["metrics"]["sliced_w2"])
 
 
 def _fake_all_gather(other: dict):
