@@ -526,24 +526,35 @@ def plot(panels: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_sweep(sweep: list[dict], path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=90)
+def plot_sweep(sweep: list[dict], floors: dict[str, dict], path: Path) -> None:
+    """Mode-weight error (left axis) and NLL above the entropy (right axis) against σ_max."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=90)
     for dim, ax in zip(("2-D", "64-D"), axes):
         rows = [r for r in sweep if r["dim"] == dim]
         s = [r["sigma_max"] for r in rows]
-        ax.plot(s, [r["mode_err"] for r in rows], "o-", label="measured mode-weight error")
+        fl = floors[dim]
+        ax.plot(s, [r["mode_err"] for r in rows], "o-", color="C0", label="mode-weight error")
         if dim == "2-D":
             ax.plot(
                 s,
                 [abs(r["w_small_predicted"] - 0.2) for r in rows],
-                "k--",
-                label="predicted from prior offset",
+                "--",
+                color="C0",
+                label="… predicted from the prior offset",
             )
+        ax.axhline(fl["mode_err"]["mean"], color="C0", ls=":", lw=0.8, label="… of exact samples")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("σ_max")
+        ax.set_ylabel("mode-weight error", color="C0")
+        ax2 = ax.twinx()
+        ax2.plot(s, [r["nll"] - fl["nll"]["mean"] for r in rows], "s-", color="C3", label="NLL − H")
+        ax2.set_yscale("log")
+        ax2.set_ylabel("NLL − H (nats)", color="C3")
         ax.set_title(f"{dim}: EDM-Heun 18 steps (35 NFE)", fontsize=10)
-        ax.legend(fontsize=8)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -641,7 +652,8 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     plot(panels, a.out / "nfe_quality.png")
-    plot_sweep(sweep, a.out / "edm_sigma_max.png")
+    floors = {pn["dim"]: pn["floor"] for pn in panels}
+    plot_sweep(sweep, floors, a.out / "edm_sigma_max.png")
     (a.out / "nfe_table.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     (a.out / "nfe_table.md").write_text(markdown(panels, sweep))
     for pn in panels:
