@@ -205,6 +205,8 @@ def _split_metrics(cfg: DictConfig) -> tuple[list[str] | None, bool]:
     if m is None:
         return None, False
     names = [str(n) for n in (m if OmegaConf.is_list(m) or isinstance(m, list) else [m])]
+    if not names:
+        raise ConfigError("metrics=[] selects nothing; name metrics or use metrics=null")
     want_bpd = BPD in names
     rest = [n for n in names if n != BPD]
     return (rest if rest or not want_bpd else []), want_bpd
