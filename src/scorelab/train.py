@@ -87,8 +87,11 @@ def train(cfg: DictConfig) -> dict:
             rank_zero_info(f"resuming from {ckpt_path}")
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        # pre-empted (SIGTERM/SIGUSR1): last.ckpt is saved; say so and skip the final samples,
+        # which would spend the grace period on a half-trained model
+        preempted = next((c.requested for c in callbacks if getattr(c, "requested", None)), None)
         result = {
-            "status": "ok",
+            "status": "preempted" if preempted else "ok",
             "task": "train",
             "metrics": metrics,
             "global_step": int(trainer.global_step),
@@ -98,7 +101,10 @@ def train(cfg: DictConfig) -> dict:
             "seed": int(cfg.seed),
             "resumed_from": ckpt_path,
         }
-        if trainer.is_global_zero and int(cfg.n_samples) > 0 and module.sampler is not None:
+        if preempted:
+            result["error"] = f"{preempted} received; last.ckpt saved: rerun the command to resume"
+        wants_samples = int(cfg.n_samples) > 0 and module.sampler is not None and not preempted
+        if trainer.is_global_zero and wants_samples:
             from scorelab.sample import write_samples
 
             gen = torch.Generator(device=module.device).manual_seed(int(cfg.seed))
