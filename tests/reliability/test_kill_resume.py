@@ -67,10 +67,12 @@ def test_sigterm_saves_last_ckpt_exits_0_and_rerun_resumes_bit_for_bit(
     stopped = checkpoint_step(run_dir(log_dir) / "checkpoints" / "last.ckpt")
     assert stopped is not None and EVERY <= stopped < STEPS
     metrics = json.loads((run_dir(log_dir) / "metrics.json").read_text())
-    assert metrics["global_step"] == stopped
+    assert metrics["global_step"] == stopped and metrics["status"] == "preempted"
+    assert "rerun the command to resume" in metrics["error"]
 
     done = run(log_dir)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resuming from {run_dir(log_dir) / 'checkpoints' / 'last.ckpt'}" in done.stderr
-    assert json.loads((run_dir(log_dir) / "metrics.json").read_text())["global_step"] == STEPS
+    metrics = json.loads((run_dir(log_dir) / "metrics.json").read_text())
+    assert metrics["global_step"] == STEPS and metrics["status"] == "ok"
     _assert_same_as_reference(reference_ckpt, log_dir)
