@@ -92,6 +92,11 @@ class SampleMetrics(L.Callback):
         device = trainer.strategy.root_device
         self.suite = build_metric_suite(data, self.metrics, self.options, device)
         self.suite.check(self.n_samples)  # missing classifier / weights: fail before training
+        # Rank 0 computes (and caches) reference statistics first; the others then read them.
+        if trainer.is_global_zero:
+            self.suite.prepare()
+        if trainer.world_size > 1:
+            trainer.strategy.barrier("sample_metrics_reference")
         self.suite.prepare()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
