@@ -46,6 +46,8 @@ VE_SIGMA_MAX = 50.0  # the SDE samplers' σ_max on VE (score SDE's CIFAR-10 valu
 EDM_SIGMA_MIN = 0.002
 AL_STEPS_EACH = 5  # annealed Langevin: T steps per level (NCSNv2's CIFAR-10 value)
 AL_SIGMA_MIN = 0.01
+MM_DATA = 10_000  # data samples the moment-matched start is estimated from
+MM_SEED = 30_000
 
 FULL = {
     "n": 4000,
@@ -58,7 +60,8 @@ FULL = {
     "ode_heun": [5, 10, 17, 25, 50, 100],
     "edm": [5, 9, 13, 18, 25, 50],
     "edm_big_sigma": 1000.0,
-    "sweep_sigma_max": [20.0, 50.0, 80.0, 100.0, 200.0, 500.0, 1000.0, 2000.0],
+    "sweep_sigma_max": [10.0, 20.0, 30.0, 50.0, 80.0, 100.0, 200.0, 500.0, 1000.0, 2000.0],
+    "mm_sigma_max": [20.0, 80.0],
     "confirm_seeds": [1, 2],
     "max_confirm": 6,
 }
@@ -74,6 +77,7 @@ SMOKE = {
     "edm": [5, 18],
     "edm_big_sigma": 1000.0,
     "sweep_sigma_max": [20.0, 1000.0],
+    "mm_sigma_max": [20.0],
     "confirm_seeds": [1],
     "max_confirm": 2,
 }
@@ -198,8 +202,28 @@ def true_floor(mix: toy.GaussianMixture, ref: Tensor, n: int, sets: int, seed: i
 # ---------------------------------------------------------------------------------------------
 
 
-def configs(sde_name: str, oracle: FastOracle, n: int, d: int, size: dict) -> list[tuple]:
-    """(family, setting, make_run) for one panel; ``make_run(g)`` returns a SampleResult."""
+@functools.cache
+def data_samples(dim: str) -> Tensor:
+    """A fixed "training set" the moment-matched start is estimated from."""
+    return MIXTURES[dim]().sample(
+        MM_DATA, generator=torch.Generator().manual_seed(MM_SEED), dtype=DT
+    )
+
+
+def mm_start(dim: str, shape: tuple, sigma: float, g: torch.Generator) -> Tensor:
+    """x ~ N(μ_data, σ² I + diag(var_data)): the first two moments of the VE marginal at σ."""
+    mean, std = schedules.moment_matched_start(data_samples(dim), sigma)
+    return mean + std * torch.randn(shape, generator=g, dtype=DT)
+
+
+def configs(
+    sde_name: str, oracle: FastOracle, n: int, d: int, size: dict, dim: str = ""
+) -> list[tuple]:
+    """(family, setting, make_run) for one panel; ``make_run(g)`` returns a SampleResult.
+
+    With ``dim`` given, VE also gets the moment-matched-start variants of the deterministic
+    samplers (EDM-Heun and the probability-flow ODE with Heun steps).
+    """
     sde = VESDE(0.01, VE_SIGMA_MAX, 1000) if sde_name == "VE" else VPSDE(0.1, 20.0, 1000)
     tscore = oracle.time_score(sde)
     shape = (n, d)
@@ -278,6 +302,49 @@ def configs(sde_name: str, oracle: FastOracle, n: int, d: int, size: dict) -> li
                 )
             )
 
+    if sde_name == "VE" and dim:
+        # The same deterministic samplers started from the Gaussian with the first two moments
+        # of the true marginal at σ_max instead of N(0, σ_max² I).
+        for smax in size["mm_sigma_max"]:
+            fam = f"EDM-Heun σ_max={smax:g}, moment-matched start"
+            for steps in size["edm"]:
+                out.append(
+                    (
+                        fam,
+                        f"EDM-{steps} σ_max={smax:g} MM",
+                        lambda g, steps=steps, smax=smax: edm_heun(
+                            sscore,
+                            mm_start(dim, shape, smax, g),
+                            schedules.karras_sigmas(steps, EDM_SIGMA_MIN, smax).to(DT),
+                        ),
+                    )
+                )
+        for N in size["ode_heun"]:
+            out.append(
+                (
+                    "PF-ODE Heun, moment-matched start",
+                    f"ODE-Heun-{N} MM",
+                    lambda g, N=N: ode_sampler(
+                        tscore, mm_start(dim, shape, VE_SIGMA_MAX, g), sde, method="heun", n_steps=N
+                    ),
+                )
+            )
+        tol = min(size["dopri5_tol"])
+        out.append(
+            (
+                "PF-ODE dopri5, moment-matched start",
+                f"dopri5 tol={tol:g} MM",
+                lambda g, tol=tol: ode_sampler(
+                    tscore,
+                    mm_start(dim, shape, VE_SIGMA_MAX, g),
+                    sde,
+                    method="dopri5",
+                    rtol=tol,
+                    atol=tol,
+                ),
+            )
+        )
+
     if sde_name == "VE":  # NCSN's sampler is a VE (σ-conditioned) sampler
         al_score = oracle.sigma_score()
         for L in size["al_levels"]:
@@ -344,7 +411,7 @@ def run_panel(dim: str, sde_name: str, size: dict, seed: int = 0) -> dict:
     n, d = size["n"], mix.dim
     ref, floor = reference_set(dim, n, size["true_sets"])
     rows = []
-    cfgs = configs(sde_name, oracle, n, d, size)
+    cfgs = configs(sde_name, oracle, n, d, size, dim)
     for fam, setting, make in cfgs:
         g = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
@@ -435,34 +502,42 @@ def run_panel(dim: str, sde_name: str, size: dict, seed: int = 0) -> dict:
 
 def sigma_max_sweep(dim: str, size: dict) -> list[dict]:
     """EDM-Heun, 18 steps (35 NFE), against σ_max: the prior-mismatch bias of a deterministic
-    sampler started from N(0, σ_max² I)."""
+    sampler started from N(0, σ_max² I), and the same started from the moment-matched
+    N(μ_data, σ_max² I + diag(var_data))."""
     mix = MIXTURES[dim]()
     oracle = FastOracle(mix)
     n = size["n"]
     ref, _ = reference_set(dim, n, size["true_sets"])
     mean = (mix.weights[:, None] * mix.means).sum(0)
     out = []
-    for smax in size["sweep_sigma_max"]:
+    for smax, start in [
+        (s, st) for st in ("N(0, σ²I)", "moment-matched") for s in size["sweep_sigma_max"]
+    ]:
         g = torch.Generator().manual_seed(0)
-        x0 = torch.randn(n, mix.dim, generator=g, dtype=DT) * smax
+        if start == "moment-matched":
+            x0 = mm_start(dim, (n, mix.dim), smax, g)
+        else:
+            x0 = torch.randn(n, mix.dim, generator=g, dtype=DT) * smax
         res = edm_heun(
             oracle.sigma_score(), x0, schedules.karras_sigmas(18, EDM_SIGMA_MIN, smax).to(DT)
         )
         row = {
             "dim": dim,
             "sigma_max": smax,
+            "start": start,
             "nfe": res.nfe,
             **metrics(res.x, ref, mix),
             "offset_over_sigma_max": round(float(mean.norm()) / smax, 4),
         }
-        if dim == "2-D":  # small-mode weight predicted from the offset of the prior (README)
+        if dim == "2-D" and start != "moment-matched":
+            # small-mode weight predicted from the offset of the prior (README)
             u = (mix.means[1] - mix.means[0]) / (mix.means[1] - mix.means[0]).norm()
             z0 = torch.distributions.Normal(0.0, 1.0)
             shift = float(u @ mean) / smax
             row["w_small_predicted"] = round(float(z0.cdf(z0.icdf(torch.tensor(0.2)) + shift)), 4)
         out.append(row)
         print(
-            f"{dim} EDM-18 σ_max={smax:g}: weights {row['weights'][:3]} SW {row['sw']:.3f}",
+            f"{dim} EDM-18 σ_max={smax:g} {start}: weights {row['weights'][:3]} SW {row['sw']:.3f}",
             flush=True,
         )
     return out
@@ -482,7 +557,8 @@ METRIC_AXES = [
 def plot(panels: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(3, len(panels), figsize=(4.2 * len(panels), 10), dpi=90, squeeze=False)
     fams = list(dict.fromkeys(r["family"] for p in panels for r in p["rows"]))
-    colors = dict(zip(fams, plt.cm.tab10.colors))
+    palette = plt.cm.tab20.colors
+    colors = {f: palette[(2 * i) % 20 + (2 * i) // 20] for i, f in enumerate(fams)}
     for j, p in enumerate(panels):
         h = p["floor"]["nll"]["mean"]
         for r in p["rows"]:
@@ -530,10 +606,18 @@ def plot_sweep(sweep: list[dict], floors: dict[str, dict], path: Path) -> None:
     """Mode-weight error (left axis) and NLL above the entropy (right axis) against σ_max."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=90)
     for dim, ax in zip(("2-D", "64-D"), axes):
-        rows = [r for r in sweep if r["dim"] == dim]
+        rows = [r for r in sweep if r["dim"] == dim and r.get("start") != "moment-matched"]
+        mm = [r for r in sweep if r["dim"] == dim and r.get("start") == "moment-matched"]
         s = [r["sigma_max"] for r in rows]
         fl = floors[dim]
         ax.plot(s, [r["mode_err"] for r in rows], "o-", color="C0", label="mode-weight error")
+        ax.plot(
+            [r["sigma_max"] for r in mm],
+            [max(r["mode_err"], 1e-4) for r in mm],
+            "o:",
+            color="C2",
+            label="… moment-matched start",
+        )
         if dim == "2-D":
             ax.plot(
                 s,
@@ -549,6 +633,13 @@ def plot_sweep(sweep: list[dict], floors: dict[str, dict], path: Path) -> None:
         ax.set_ylabel("mode-weight error", color="C0")
         ax2 = ax.twinx()
         ax2.plot(s, [r["nll"] - fl["nll"]["mean"] for r in rows], "s-", color="C3", label="NLL − H")
+        ax2.plot(
+            [r["sigma_max"] for r in mm],
+            [r["nll"] - fl["nll"]["mean"] for r in mm],
+            "s:",
+            color="C1",
+            label="NLL − H, moment-matched start",
+        )
         ax2.set_yscale("log")
         ax2.set_ylabel("NLL − H (nats)", color="C3")
         ax.set_title(f"{dim}: EDM-Heun 18 steps (35 NFE)", fontsize=10)
@@ -617,15 +708,16 @@ def markdown(panels: list[dict], sweep: list[dict]) -> str:
     lines += [
         "### EDM-Heun (18 steps, 35 NFE) against σ_max",
         "",
-        "| data | σ_max | ‖mean‖/σ_max | sliced W2 | mode err | NLL | weights | "
+        "| data | start | σ_max | ‖mean‖/σ_max | sliced W2 | mode err | NLL | weights | "
         "predicted w_small |",
-        "|---|---:|---:|---:|---:|---:|---|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in sweep:
         w = " ".join(f"{v:.3f}" for v in r["weights"][:6])
         pred = f"{r['w_small_predicted']:.3f}" if "w_small_predicted" in r else "—"
         lines.append(
-            f"| {r['dim']} | {r['sigma_max']:g} | {r['offset_over_sigma_max']:.3f} | "
+            f"| {r['dim']} | {r['start']} | {r['sigma_max']:g} | "
+            f"{r['offset_over_sigma_max']:.3f} | "
             f"{r['sw']:.3f} | {r['mode_err']:.4f} | {r['nll']:.3f} | {w} | {pred} |"
         )
     return "\n".join(lines) + "\n"

@@ -1,4 +1,5 @@
-"""Noise-level schedules: NCSN's geometric σ, NCSNv2's rules for choosing it, and EDM's.
+"""Noise-level schedules: NCSN's geometric σ, NCSNv2's rules for choosing it, and EDM's;
+and the moment-matched start of a deterministic sampler.
 
 All schedules are returned in *descending* order (the order samplers visit them).
 """
@@ -42,6 +43,36 @@ def karras_sigmas(
     ramp = torch.linspace(0, 1, int(num_steps), dtype=torch.float64)
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     return ((hi + ramp * (lo - hi)) ** rho).float()
+
+
+def moment_matched_start(
+    data: Tensor, sigma: float, alpha: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """Mean and per-coordinate std of the noised data alpha·x_0 + sigma·z, from data samples.
+
+    A deterministic sampler (EDM-Heun, the probability-flow ODE) maps its start distribution to
+    data through the flow, so a start of N(0, σ_max² I) carries the data mean's offset
+    ‖mean‖/σ_max into the result (a mode-weight bias that shrinks only like 1/σ_max). Starting
+    from N(mean, std²) with these two moments of the true marginal removes that bias. For VE
+    (and EDM-Heun, which also runs VP models in VE coordinates) ``alpha = 1`` and ``sigma`` is
+    σ_max; for a VP SDE pass its (alpha, std) at T.
+
+    Args:
+        data: (N, ...) samples of the data, N >= 2.
+        sigma, alpha: noise std (> 0) and signal scale (> 0) at the start level.
+
+    Returns:
+        ``(mean, std)``, each of shape ``data.shape[1:]`` and ``data``'s dtype, with
+        mean = alpha·E[x_0] and std = sqrt(alpha²·Var[x_0] + sigma²) per coordinate.
+    """
+    check_positive("sigma", sigma)
+    check_positive("alpha", alpha)
+    if data.ndim < 1 or data.shape[0] < 2:
+        raise ValueError(f"need (N, ...) data with N >= 2 samples, got shape {tuple(data.shape)}")
+    x = data.double()
+    mean = alpha * x.mean(0)
+    std = (alpha**2 * x.var(0) + sigma**2).sqrt()
+    return mean.to(data.dtype), std.to(data.dtype)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -74,7 +74,15 @@ def test_smoke_run(study, tmp_path: Path):
     pred = {
         r["sigma_max"]: r["w_small_predicted"]
         for r in out["edm_sigma_max_sweep"]
-        if r["dim"] == "2-D"
+        if r["dim"] == "2-D" and r["start"] == "N(0, σ²I)"
     }
     assert pred[20.0] == pytest.approx(0.265, abs=0.005)
     assert 0.2 < pred[1000.0] < 0.202
+    # the moment-matched-start variants run on VE only, at EDM-Heun's usual cost
+    for dim in ("2-D", "64-D"):
+        ve = {r["setting"]: r for r in panels[dim, "VE"]["rows"]}
+        assert ve["EDM-18 σ_max=20 MM"]["nfe"] == 35
+        assert ve["ODE-Heun-5 MM"]["nfe"] == 11
+        assert not any(s.endswith(" MM") for s in (r["setting"] for r in panels[dim, "VP"]["rows"]))
+    starts = {(r["dim"], r["start"]) for r in out["edm_sigma_max_sweep"]}
+    assert ("64-D", "moment-matched") in starts
