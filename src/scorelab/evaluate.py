@@ -44,6 +44,7 @@ from scorelab.lit.metric_suite import (
     MetricValue,
     build_metric_suite,
     check_samples,
+    data_info,
 )
 from scorelab.runs import CONF_DIR, entry_point, run_cli, task_overrides, write_json_atomic
 
@@ -284,8 +285,6 @@ def evaluate(cfg: DictConfig) -> dict:
         bpd_opts = _bpd_options(cfg)
         dm = suite.dm if suite is not None else build_datamodule(
             OmegaConf.create({"data": data_cfg}))
-        from scorelab.lit.metric_suite import data_info
-
         info = suite.info if suite is not None else data_info(data_cfg, dm)
         if not info.is_points:
             dm.check_files()
