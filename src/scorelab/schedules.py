@@ -45,9 +45,7 @@ def karras_sigmas(
     return ((hi + ramp * (lo - hi)) ** rho).float()
 
 
-def moment_matched_start(
-    data: Tensor, sigma: float, alpha: float = 1.0
-) -> tuple[Tensor, Tensor]:
+def moment_matched_start(data: Tensor, sigma: float, alpha: float = 1.0) -> tuple[Tensor, Tensor]:
     """Mean and per-coordinate std of the noised data alpha·x_0 + sigma·z, from data samples.
 
     A deterministic sampler (EDM-Heun, the probability-flow ODE) maps its start distribution to
