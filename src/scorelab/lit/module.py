@@ -306,7 +306,10 @@ class ScoreModule(L.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["scorelab_config"] = self.config
-        checkpoint[RNG_KEY] = collect_rng_states()
+        # A checkpoint written during validation (ModelCheckpoint defers a save to
+        # on_validation_end while its monitored metric does not exist yet) must hold the
+        # training stream, not the forked validation one.
+        checkpoint[RNG_KEY] = self._val_rng.outer_states or collect_rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Refuse a checkpoint of another architecture with one line listing the keys, before

@@ -73,6 +73,11 @@ class ForkedRNG:
         self._saved = collect_rng_states()
         torch.manual_seed(seed)
 
+    @property
+    def outer_states(self) -> dict[str, Any] | None:
+        """The states saved by ``enter`` (the stream outside the block), or None outside it."""
+        return self._saved
+
     def exit(self) -> None:
         if self._saved is not None:
             restore_rng_states(self._saved)
