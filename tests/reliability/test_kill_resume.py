@@ -13,7 +13,7 @@ import signal
 from pathlib import Path
 
 import torch
-from reliability_helpers import EVERY, STEPS, popen, run
+from reliability_helpers import EVERY, STEPS, popen, run, train_tiny
 
 from scorelab.soak import checkpoint_step, compare_weights, run_dir, wait_for_step
 
@@ -76,3 +76,19 @@ def test_sigterm_saves_last_ckpt_exits_0_and_rerun_resumes_bit_for_bit(
     metrics = json.loads((run_dir(log_dir) / "metrics.json").read_text())
     assert metrics["global_step"] == STEPS and metrics["status"] == "ok"
     _assert_same_as_reference(reference_ckpt, log_dir)
+
+
+def test_resume_from_a_checkpoint_written_inside_validation(tmp_path: Path) -> None:
+    """The first checkpoint (step 10) is written in on_validation_end, because ModelCheckpoint
+    defers it until its monitored val/loss exists: inside validation's forked RNG stream. The
+    checkpoint must still carry the training stream (in-process, cheap)."""
+    whole = train_tiny(tmp_path / "whole", steps=20, every=10)
+    train_tiny(tmp_path / "split", steps=10, every=10)
+    resumed = train_tiny(tmp_path / "split", steps=20, every=10)
+    assert resumed["resumed_from"] == str(tmp_path / "split" / "checkpoints" / "last.ckpt")
+    assert whole["global_step"] == resumed["global_step"] == 20
+    cmp = compare_weights(
+        tmp_path / "whole" / "checkpoints" / "last.ckpt",
+        tmp_path / "split" / "checkpoints" / "last.ckpt",
+    )
+    assert cmp["equal"], f"differing tensors {cmp['differing']}, max |diff| {cmp['max_abs_diff']}"
