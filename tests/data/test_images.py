@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CELEBA_PARTITION, CIFAR_PER_BATCH, N_MNIST_TRAIN, make_cifar_batches
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from data_files import CELEBA_PARTITION, CIFAR_PER_BATCH, N_MNIST_TRAIN, make_cifar_batches
 from scorelab.data.images import CelebADataModule, CIFAR10DataModule, MNISTDataModule, to_float
 
 
@@ -213,8 +213,11 @@ def test_to_float_rejects_float_input() -> None:
 
 @pytest.mark.parametrize("path", sorted(glob.glob("conf/data/*.yaml")))
 def test_data_configs_instantiate_with_consistent_shape_keys(path: str) -> None:
+    from scorelab.lit.build import DATA_META_KEYS
+
     cfg = OmegaConf.create({"paths": {"data_dir": "data/raw"}, "data": OmegaConf.load(path)})
-    dm = instantiate(cfg.data)
+    # Keys read by other groups (default_sigma_max, init_low, ...) are not DataModule arguments.
+    dm = instantiate({k: v for k, v in cfg.data.items() if k not in DATA_META_KEYS})
     assert cfg.data.dim == dm.dim
     if cfg.data.channels is not None:
         assert cfg.data.dim == cfg.data.channels * cfg.data.image_size**2

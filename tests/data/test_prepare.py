@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import N_MNIST_TEST, N_MNIST_TRAIN, make_mnist_arrays
+from data_files import N_MNIST_TEST, N_MNIST_TRAIN, make_mnist_arrays
 from torchvision.datasets import MNIST
 
 from scorelab.data.prepare import (

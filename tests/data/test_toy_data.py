@@ -145,3 +145,20 @@ def test_lightning_resume_mid_epoch_replays_the_uninterrupted_batches(tmp_path: 
     second = _fit(10, ckpt_path=ckpt)
     assert len(first) + len(second) == len(full) == 10
     assert all(torch.equal(a, b) for a, b in zip(first + second, full))
+
+
+def test_epochs_are_never_empty_when_the_consumer_stops_after_len_batches():
+    """Lightning takes exactly len() batches per epoch and never exhausts the generator; the next
+    iter() must start the next epoch's batches, not yield an empty epoch."""
+    from scorelab.data.batches import InMemoryBatches
+
+    batches = InMemoryBatches(10, 5, lambda idx, g: idx, seed=0)
+    seen = []
+    for _ in range(3):
+        it = iter(batches)
+        seen.append([next(it) for _ in range(len(batches))])
+    assert [len(e) for e in seen] == [2, 2, 2]
+    assert batches.epoch == 2
+    for epoch in seen:  # every epoch is a permutation of all ten examples
+        assert sorted(int(i) for b in epoch for i in b) == list(range(10))
+    assert [b.tolist() for b in seen[0]] != [b.tolist() for b in seen[1]]

@@ -110,6 +110,11 @@ class InMemoryBatches:
         return self._generator.manual_seed(derive_seed(self.seed, epoch, position, self.rank))
 
     def __iter__(self) -> Iterator[Any]:
+        if self.position >= len(self):
+            # The previous epoch was consumed to its last batch but its generator was not driven
+            # past it (Lightning stops after len() batches); start the next epoch here rather
+            # than yielding an empty one.
+            self.epoch, self.position = (self.epoch + 1 if self.advance_epoch else self.epoch), 0
         epoch, order, num = self.epoch, self._order(self.epoch), len(self)
         while self.position < num:
             pos = self.position
