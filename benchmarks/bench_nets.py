@@ -44,8 +44,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 SDE_NETS = ["ncsnpp", "ncsnpp_deep", "ddpmpp", "ddpmpp_deep", "ddpm"]
 # Other networks of the repository, benchmarked when their modules exist.
-OTHER_NETS = {"unet_small": "scorelab.nets.unet_small", "ncsn": "scorelab.nets.refinenet",
-              "ncsnv2": "scorelab.nets.refinenet"}
+OTHER_NETS = {
+    "unet_small": "scorelab.nets.unet_small",
+    "ncsn": "scorelab.nets.refinenet",
+    "ncsnv2": "scorelab.nets.refinenet",
+}
 MODES = ["fp32", "bf16", "channels_last", "channels_last_bf16"]
 
 
@@ -145,12 +148,17 @@ def build_net(name: str, image_size: int = 32, channels: int = 3) -> tuple[nn.Mo
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml")
-    ctx = OmegaConf.create({
-        "data": {"image_size": image_size, "channels": channels,
-                 "dim": channels * image_size**2},
-        "sde": {"num_scales": 10},
-        "model": cfg,
-    })
+    ctx = OmegaConf.create(
+        {
+            "data": {
+                "image_size": image_size,
+                "channels": channels,
+                "dim": channels * image_size**2,
+            },
+            "sde": {"num_scales": 10},
+            "model": cfg,
+        }
+    )
     net = instantiate(ctx.model.net)
     if "parametrization" in cfg:
         kind = str(cfg.parametrization.net_cond)
@@ -263,11 +271,15 @@ def bench_one(
         times = time_steps(step, device, args.warmup, args.steps)
     med = statistics.median(times)
     res = {
-        "net": name, "mode": mode, "batch": args.batch, "params": params,
-        "step_s": times, "median_step_s": med, "img_per_s": args.batch / med,
+        "net": name,
+        "mode": mode,
+        "batch": args.batch,
+        "params": params,
+        "step_s": times,
+        "median_step_s": med,
+        "img_per_s": args.batch / med,
         "peak_mem_mib": (
-            (rss.peak - base) / 2**20 if rss
-            else torch.cuda.max_memory_allocated(device) / 2**20
+            (rss.peak - base) / 2**20 if rss else torch.cuda.max_memory_allocated(device) / 2**20
         ),
         "fwd_bwd_flops_per_img": flops,
         "row_peak_flops": row_peak,
@@ -278,9 +290,22 @@ def bench_one(
 
 def run_isolated(name: str, mode: str, args: argparse.Namespace, with_flops: bool) -> dict:
     """Run :func:`bench_one` in a fresh interpreter and return its result."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--device", "cpu",
-           "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
-           "--row", name, mode, "1" if with_flops else "0"]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--device",
+        "cpu",
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--row",
+        name,
+        mode,
+        "1" if with_flops else "0",
+    ]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -313,18 +338,22 @@ def to_markdown(report: dict) -> str:
             f"{r['median_step_s']:.2f} | {r['peak_mem_mib']:.0f} | "
             f"{r['gflops_per_img']:.1f} | {'' if frac is None else f'{frac:.0%}'} |"
         )
-    lines += ["", "The fraction of peak compares achieved FLOP/s (img/s × FLOPs/img, counted in "
-              "fp32) with the fp32 (CPU) or bf16 (GPU) matmul peak, the larger of the one above "
-              "and one measured just before the row; for bf16 rows on CPU it can exceed 100%.",
-              ""]
+    lines += [
+        "",
+        "The fraction of peak compares achieved FLOP/s (img/s × FLOPs/img, counted in "
+        "fp32) with the fp32 (CPU) or bf16 (GPU) matmul peak, the larger of the one above "
+        "and one measured just before the row; for bf16 rows on CPU it can exceed 100%.",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--nets", nargs="*", default=None, help="default: all available")
-    p.add_argument("--modes", nargs="*", default=None, choices=MODES,
-                   help="default: fp32 bf16 channels_last")
+    p.add_argument(
+        "--modes", nargs="*", default=None, choices=MODES, help="default: fp32 bf16 channels_last"
+    )
     p.add_argument("--compile", action="store_true", help="also time torch.compile (fp32)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, default=None, help="default 4 on CPU, 128 on GPU")
@@ -332,8 +361,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=None, help="default 1 CPU, 5 GPU")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    p.add_argument("--in-process", action="store_true",
-                   help="on CPU, run every row in this process (faster, memory less exact)")
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="on CPU, run every row in this process (faster, memory less exact)",
+    )
     p.add_argument("--row", nargs=3, metavar=("NET", "MODE", "FLOPS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -373,11 +405,15 @@ def main(argv: list[str] | None = None) -> None:
             r["gflops_per_img"] = (flops or 0) / 1e9
             r["fraction_of_peak"] = (
                 r["img_per_s"] * flops / max(r["row_peak_flops"], report["peak"]["flops"])
-                if flops else None
+                if flops
+                else None
             )
             report["results"].append(r)
-            print(f"{name:12s} {mode:20s} {r['img_per_s']:8.2f} img/s  "
-                  f"{r['peak_mem_mib']:8.0f} MiB  {r['gflops_per_img']:.1f} GFLOP/img", flush=True)
+            print(
+                f"{name:12s} {mode:20s} {r['img_per_s']:8.2f} img/s  "
+                f"{r['peak_mem_mib']:8.0f} MiB  {r['gflops_per_img']:.1f} GFLOP/img",
+                flush=True,
+            )
             # Written after every row so that a long run leaves partial results.
             stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
             stem.with_suffix(".md").write_text(to_markdown(report))

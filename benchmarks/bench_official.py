@@ -45,8 +45,17 @@ from bench_nets import (  # noqa: E402
 from scorelab.conversion.score_sde import convert_score_sde_state_dict  # noqa: E402
 
 # Official config fields that our yaml files do not carry.
-_EXTRA = dict(nonlinearity="swish", attention_type="ddpm", conv_size=3, scale_by_sigma=False,
-              sigma_min=0.01, sigma_max=50.0, num_scales=1000, beta_min=0.1, beta_max=20.0)
+_EXTRA = dict(
+    nonlinearity="swish",
+    attention_type="ddpm",
+    conv_size=3,
+    scale_by_sigma=False,
+    sigma_min=0.01,
+    sigma_max=50.0,
+    num_scales=1000,
+    beta_min=0.1,
+    beta_max=20.0,
+)
 
 
 def import_official(repo: Path):
@@ -120,8 +129,11 @@ def compare(name: str, batch: int, args: argparse.Namespace, mutils, device: tor
     # Separate copies so that each variant trains its own weights with its own optimiser.
     ours_bf16 = build_net(name)[0].to(device).train()
     ours_bf16.load_state_dict(ours.state_dict())
-    variants = {"official_fp32": stepper(official, "fp32"), "ours_fp32": stepper(ours, "fp32"),
-                "ours_bf16_autocast": stepper(ours_bf16, "bf16")}
+    variants = {
+        "official_fp32": stepper(official, "fp32"),
+        "ours_fp32": stepper(ours, "fp32"),
+        "ours_bf16_autocast": stepper(ours_bf16, "bf16"),
+    }
     times: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(args.warmup + args.steps):
         for k, step in variants.items():
@@ -131,14 +143,21 @@ def compare(name: str, batch: int, args: argparse.Namespace, mutils, device: tor
             sync(device)
             if r >= args.warmup:
                 times[k].append(time.perf_counter() - t0)
-        print(f"  {name} batch {batch} round {r}: "
-              + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items() if v), flush=True)
+        print(
+            f"  {name} batch {batch} round {r}: "
+            + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items() if v),
+            flush=True,
+        )
     med = {k: statistics.median(v) for k, v in times.items()}
     img_s = {k: batch / v for k, v in med.items()}
     return {
-        "net": name, "batch": batch, "max_abs_output_diff": diff,
+        "net": name,
+        "batch": batch,
+        "max_abs_output_diff": diff,
         "params": sum(p.numel() for p in ours.parameters()),
-        "step_s": times, "median_step_s": med, "img_per_s": img_s,
+        "step_s": times,
+        "median_step_s": med,
+        "img_per_s": img_s,
         "speedup_fp32": img_s["ours_fp32"] / img_s["official_fp32"],
         "speedup_bf16_vs_official_fp32": img_s["ours_bf16_autocast"] / img_s["official_fp32"],
         # Median over rounds of the ratio of neighbouring steps: robust to slow phases of load.
@@ -192,8 +211,12 @@ def to_markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--official-repo", type=Path, required=True,
-                   help="a checkout of yang-song/score_sde_pytorch")
+    p.add_argument(
+        "--official-repo",
+        type=Path,
+        required=True,
+        help="a checkout of yang-song/score_sde_pytorch",
+    )
     p.add_argument("--nets", nargs="*", default=["ncsnpp", "ddpmpp"])
     p.add_argument("--batch", type=int, nargs="*", default=[4])
     p.add_argument("--steps", type=int, default=3)
@@ -210,8 +233,11 @@ def main(argv: list[str] | None = None) -> None:
     mutils = import_official(args.official_repo)
     report = {
         "command": "python bench_official.py --official-repo <checkout> "
-        + " ".join(a for a in (argv or sys.argv[1:])
-                   if not a.startswith("--official-repo") and a != str(args.official_repo)),
+        + " ".join(
+            a
+            for a in (argv or sys.argv[1:])
+            if not a.startswith("--official-repo") and a != str(args.official_repo)
+        ),
         "machine": machine_description(device),
         "args": {"steps": args.steps, "warmup": args.warmup},
         "peak": measured_peak_flops(device),

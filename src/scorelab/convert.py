@@ -60,13 +60,20 @@ def convert_weights(fmt: str, official, net) -> tuple[dict, dict | None, int]:
     return raw, ema, int(official.get("step", 0))
 
 
-def convert(fmt: str, experiment: str, official_path: str | Path, out: str | Path,
-            overrides: list[str] | None = None) -> Path:
+def convert(
+    fmt: str,
+    experiment: str,
+    official_path: str | Path,
+    out: str | Path,
+    overrides: list[str] | None = None,
+) -> Path:
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {FORMATS}, got {fmt!r}")
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}", "paths.output_dir=.",
-                                          *(overrides or [])])
+        cfg = compose(
+            "train",
+            overrides=[f"experiment={experiment}", "paths.output_dir=.", *(overrides or [])],
+        )
     module = build_module(cfg)
     official = _load_official(Path(official_path))
     raw, ema, step = convert_weights(fmt, official, module.model.net)

@@ -113,9 +113,18 @@ def _load_image_folder(folder: Path) -> Tensor:
 # ------------------------------------------------------------------------------ bits/dim
 def _bpd_options(cfg: DictConfig) -> dict:
     b = OmegaConf.to_container(cfg.get("bpd") or {}, resolve=True)
-    opts = {"repeats": 1, "n": None, "batch_size": 500, "split": "test", "rtol": 1e-5,
-            "atol": 1e-5, "eps": 1e-5, "method": "dopri5",
-            "divergence": "hutchinson_rademacher", **b}
+    opts = {
+        "repeats": 1,
+        "n": None,
+        "batch_size": 500,
+        "split": "test",
+        "rtol": 1e-5,
+        "atol": 1e-5,
+        "eps": 1e-5,
+        "method": "dopri5",
+        "divergence": "hutchinson_rademacher",
+        **b,
+    }
     if int(opts["repeats"]) < 1:
         raise ConfigError(f"bpd.repeats must be >= 1 (the paper uses 5), got {opts['repeats']}")
     if int(opts["batch_size"]) < 1:
@@ -165,12 +174,18 @@ def bits_per_dim_eval(model, dm, info, opts: dict, n: int, seed: int, device: st
     for r in range(repeats):
         for start in range(0, len(data), int(opts["batch_size"])):
             chunk = data[start : start + int(opts["batch_size"])].to(device)
-            x = chunk.float() if info.is_points else dequantize(chunk, gen,
-                                                                 data_range=info.scaling)
-            res = ode_likelihood(score, x, sde, divergence=opts["divergence"],
-                                 rtol=float(opts["rtol"]), atol=float(opts["atol"]),
-                                 eps=float(opts["eps"]), method=str(opts["method"]),
-                                 generator=gen)
+            x = chunk.float() if info.is_points else dequantize(chunk, gen, data_range=info.scaling)
+            res = ode_likelihood(
+                score,
+                x,
+                sde,
+                divergence=opts["divergence"],
+                rtol=float(opts["rtol"]),
+                atol=float(opts["atol"]),
+                eps=float(opts["eps"]),
+                method=str(opts["method"]),
+                generator=gen,
+            )
             logp = res.logp.detach().double().cpu()
             v = -logp / D if info.is_points else bits_per_dim(logp, D, data_range=info.scaling)
             per[r, start : start + len(chunk)] = v
@@ -178,7 +193,9 @@ def bits_per_dim_eval(model, dm, info, opts: dict, n: int, seed: int, device: st
     point = per.mean(0)
     extra = {
         "unit": "nats/dim" if info.is_points else "bits/dim",
-        "split": opts["split"], "n_data": len(data), "repeats": repeats,
+        "split": opts["split"],
+        "n_data": len(data),
+        "repeats": repeats,
         "dequantization": None if info.is_points else f"uniform, {info.scaling} scale",
         "offset": None if info.is_points else {"zero_one": 8, "minus_one_one": 7}[info.scaling],
         "solver": {k: opts[k] for k in ("method", "rtol", "atol", "eps", "divergence")},
@@ -192,8 +209,14 @@ def bits_per_dim_eval(model, dm, info, opts: dict, n: int, seed: int, device: st
         extra["exact_value"] = float(exact.mean())
         extra["error_vs_exact"] = float(err.mean())
         extra["error_vs_exact_stderr"] = float(err.std() / math.sqrt(len(err)))
-    return MetricValue(BPD, float(point.mean()), len(data), time.time() - t0,
-                       stderr=float(point.std() / math.sqrt(len(point))), extra=extra)
+    return MetricValue(
+        BPD,
+        float(point.mean()),
+        len(data),
+        time.time() - t0,
+        stderr=float(point.std() / math.sqrt(len(point))),
+        extra=extra,
+    )
 
 
 # ------------------------------------------------------------------------------ the task
@@ -267,8 +290,9 @@ def evaluate(cfg: DictConfig) -> dict:
         source = {"kind": "checkpoint" if cfg.get("ckpt_path") else "oracle"}
     else:
         model, sampler, shape, to_unit, meta = build_sampling_model(cfg)
-        data_cfg = meta["data"] if cfg.get("ckpt_path") else OmegaConf.to_container(cfg.data,
-                                                                                    resolve=True)
+        data_cfg = (
+            meta["data"] if cfg.get("ckpt_path") else OmegaConf.to_container(cfg.data, resolve=True)
+        )
         sampler_desc = sampler.describe()
         source = {"kind": "checkpoint" if cfg.get("ckpt_path") else "oracle"}
     if cfg.get("ckpt_path"):
@@ -283,8 +307,11 @@ def evaluate(cfg: DictConfig) -> dict:
     if want_bpd:
         _check_bpd_model(model)
         bpd_opts = _bpd_options(cfg)
-        dm = suite.dm if suite is not None else build_datamodule(
-            OmegaConf.create({"data": data_cfg}))
+        dm = (
+            suite.dm
+            if suite is not None
+            else build_datamodule(OmegaConf.create({"data": data_cfg}))
+        )
         info = suite.info if suite is not None else data_info(data_cfg, dm)
         if not info.is_points:
             dm.check_files()
@@ -294,8 +321,9 @@ def evaluate(cfg: DictConfig) -> dict:
         if n < 1:
             raise ConfigError(f"n_samples must be >= 1, got {n}")
         suite.prepare()  # reference data and extractors: fail before a long sampling run
-        x, nfe, sampling_wall = draw(model, sampler, shape, n, int(cfg.batch_size),
-                                     int(cfg.seed), device)
+        x, nfe, sampling_wall = draw(
+            model, sampler, shape, n, int(cfg.batch_size), int(cfg.seed), device
+        )
         x = to_unit(x.float().cpu())
         check_samples(x, suite.info)
 
@@ -303,8 +331,12 @@ def evaluate(cfg: DictConfig) -> dict:
     results: list[MetricValue] = suite.compute(x) if suite is not None else []
     records = {}
     for mv in results:
-        records[mv.name] = {**mv.as_dict(), "sampler": sampler_desc, "nfe": nfe,
-                            "sampling_wall_time_s": sampling_wall}
+        records[mv.name] = {
+            **mv.as_dict(),
+            "sampler": sampler_desc,
+            "nfe": nfe,
+            "sampling_wall_time_s": sampling_wall,
+        }
     if want_bpd:
         n_bpd = int(bpd_opts["n"]) if bpd_opts["n"] is not None else n
         mv = bits_per_dim_eval(model, dm, info, bpd_opts, n_bpd, int(cfg.seed), device)
@@ -325,8 +357,10 @@ def evaluate(cfg: DictConfig) -> dict:
         "status": "ok",
         "task": "evaluate",
         "source": source,
-        "data": {"name": (suite.info if suite else info).name,
-                 "shape": list((suite.info if suite else info).shape)},
+        "data": {
+            "name": (suite.info if suite else info).name,
+            "shape": list((suite.info if suite else info).shape),
+        },
         "n_samples": n if suite is not None else 0,
         "sampler": sampler_desc,
         "nfe": nfe,
@@ -340,8 +374,11 @@ def evaluate(cfg: DictConfig) -> dict:
     }
     path = write_json_atomic(result, out / "metrics.json")
     for mv in results:
-        err = f" ± {mv.stderr:.4g} (s.e.)" if mv.stderr is not None else (
-            f" ± {mv.std:.4g} (std)" if mv.std is not None else "")
+        err = (
+            f" ± {mv.stderr:.4g} (s.e.)"
+            if mv.stderr is not None
+            else (f" ± {mv.std:.4g} (std)" if mv.std is not None else "")
+        )
         print(f"{mv.name:>18}: {mv.value:.6g}{err}  [n={mv.n_samples}, {mv.wall_time_s:.1f}s]")
     print(f"metrics: {path}")
     return result

@@ -94,8 +94,10 @@ def _check_init_moments(driver: _Driver, init_mean, init_std) -> None:
 def _gaussian_start(shape, mean, std, device, generator) -> Tensor:
     """x ~ N(mean, std²) per coordinate; mean and std broadcast against ``shape[1:]``."""
     z = torch.randn(shape, generator=generator, device=device)
-    return (torch.as_tensor(mean, dtype=z.dtype, device=device)
-            + torch.as_tensor(std, dtype=z.dtype, device=device) * z)
+    return (
+        torch.as_tensor(mean, dtype=z.dtype, device=device)
+        + torch.as_tensor(std, dtype=z.dtype, device=device) * z
+    )
 
 
 class LangevinDriver(_Driver):
@@ -103,8 +105,9 @@ class LangevinDriver(_Driver):
 
     name = "langevin"
 
-    def __init__(self, n_steps: int = 1000, step_size: float = 1e-4, sigma: float | None = None,
-                 **init):
+    def __init__(
+        self, n_steps: int = 1000, step_size: float = 1e-4, sigma: float | None = None, **init
+    ):
         super().__init__(**{"init": "uniform", **init})
         self.n_steps, self.step_size, self.sigma = n_steps, step_size, sigma
 
@@ -114,8 +117,15 @@ class LangevinDriver(_Driver):
         sigma = self.sigma if self.sigma is not None else _sigma_range(model)[0]
         x = self.start(shape, _sigma_range(model)[1], device, generator)
         with _progress(self.n_steps, self.name, progress) as cb:
-            return langevin(model.sigma_score(), x, sigma, n_steps=self.n_steps,
-                            step_size=self.step_size, callback=cb, generator=generator)
+            return langevin(
+                model.sigma_score(),
+                x,
+                sigma,
+                n_steps=self.n_steps,
+                step_size=self.step_size,
+                callback=cb,
+                generator=generator,
+            )
 
 
 # NCSN's ε = 2e-5 at σ_L = 0.01 is ε/σ_L² = 0.2; the same ratio suits any σ_L.
@@ -132,9 +142,15 @@ class AnnealedLangevinDriver(_Driver):
 
     name = "ald"
 
-    def __init__(self, n_steps_each: int = 100, eps: float | None = None,
-                 step_lr: float | None = None, final_denoise: bool = False,
-                 num_scales: int = 100, **init):
+    def __init__(
+        self,
+        n_steps_each: int = 100,
+        eps: float | None = None,
+        step_lr: float | None = None,
+        final_denoise: bool = False,
+        num_scales: int = 100,
+        **init,
+    ):
         super().__init__(**{"init": "uniform", **init})
         self.n_steps_each, self.eps, self.step_lr = n_steps_each, eps, step_lr
         self.final_denoise, self.num_scales = final_denoise, num_scales
@@ -154,10 +170,17 @@ class AnnealedLangevinDriver(_Driver):
         if eps is None and self.step_lr is None:
             eps = DEFAULT_EPS_OVER_SIGMA_MIN_SQ * float(sigmas[-1]) ** 2
         with _progress(len(sigmas) * self.n_steps_each, self.name, progress) as cb:
-            return annealed_langevin(model.sigma_score(), x, sigmas,
-                                     n_steps_each=self.n_steps_each, eps=eps,
-                                     step_lr=self.step_lr, final_denoise=self.final_denoise,
-                                     callback=cb, generator=generator)
+            return annealed_langevin(
+                model.sigma_score(),
+                x,
+                sigmas,
+                n_steps_each=self.n_steps_each,
+                eps=eps,
+                step_lr=self.step_lr,
+                final_denoise=self.final_denoise,
+                callback=cb,
+                generator=generator,
+            )
 
 
 class PCDriver(_Driver):
@@ -169,9 +192,16 @@ class PCDriver(_Driver):
 
     name = "pc"
 
-    def __init__(self, predictor: Callable, corrector: Callable | None = None,
-                 n_steps: int | None = None, eps: float | None = None, denoise: bool = True,
-                 name: str = "pc", **init):
+    def __init__(
+        self,
+        predictor: Callable,
+        corrector: Callable | None = None,
+        n_steps: int | None = None,
+        eps: float | None = None,
+        denoise: bool = True,
+        name: str = "pc",
+        **init,
+    ):
         super().__init__(**init)
         if n_steps is not None and n_steps < 1:
             raise ValueError(f"n_steps must be >= 1 or null (the SDE's N), got {n_steps}")
@@ -199,9 +229,18 @@ class PCDriver(_Driver):
         x = sde.prior_sampling(shape, generator=generator, device=device)
         n = self.n_steps or sde.N
         with _progress(n, self.name, progress) as cb:
-            return pc_sampler(model.time_score(), x, sde, predictor=self.predictor,
-                              corrector=self.corrector or NoneCorrector, n_steps=n, eps=self.eps,
-                              denoise=self.denoise, callback=cb, generator=generator)
+            return pc_sampler(
+                model.time_score(),
+                x,
+                sde,
+                predictor=self.predictor,
+                corrector=self.corrector or NoneCorrector,
+                n_steps=n,
+                eps=self.eps,
+                denoise=self.denoise,
+                callback=cb,
+                generator=generator,
+            )
 
 
 class ODEDriver(_Driver):
@@ -215,9 +254,17 @@ class ODEDriver(_Driver):
 
     name = "ode"
 
-    def __init__(self, method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
-                 eps: float | None = None, n_steps: int = 100, init_mean=None, init_std=None,
-                 **init):
+    def __init__(
+        self,
+        method: str = "dopri5",
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        eps: float | None = None,
+        n_steps: int = 100,
+        init_mean=None,
+        init_std=None,
+        **init,
+    ):
         super().__init__(**init)
         self.method, self.rtol, self.atol, self.eps, self.n_steps = method, rtol, atol, eps, n_steps
         _check_init_moments(self, init_mean, init_std)
@@ -238,8 +285,17 @@ class ODEDriver(_Driver):
             x = x + torch.as_tensor(self.init_mean, dtype=x.dtype, device=x.device)
         total = self.n_steps if self.method in ("euler", "heun") else 0
         with _progress(total, f"{self.name}-{self.method}", progress) as cb:
-            return ode_sampler(model.time_score(), x, sde, method=self.method, rtol=self.rtol,
-                               atol=self.atol, eps=self.eps, n_steps=self.n_steps, callback=cb)
+            return ode_sampler(
+                model.time_score(),
+                x,
+                sde,
+                method=self.method,
+                rtol=self.rtol,
+                atol=self.atol,
+                eps=self.eps,
+                n_steps=self.n_steps,
+                callback=cb,
+            )
 
 
 class EDMHeunDriver(_Driver):
@@ -254,9 +310,17 @@ class EDMHeunDriver(_Driver):
 
     name = "heun"
 
-    def __init__(self, num_steps: int = 18, sigma_min: float | None = None,
-                 sigma_max: float | None = None, rho: float = 7.0, s_churn: float = 0.0,
-                 init_mean=None, init_std=None, **init):
+    def __init__(
+        self,
+        num_steps: int = 18,
+        sigma_min: float | None = None,
+        sigma_max: float | None = None,
+        rho: float = 7.0,
+        s_churn: float = 0.0,
+        init_mean=None,
+        init_std=None,
+        **init,
+    ):
         super().__init__(**init)
         self.num_steps, self.sigma_min, self.sigma_max = num_steps, sigma_min, sigma_max
         self.rho, self.s_churn = rho, s_churn
@@ -281,9 +345,14 @@ class EDMHeunDriver(_Driver):
             std = float(sigmas[0]) if self.init_std is None else self.init_std
             x = _gaussian_start(shape, mean, std, device, generator)
         with _progress(self.num_steps, self.name, progress) as cb:
-            res = edm_heun(model.sigma_score(), x, sigmas, s_churn=self.s_churn, callback=cb,
-                           generator=generator)
+            res = edm_heun(
+                model.sigma_score(),
+                x,
+                sigmas,
+                s_churn=self.s_churn,
+                callback=cb,
+                generator=generator,
+            )
         # On SDE models the sampler runs in VE-equivalent coordinates y = x / alpha(t); its
         # last level is σ = 0, where alpha = 1, so the result needs no rescaling.
         return res
-

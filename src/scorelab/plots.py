@@ -7,8 +7,9 @@ from pathlib import Path
 from torch import Tensor
 
 
-def save_samples_figure(x: Tensor, path: str | Path, *, title: str = "",
-                        reference: Tensor | None = None) -> Path:
+def save_samples_figure(
+    x: Tensor, path: str | Path, *, title: str = "", reference: Tensor | None = None
+) -> Path:
     """Save samples as an image grid (``(N, C, H, W)`` in [0, 1]) or a scatter plot (``(N, 2)``;
     other dimensions show the first two coordinates). Returns the path written."""
     path = Path(path)
@@ -39,4 +40,3 @@ def save_samples_figure(x: Tensor, path: str | Path, *, title: str = "",
     fig.savefig(path)
     plt.close(fig)
     return path
-

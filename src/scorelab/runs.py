@@ -188,5 +188,7 @@ def _record_failure(cfg, err: BaseException, start: float) -> None:
         },
         out / "metrics.json",
     )
-    print(f"run failed ({type(err).__name__}: {err}); recorded in {out / 'metrics.json'}",
-          file=sys.stderr)
+    print(
+        f"run failed ({type(err).__name__}: {err}); recorded in {out / 'metrics.json'}",
+        file=sys.stderr,
+    )

@@ -46,8 +46,9 @@ def write_samples(x: Tensor, out: str | Path, *, reference: Tensor | None = None
     return {"samples_npz": npz, "figure": fig}
 
 
-def sampler_for_checkpoint(cfg: DictConfig, ckpt: dict,
-                           overrides: list[str] | None = None) -> DictConfig:
+def sampler_for_checkpoint(
+    cfg: DictConfig, ckpt: dict, overrides: list[str] | None = None
+) -> DictConfig:
     """The sampler to use on a checkpoint. Choosing the checkpoint's own sampler
     (``sampler=ald`` on an ALD-trained run) keeps its experiment-specific settings (e.g. NCSNv2's
     step_lr and final denoising), with only the ``sampler.*`` keys given on the command line
@@ -59,8 +60,9 @@ def sampler_for_checkpoint(cfg: DictConfig, ckpt: dict,
     for item in task_overrides() if overrides is None else overrides:
         key = item.split("=", 1)[0].lstrip("+~")
         if key.startswith("sampler."):
-            OmegaConf.update(merged, key[len("sampler."):], OmegaConf.select(cfg, key),
-                             force_add=True)
+            OmegaConf.update(
+                merged, key[len("sampler.") :], OmegaConf.select(cfg, key), force_add=True
+            )
     return merged
 
 
@@ -115,14 +117,16 @@ def draw(model, sampler, shape, n: int, batch_size: int, seed: int, device: str 
 def sample(cfg: DictConfig) -> dict:
     model, sampler, shape, to_unit, _ = build_sampling_model(cfg)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    x, nfe, wall = draw(model, sampler, shape, int(cfg.n_samples), int(cfg.batch_size),
-                        int(cfg.seed), device)
+    x, nfe, wall = draw(
+        model, sampler, shape, int(cfg.n_samples), int(cfg.batch_size), int(cfg.seed), device
+    )
     x = to_unit(x.float().cpu())
     out = Path(cfg.paths.output_dir)
     reference = None
     if getattr(model, "mixture", None) is not None:
-        reference = model.mixture.sample(min(2000, len(x)),
-                                         generator=torch.Generator().manual_seed(0))
+        reference = model.mixture.sample(
+            min(2000, len(x)), generator=torch.Generator().manual_seed(0)
+        )
     files = write_samples(x, out, reference=reference)
     info = {
         "n_samples": int(cfg.n_samples),

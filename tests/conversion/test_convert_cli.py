@@ -43,8 +43,17 @@ def test_convert_ncsnv2_then_sample(tmp_path):
     assert torch.load(out, weights_only=True)["global_step"] == 1234
 
     run = tmp_path / "sample"
-    run_cli("sample", [f"ckpt_path={out}", "n_samples=2", "sampler=heun", "sampler.num_steps=2",
-                       f"hydra.run.dir={run}"], timeout=400)
+    run_cli(
+        "sample",
+        [
+            f"ckpt_path={out}",
+            "n_samples=2",
+            "sampler=heun",
+            "sampler.num_steps=2",
+            f"hydra.run.dir={run}",
+        ],
+        timeout=400,
+    )
     # Random official weights give meaningless pixels; the shape and the NFE are what we check.
     assert np.load(run / "samples.npz")["samples"].shape == (2, 3, 32, 32)
     assert json.loads((run / "sample_info.json").read_text())["nfe"] == 3
@@ -74,8 +83,18 @@ def test_convert_refuses_wrong_architecture(tmp_path, capsys):
     official = tmp_path / "checkpoint.pth"
     fake_official_ncsnv2(official)
     # NCSN (v1) has conditional norms: the NCSNv2 keys cannot fit.
-    rc = main(["--format", "ncsn", "--experiment", "ncsn_cifar10", "--official", str(official),
-               "--out", str(tmp_path / "x.ckpt")])
+    rc = main(
+        [
+            "--format",
+            "ncsn",
+            "--experiment",
+            "ncsn_cifar10",
+            "--official",
+            str(official),
+            "--out",
+            str(tmp_path / "x.ckpt"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1

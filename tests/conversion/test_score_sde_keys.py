@@ -37,7 +37,8 @@ def fake_checkpoint(name: str) -> dict:
     fx = fixture(name)
     g = torch.Generator().manual_seed(0)
     params = {
-        n: torch.randn(*shape, generator=g) if torch.Size(shape).numel() <= 2**17
+        n: torch.randn(*shape, generator=g)
+        if torch.Size(shape).numel() <= 2**17
         else torch.full(shape, float(i))
         for i, (n, shape, _) in enumerate(fx["parameters"])
     }
@@ -77,8 +78,12 @@ def test_model_state_dict_loads_strictly(name: str, nets: dict) -> None:
     net.load_state_dict(ours, strict=True)
     # Spot-check the layout changes: a copied conv, a transposed NIN, the stacked q/k/v.
     model = ckpt["model"]
-    torch.testing.assert_close(net.conv_in.weight, model["module.all_modules.3.weight"]
-                               if name == "ncsnpp" else model["module.all_modules.2.weight"])
+    torch.testing.assert_close(
+        net.conv_in.weight,
+        model["module.all_modules.3.weight"]
+        if name == "ncsnpp"
+        else model["module.all_modules.2.weight"],
+    )
     attn = next(p for p in official_parameter_layout(net) if p.name.endswith("NIN_1.W"))
     prefix = attn.name.rsplit(".", 2)[0]
     w_k = model[f"module.{prefix}.NIN_1.W"]  # (in, out)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_files import N_MNIST_TEST, N_MNIST_TRAIN, make_mnist_arrays
 from torchvision.datasets import MNIST
 
+from data_files import N_MNIST_TEST, N_MNIST_TRAIN, make_mnist_arrays
 from scorelab.data.prepare import (
     MNIST_TEST_COUNTS,
     MNIST_TRAIN_COUNTS,

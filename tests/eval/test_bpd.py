@@ -15,8 +15,16 @@ from scorelab.lit.metric_suite import DataInfo
 from scorelab.sde import VESDE, VPSDE
 from scorelab.toy import GaussianMixture, ncsn_toy_mixture, oracle_time_score
 
-OPTS = {"repeats": 1, "batch_size": 500, "split": "test", "rtol": 1e-5, "atol": 1e-5,
-        "eps": 1e-5, "method": "dopri5", "divergence": "exact"}
+OPTS = {
+    "repeats": 1,
+    "batch_size": 500,
+    "split": "test",
+    "rtol": 1e-5,
+    "atol": 1e-5,
+    "eps": 1e-5,
+    "method": "dopri5",
+    "divergence": "exact",
+}
 
 
 class _ToyData:
@@ -54,8 +62,9 @@ def test_nll_of_the_oracle_matches_the_exact_density(sde):
     assert exact.extra["unit"] == "nats/dim" and exact.n_samples == 48
     assert abs(exact.extra["error_vs_exact"]) < 0.01
     assert abs(exact.value - exact.extra["exact_value"]) < 0.01
-    hutch = bits_per_dim_eval(_Oracle(mix, sde), dm, info,
-                              {**OPTS, "divergence": "hutchinson_rademacher"}, 48, 0, "cpu")
+    hutch = bits_per_dim_eval(
+        _Oracle(mix, sde), dm, info, {**OPTS, "divergence": "hutchinson_rademacher"}, 48, 0, "cpu"
+    )
     err, se = hutch.extra["error_vs_exact"], hutch.extra["error_vs_exact_stderr"]
     assert se > 0 and abs(err) < 4 * se + 0.01
 
@@ -78,15 +87,15 @@ def test_bits_per_dim_offset_and_scaling():
     the exact Gaussian code length of the dequantized pixels, -log2 p/D + 8 (zero_one) or + 7
     (minus_one_one), the same number in both scalings (within 0.01 bits/dim)."""
     n, D = 16, 4
-    u8 = torch.randint(60, 200, (n, 1, 2, 2), generator=torch.Generator().manual_seed(0),
-                       dtype=torch.uint8)
+    u8 = torch.randint(
+        60, 200, (n, 1, 2, 2), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    )
     sde = VESDE(0.01, 50.0)
     values = {}
     for scaling, (mu, std) in {"zero_one": (0.5, 0.2), "minus_one_one": (0.0, 0.4)}.items():
         mix = GaussianMixture([1.0], [[mu] * D], std)
         info = DataInfo("images", (1, 2, 2), scaling)
-        mv = bits_per_dim_eval(_Oracle(mix, sde), _Images(u8), info, OPTS, n, seed=7,
-                               device="cpu")
+        mv = bits_per_dim_eval(_Oracle(mix, sde), _Images(u8), info, OPTS, n, seed=7, device="cpu")
         # The same dequantization noise as the evaluation (same seed, first draw).
         x = dequantize(u8, torch.Generator().manual_seed(7), data_range=scaling)
         truth = -mix.log_prob(x.flatten(1).double()) / (D * math.log(2))
@@ -99,11 +108,19 @@ def test_bits_per_dim_offset_and_scaling():
 
 def test_repeats_average_dequantization_noise():
     n = 8
-    u8 = torch.randint(60, 200, (n, 1, 2, 2), generator=torch.Generator().manual_seed(1),
-                       dtype=torch.uint8)
+    u8 = torch.randint(
+        60, 200, (n, 1, 2, 2), generator=torch.Generator().manual_seed(1), dtype=torch.uint8
+    )
     mix = GaussianMixture([1.0], [[0.5] * 4], 0.2)
     info = DataInfo("images", (1, 2, 2), "zero_one")
-    mv = bits_per_dim_eval(_Oracle(mix, VESDE(0.01, 50.0)), _Images(u8), info,
-                           {**OPTS, "repeats": 3}, n, seed=0, device="cpu")
+    mv = bits_per_dim_eval(
+        _Oracle(mix, VESDE(0.01, 50.0)),
+        _Images(u8),
+        info,
+        {**OPTS, "repeats": 3},
+        n,
+        seed=0,
+        device="cpu",
+    )
     assert mv.extra["repeats"] == 3 and mv.n_samples == n
     assert mv.stderr is not None and mv.stderr > 0

@@ -29,11 +29,11 @@ def test_points_npz_from_the_true_mixture_score_at_the_noise_floor(tmp_path):
     """Exact mixture samples: every metric is at its true-sample value."""
     x = ncsn_toy_mixture().sample(400, generator=torch.Generator().manual_seed(5))
     np.savez(tmp_path / "samples.npz", samples=x.numpy())
-    (tmp_path / "sample_info.json").write_text(json.dumps({"sampler": {"name": "exact"},
-                                                            "nfe": 0, "wall_time_s": 0.0}))
+    (tmp_path / "sample_info.json").write_text(
+        json.dumps({"sampler": {"name": "exact"}, "nfe": 0, "wall_time_s": 0.0})
+    )
     out = tmp_path / "run"
-    evaluate(compose_cfg("evaluate", [f"samples_path={tmp_path / 'samples.npz'}", *TOY_EVAL],
-                         out))
+    evaluate(compose_cfg("evaluate", [f"samples_path={tmp_path / 'samples.npz'}", *TOY_EVAL], out))
     m = _read(out)
     assert m["status"] == "ok" and m["source"]["kind"] == "samples"
     assert set(m["metrics"]) >= {"sliced_w2", "mmd", "mode_weight_error", "exact_nll"}
@@ -63,20 +63,27 @@ def _pngs(folder: Path, n: int, size: int = 28, mode: str = "L") -> Path:
     for i in range(n):
         shape = (size, size) if mode == "L" else (size, size, 3)
         Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(
-            folder / f"{i:03d}.png")
+            folder / f"{i:03d}.png"
+        )
     return folder
 
 
 def _mnist_overrides(mnist_root: Path, tmp_path: Path) -> list[str]:
-    return ["data=mnist", f"data.root={mnist_root}",
-            f"mnist.classifier_path={_classifier(tmp_path / 'cls.pt')}"]
+    return [
+        "data=mnist",
+        f"data.root={mnist_root}",
+        f"mnist.classifier_path={_classifier(tmp_path / 'cls.pt')}",
+    ]
 
 
 def test_image_folder_with_the_mnist_classifier(tmp_path, mnist_root):
     folder = _pngs(tmp_path / "imgs", 12)
     out = tmp_path / "run"
-    evaluate(compose_cfg("evaluate", [f"samples_path={folder}",
-                                      *_mnist_overrides(mnist_root, tmp_path)], out))
+    evaluate(
+        compose_cfg(
+            "evaluate", [f"samples_path={folder}", *_mnist_overrides(mnist_root, tmp_path)], out
+        )
+    )
     m = _read(out)
     r = m["results"]
     assert m["data"] == {"name": "mnist", "shape": [1, 28, 28]}
@@ -93,9 +100,20 @@ def test_image_folder_with_the_mnist_classifier(tmp_path, mnist_root):
 
 def test_oracle_samples_and_bpd(tmp_path):
     out = tmp_path / "run"
-    evaluate(compose_cfg("evaluate", ["sampler=pc", "sde.N=50", "n_samples=200", "bpd.n=32",
-                                      "metrics=[sliced_w2,mode_weight_error,bpd]", *TOY_EVAL],
-                         out))
+    evaluate(
+        compose_cfg(
+            "evaluate",
+            [
+                "sampler=pc",
+                "sde.N=50",
+                "n_samples=200",
+                "bpd.n=32",
+                "metrics=[sliced_w2,mode_weight_error,bpd]",
+                *TOY_EVAL,
+            ],
+            out,
+        )
+    )
     m = _read(out)
     r = m["results"]
     assert m["source"]["kind"] == "oracle" and m["nfe"] == 100  # 50 predictor + 50 corrector
@@ -121,34 +139,52 @@ def test_load_samples_rejects_other_arrays_and_mixed_images(tmp_path):
 def test_images_out_of_range_are_refused(tmp_path, mnist_root):
     x = torch.rand(8, 1, 28, 28) * 2 - 1  # [-1, 1]: not mapped back to [0, 1]
     np.savez(tmp_path / "samples.npz", samples=x.numpy())
-    cfg = compose_cfg("evaluate", [f"samples_path={tmp_path / 'samples.npz'}",
-                                   *_mnist_overrides(mnist_root, tmp_path)], tmp_path / "run")
+    cfg = compose_cfg(
+        "evaluate",
+        [f"samples_path={tmp_path / 'samples.npz'}", *_mnist_overrides(mnist_root, tmp_path)],
+        tmp_path / "run",
+    )
     with pytest.raises(MetricConfigError, match=r"must lie in \[0, 1\].*\(x \+ 1\) / 2"):
         evaluate(cfg)
 
 
 def test_wrong_channels_are_refused(tmp_path, mnist_root):
     folder = _pngs(tmp_path / "rgb", 4, mode="RGB")
-    cfg = compose_cfg("evaluate", [f"samples_path={folder}",
-                                   *_mnist_overrides(mnist_root, tmp_path)], tmp_path / "run")
+    cfg = compose_cfg(
+        "evaluate",
+        [f"samples_path={folder}", *_mnist_overrides(mnist_root, tmp_path)],
+        tmp_path / "run",
+    )
     with pytest.raises(MetricConfigError, match=r"shape \(4, 3, 28, 28\).*\(N, 1, 28, 28\)"):
         evaluate(cfg)
 
 
 def test_stats_file_from_another_extractor_is_refused(tmp_path, mnist_root):
     stats = tmp_path / "other.npz"
-    save_statistics(stats, FeatureStatistics(np.zeros(128), np.eye(128), "k", "inception:2048",
-                                             100))
+    save_statistics(
+        stats, FeatureStatistics(np.zeros(128), np.eye(128), "k", "inception:2048", 100)
+    )
     folder = _pngs(tmp_path / "imgs", 4)
-    cfg = compose_cfg("evaluate", [f"samples_path={folder}", f"mnist.reference_stats={stats}",
-                                   "metrics=[mnist_fid]",
-                                   *_mnist_overrides(mnist_root, tmp_path)], tmp_path / "run")
+    cfg = compose_cfg(
+        "evaluate",
+        [
+            f"samples_path={folder}",
+            f"mnist.reference_stats={stats}",
+            "metrics=[mnist_fid]",
+            *_mnist_overrides(mnist_root, tmp_path),
+        ],
+        tmp_path / "run",
+    )
     with pytest.raises(MetricConfigError, match="feature extractor 'inception:2048'"):
         evaluate(cfg)
 
 
-CIFAR = {"_target_": "scorelab.data.images.CIFAR10DataModule", "image_size": 32, "channels": 3,
-         "dim": 3072}
+CIFAR = {
+    "_target_": "scorelab.data.images.CIFAR10DataModule",
+    "image_size": 32,
+    "channels": 3,
+    "dim": 3072,
+}
 
 
 def test_too_few_samples_for_kid_before_sampling(cifar_root):
@@ -173,8 +209,11 @@ def test_missing_classifier_is_one_line_with_the_command(tmp_path, capsys):
     """Through the entry point's error handling: exit code 2, one line, the exact command."""
     missing = tmp_path / "nope.pt"
     folder = _pngs(tmp_path / "imgs", 4)
-    cfg = compose_cfg("evaluate", ["data=mnist", f"samples_path={folder}",
-                                   f"mnist.classifier_path={missing}"], tmp_path / "run")
+    cfg = compose_cfg(
+        "evaluate",
+        ["data=mnist", f"samples_path={folder}", f"mnist.classifier_path={missing}"],
+        tmp_path / "run",
+    )
     with pytest.raises(SystemExit) as exit_info:
         entry_point(evaluate)(cfg)
     assert exit_info.value.code == 2

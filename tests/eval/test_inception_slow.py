@@ -18,8 +18,10 @@ from scorelab.metrics.inception import inception_weights_available
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not inception_weights_available(),
-                       reason="Inception weights not installed (make fid-weights)"),
+    pytest.mark.skipif(
+        not inception_weights_available(),
+        reason="Inception weights not installed (make fid-weights)",
+    ),
 ]
 
 
@@ -46,10 +48,12 @@ def test_fid_of_the_reference_images_is_near_zero(tmp_path, cifar_root):
     noise = np.random.default_rng(0).integers(0, 256, train.shape, dtype=np.uint8)
     _write(tmp_path / "noise", noise)
     common = ["data=cifar10", f"data.root={cifar_root}", "metrics=[fid]"]
-    evaluate(compose_cfg("evaluate", [*common, f"samples_path={tmp_path / 'same'}"],
-                         tmp_path / "a"))
-    evaluate(compose_cfg("evaluate", [*common, f"samples_path={tmp_path / 'noise'}"],
-                         tmp_path / "b"))
+    evaluate(
+        compose_cfg("evaluate", [*common, f"samples_path={tmp_path / 'same'}"], tmp_path / "a")
+    )
+    evaluate(
+        compose_cfg("evaluate", [*common, f"samples_path={tmp_path / 'noise'}"], tmp_path / "b")
+    )
     same = json.loads((tmp_path / "a" / "metrics.json").read_text())["results"]["fid"]
     other = json.loads((tmp_path / "b" / "metrics.json").read_text())["results"]["fid"]
     assert same["n_reference"] == 40 and "extractor=inception-v3-compat:2048" in same["reference"]

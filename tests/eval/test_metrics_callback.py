@@ -16,8 +16,14 @@ from scorelab.lit.metrics_callback import SampleMetrics, gather_features
 from scorelab.metrics.toy import sliced_wasserstein
 from scorelab.toy import ncsn_toy_mixture
 
-GMM = {"_target_": "scorelab.data.toy.ToyDataModule", "name": "gmm", "weights": [0.2, 0.8],
-       "means": [[-5.0, -5.0], [5.0, 5.0]], "stds": [1.0, 1.0], "dim": 2}
+GMM = {
+    "_target_": "scorelab.data.toy.ToyDataModule",
+    "name": "gmm",
+    "weights": [0.2, 0.8],
+    "means": [[-5.0, -5.0], [5.0, 5.0]],
+    "stds": [1.0, 1.0],
+    "dim": 2,
+}
 OPTIONS = {"toy": {"n_reference": 400, "n_projections": 64, "mmd_max_n": 400}}
 
 
@@ -25,12 +31,22 @@ def test_toy_run_logs_the_metric_keeps_the_best_checkpoint_and_evaluates_it(tmp_
     from scorelab.train import train
 
     out = tmp_path / "run"
-    cfg = compose_cfg("train", [
-        *TOY_TRAIN, "callbacks=metrics", "trainer.max_steps=6", "trainer.val_check_interval=2",
-        "callbacks.sample_metrics.n_samples=64", "callbacks.sample_grid=null",
-        "+callbacks.sample_metrics.options.toy.n_reference=400",
-        "sampler.n_steps_each=2", "sampler.num_scales=10", "n_samples=0",
-    ], out)
+    cfg = compose_cfg(
+        "train",
+        [
+            *TOY_TRAIN,
+            "callbacks=metrics",
+            "trainer.max_steps=6",
+            "trainer.val_check_interval=2",
+            "callbacks.sample_metrics.n_samples=64",
+            "callbacks.sample_grid=null",
+            "+callbacks.sample_metrics.options.toy.n_reference=400",
+            "sampler.n_steps_each=2",
+            "sampler.num_scales=10",
+            "n_samples=0",
+        ],
+        out,
+    )
     train(cfg)
     rows = list(csv.DictReader(open(next(out.rglob("metrics.csv")))))
     logged = {int(r["step"]): float(r["val/sliced_w2"]) for r in rows if r.get("val/sliced_w2")}
@@ -40,16 +56,28 @@ def test_toy_run_logs_the_metric_keeps_the_best_checkpoint_and_evaluates_it(tmp_
     best_step = min(logged, key=logged.get)
     assert best[0].name == f"best_sliced_w2_step_{best_step:07d}.ckpt"
     ckpt = torch.load(best[0], map_location="cpu", weights_only=False)
-    state = next(v for k, v in ckpt["callbacks"].items()
-                 if "val/sliced_w2" in k and "ModelCheckpoint" in k)
+    state = next(
+        v for k, v in ckpt["callbacks"].items() if "val/sliced_w2" in k and "ModelCheckpoint" in k
+    )
     assert abs(float(state["best_model_score"]) - logged[best_step]) < 1e-5
     # The best checkpoint evaluated with another sampler than the one it was trained with.
     from scorelab.evaluate import evaluate
 
     ev = tmp_path / "eval"
-    evaluate(compose_cfg("evaluate", [f"ckpt_path={best[0]}", "sampler=pc", "sampler.n_steps=5",
-                                      "n_samples=50", "metrics=[sliced_w2]",
-                                      "toy.n_reference=400"], ev))
+    evaluate(
+        compose_cfg(
+            "evaluate",
+            [
+                f"ckpt_path={best[0]}",
+                "sampler=pc",
+                "sampler.n_steps=5",
+                "n_samples=50",
+                "metrics=[sliced_w2]",
+                "toy.n_reference=400",
+            ],
+            ev,
+        )
+    )
     m = json.loads((ev / "metrics.json").read_text())
     assert m["source"] == {"kind": "checkpoint", "ckpt_path": str(best[0]), "use_ema": True}
     assert m["sampler"]["name"] == "pc" and m["nfe"] == 10  # 5 predictor + 5 corrector steps
@@ -76,8 +104,12 @@ def test_statistics_use_the_features_of_both_ranks():
     assert torch.equal(gathered["points"], torch.cat([mine, theirs])[:50])
     values = {v.name: v for v in suite.from_features(gathered)}
     assert values["sliced_w2"].n_samples == 50
-    ref = sliced_wasserstein(torch.cat([mine, theirs])[:50], suite.reference, n_projections=64,
-                             generator=suite._sw_generator())
+    ref = sliced_wasserstein(
+        torch.cat([mine, theirs])[:50],
+        suite.reference,
+        n_projections=64,
+        generator=suite._sw_generator(),
+    )
     assert abs(values["sliced_w2"].value - float(ref)) < 1e-6
     # Rank 1's 20 kept points all sit in the 0.2 mode: its share shows in the mode weights.
     w = values["mode_weight_error"].extra["mode_weights"]
@@ -88,8 +120,9 @@ def test_statistics_use_the_features_of_both_ranks():
 def test_callback_gathers_before_computing():
     """The callback on rank 0 of a fake 2-rank job: each rank draws n/2 samples and the logged
     value is that of the 2n/2 gathered ones."""
-    cb = SampleMetrics(every_n_steps=1, n_samples=40, metrics=["mode_weight_error"],
-                       options=OPTIONS)
+    cb = SampleMetrics(
+        every_n_steps=1, n_samples=40, metrics=["mode_weight_error"], options=OPTIONS
+    )
     cb.suite = build_metric_suite(GMM, ["mode_weight_error"], OPTIONS)
     theirs = torch.full((20, 2), 5.0)
     logged, draws = {}, []
@@ -118,8 +151,9 @@ def test_callback_gathers_before_computing():
         def log(self, key, value, **kw):
             logged[key] = value
 
-    trainer = SimpleNamespace(world_size=2, global_rank=0, global_step=1, is_global_zero=True,
-                              loggers=[])
+    trainer = SimpleNamespace(
+        world_size=2, global_rank=0, global_step=1, is_global_zero=True, loggers=[]
+    )
     cb.evaluate(trainer, Module())
     assert draws == [20]
     # 20 points in the 0.2 mode (rank 0) and 20 in the 0.8 mode (rank 1): weights 0.5 / 0.5.

@@ -19,12 +19,28 @@ REPO = Path(__file__).resolve().parents[2]
 def test_two_ranks_log_one_value_and_keep_the_best_checkpoint(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "scorelab.train", *TOY_TRAIN, "trainer=ddp",
-         "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_steps=6",
-         "trainer.val_check_interval=3", "n_samples=0", "callbacks=metrics",
-         "callbacks.sample_metrics.n_samples=101", "callbacks.sample_grid=null",
-         "sampler.n_steps_each=2", "sampler.num_scales=10", f"hydra.run.dir={out}"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "scorelab.train",
+            *TOY_TRAIN,
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.max_steps=6",
+            "trainer.val_check_interval=3",
+            "n_samples=0",
+            "callbacks=metrics",
+            "callbacks.sample_metrics.n_samples=101",
+            "callbacks.sample_grid=null",
+            "sampler.n_steps_each=2",
+            "sampler.num_scales=10",
+            f"hydra.run.dir={out}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -21,13 +21,27 @@ TOY_CLI = [
 ]
 
 
-def run_cli(task: str, overrides: list[str], *, env: dict | None = None, timeout: int = 300,
-            check: bool = True) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{REPO / 'tests' / 'lit'}",
-                "OMP_NUM_THREADS": "1", **(env or {})}
+def run_cli(
+    task: str,
+    overrides: list[str],
+    *,
+    env: dict | None = None,
+    timeout: int = 300,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO / 'src'}:{REPO / 'tests' / 'lit'}",
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
     proc = subprocess.run(
         [sys.executable, "-m", f"scorelab.{task}", *overrides],
-        cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -23,7 +23,12 @@ class RankProbe(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         checksum = sum(float(p.detach().double().sum()) for p in pl_module.model.parameters())
-        record = {"rank": trainer.global_rank, "world": trainer.world_size, "steps": self.steps,
-                  "global_step": trainer.global_step, "checksum": checksum,
-                  "first_batch_sum": self.first_batch_sum}
+        record = {
+            "rank": trainer.global_rank,
+            "world": trainer.world_size,
+            "steps": self.steps,
+            "global_step": trainer.global_step,
+            "checksum": checksum,
+            "first_batch_sum": self.first_batch_sum,
+        }
         (self.out_dir / f"rank_{trainer.global_rank}.json").write_text(json.dumps(record))

@@ -11,14 +11,26 @@ from cli import TOY_CLI, run_cli
 def test_cpu_ddp_two_ranks(tmp_path):
     probe = tmp_path / "probe"
     logs = tmp_path / "logs"
-    run_cli("train", [
-        *TOY_CLI, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-        "trainer.max_steps=6", "trainer.val_check_interval=3", "n_samples=8",
-        "sampler.n_steps_each=2", "sampler.num_scales=5",
-        "callbacks.sample_grid.every_n_steps=3", "callbacks.sample_grid.n_samples=6",
-        "+callbacks.probe._target_=rank_probe.RankProbe", f"+callbacks.probe.out_dir={probe}",
-        f"paths.log_dir={logs}",
-    ], timeout=400)
+    run_cli(
+        "train",
+        [
+            *TOY_CLI,
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.max_steps=6",
+            "trainer.val_check_interval=3",
+            "n_samples=8",
+            "sampler.n_steps_each=2",
+            "sampler.num_scales=5",
+            "callbacks.sample_grid.every_n_steps=3",
+            "callbacks.sample_grid.n_samples=6",
+            "+callbacks.probe._target_=rank_probe.RankProbe",
+            f"+callbacks.probe.out_dir={probe}",
+            f"paths.log_dir={logs}",
+        ],
+        timeout=400,
+    )
     records = [json.loads((probe / f"rank_{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in records] == [2, 2]
     assert [r["steps"] for r in records] == [6, 6]
@@ -29,6 +41,8 @@ def test_cpu_ddp_two_ranks(tmp_path):
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("last*.ckpt")) == ["last.ckpt"]
     # Samples are drawn per rank and gathered on rank 0 into one figure per step.
     assert sorted(p.name for p in (run_dir / "samples").iterdir()) == [
-        "step_0000003.png", "step_0000006.png"]
+        "step_0000003.png",
+        "step_0000006.png",
+    ]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_step"] == 6

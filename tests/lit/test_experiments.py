@@ -18,8 +18,14 @@ IMAGE_DATA = {"mnist": "mnist_root", "cifar10": "cifar_root", "celeba": "celeba_
 
 def test_every_required_experiment_exists():
     required = {
-        "toy_gmm", "ncsn_mnist", "ncsn_cifar10", "ncsnv2_cifar10", "ncsnpp_cifar10_ve",
-        "ddpmpp_cifar10_vp", "ddpmpp_cifar10_subvp", "ncsnv2_celeba",
+        "toy_gmm",
+        "ncsn_mnist",
+        "ncsn_cifar10",
+        "ncsnv2_cifar10",
+        "ncsnpp_cifar10_ve",
+        "ddpmpp_cifar10_vp",
+        "ddpmpp_cifar10_subvp",
+        "ncsnv2_celeba",
     }
     assert required <= set(EXPERIMENTS)
 

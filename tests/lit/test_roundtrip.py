@@ -13,10 +13,20 @@ from scorelab.lit.build import load_module, read_checkpoint
 
 def test_train_checkpoint_sample_roundtrip(tmp_path):
     logs = tmp_path / "logs"
-    run_cli("train", [*TOY_CLI, "trainer.max_steps=40", "trainer.val_check_interval=20",
-                      "n_samples=32", "sampler.n_steps_each=5", "sampler.num_scales=10",
-                      "callbacks.sample_grid.every_n_steps=20", "callbacks.sample_grid.n_samples=8",
-                      f"paths.log_dir={logs}"])
+    run_cli(
+        "train",
+        [
+            *TOY_CLI,
+            "trainer.max_steps=40",
+            "trainer.val_check_interval=20",
+            "n_samples=32",
+            "sampler.n_steps_each=5",
+            "sampler.num_scales=10",
+            "callbacks.sample_grid.every_n_steps=20",
+            "callbacks.sample_grid.n_samples=8",
+            f"paths.log_dir={logs}",
+        ],
+    )
     (run_dir,) = list((logs / "train" / "runs").iterdir())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["global_step"] == 40
@@ -37,8 +47,9 @@ def test_train_checkpoint_sample_roundtrip(tmp_path):
     assert read_checkpoint(ckpt)["scorelab_config"]["sde"]["_target_"] == "scorelab.sde.VESDE"
 
     out = tmp_path / "sample_out"
-    proc = run_cli("sample", [f"ckpt_path={ckpt}", "sampler=heun", "n_samples=50",
-                              f"hydra.run.dir={out}"])
+    proc = run_cli(
+        "sample", [f"ckpt_path={ckpt}", "sampler=heun", "n_samples=50", f"hydra.run.dir={out}"]
+    )
     x = np.load(out / "samples.npz")["samples"]
     assert x.shape == (50, 2) and np.isfinite(x).all()
     info = json.loads((out / "sample_info.json").read_text())
@@ -49,8 +60,18 @@ def test_train_checkpoint_sample_roundtrip(tmp_path):
 def test_oracle_sampling_and_training_share_mixture_overrides(tmp_path):
     mixture = ["data.weights=[0.5,0.5]", "data.means=[[-4.0,0.0],[4.0,0.0]]", "data.stds=[0.5,0.5]"]
     out = tmp_path / "oracle"
-    run_cli("sample", ["model=oracle", "data=gmm", "sde=vp", "sampler=heun", "n_samples=400",
-                       *mixture, f"hydra.run.dir={out}"])
+    run_cli(
+        "sample",
+        [
+            "model=oracle",
+            "data=gmm",
+            "sde=vp",
+            "sampler=heun",
+            "n_samples=400",
+            *mixture,
+            f"hydra.run.dir={out}",
+        ],
+    )
     x = np.load(out / "samples.npz")["samples"]
     assert x.shape == (400, 2)
     left = (x[:, 0] < 0).mean()
@@ -59,10 +80,22 @@ def test_oracle_sampling_and_training_share_mixture_overrides(tmp_path):
     assert np.abs(x[:, 1]).mean() < 0.6
 
     logs = tmp_path / "logs"
-    run_cli("train", [*TOY_CLI, *mixture, "trainer.max_steps=5", "trainer.val_check_interval=5",
-                      "n_samples=0", f"paths.log_dir={logs}"])
+    run_cli(
+        "train",
+        [
+            *TOY_CLI,
+            *mixture,
+            "trainer.max_steps=5",
+            "trainer.val_check_interval=5",
+            "n_samples=0",
+            f"paths.log_dir={logs}",
+        ],
+    )
     (run_dir,) = list((logs / "train" / "runs").iterdir())
-    cfg = json.loads(json.dumps(torch.load(run_dir / "checkpoints" / "last.ckpt",
-                                           weights_only=True)["scorelab_config"]))
+    cfg = json.loads(
+        json.dumps(
+            torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["scorelab_config"]
+        )
+    )
     assert cfg["data"]["means"] == [[-4.0, 0.0], [4.0, 0.0]]
     assert cfg["data"]["weights"] == [0.5, 0.5]

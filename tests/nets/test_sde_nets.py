@@ -59,8 +59,13 @@ def test_paper_parameter_counts(name: str) -> None:
     net = build()
     # Equal to the official model, and within 0.5% of the paper's rounded figures.
     assert n_params(net) == official
-    paper = {"ncsnpp": 62.76e6, "ncsnpp_deep": 107.6e6, "ddpmpp": 61.80e6,
-             "ddpmpp_deep": 106.6e6, "ddpm": 35.2e6}[name]
+    paper = {
+        "ncsnpp": 62.76e6,
+        "ncsnpp_deep": 107.6e6,
+        "ddpmpp": 61.80e6,
+        "ddpmpp_deep": 106.6e6,
+        "ddpm": 35.2e6,
+    }[name]
     assert abs(n_params(net) - paper) / paper < 0.005
 
 

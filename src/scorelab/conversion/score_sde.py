@@ -86,8 +86,12 @@ def _pairs(prefix: str, ours: str, names: Sequence[str]) -> Iterator[tuple[str, 
 
 
 _OUR_NAME = {
-    "GroupNorm_0": "norm0", "Conv_0": "conv0", "Dense_0": "dense", "GroupNorm_1": "norm1",
-    "Conv_1": "conv1", "Conv_2": "skip",
+    "GroupNorm_0": "norm0",
+    "Conv_0": "conv0",
+    "Dense_0": "dense",
+    "GroupNorm_1": "norm1",
+    "Conv_1": "conv1",
+    "Conv_2": "skip",
 }
 
 
@@ -165,8 +169,9 @@ def official_parameter_layout(net: NCSNpp) -> list[OfficialParam]:
     out: list[OfficialParam] = []
     index = 0
     if net.fourier is not None:
-        out.append(OfficialParam("all_modules.0.W", tuple(ours["fourier.W"].shape), False,
-                                 "fourier.W"))
+        out.append(
+            OfficialParam("all_modules.0.W", tuple(ours["fourier.W"].shape), False, "fourier.W")
+        )
         index = 1
     for name, module in _official_modules(net):
         for official, our, transform in _module_entries(f"all_modules.{index}", name, module):
@@ -194,7 +199,7 @@ def convert_score_sde_state_dict(
         ValueError: listing missing and unexpected official keys and shape mismatches.
     """
     sd = {
-        (k[len("module."):] if k.startswith("module.") else k): v
+        (k[len("module.") :] if k.startswith("module.") else k): v
         for k, v in official_model_sd.items()
     }
     for k in _DROPPED_BUFFERS:
@@ -209,6 +214,7 @@ def convert_score_sde_state_dict(
         if p.name in sd and tuple(sd[p.name].shape) != p.shape
     ]
     if missing or unexpected or mismatched:
+
         def show(items: list[str]) -> str:
             return ", ".join(items[:8]) + (f" … ({len(items)} in all)" if len(items) > 8 else "")
 

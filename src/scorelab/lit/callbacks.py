@@ -50,8 +50,9 @@ class SampleGrid(L.Callback):
     @rank_zero_only
     def _publish(self, trainer, pl_module, x: torch.Tensor, step: int, nfe: int) -> None:
         out = Path(trainer.default_root_dir) / "samples" / f"step_{step:07d}.png"
-        fig_path = save_samples_figure(pl_module.to_unit_range(x.float().cpu()), out,
-                                       title=f"step {step}, NFE {nfe}")
+        fig_path = save_samples_figure(
+            pl_module.to_unit_range(x.float().cpu()), out, title=f"step {step}, NFE {nfe}"
+        )
         for logger in trainer.loggers:
             exp = getattr(logger, "experiment", None)
             name = type(logger).__name__
@@ -102,11 +103,14 @@ class PreemptionHandler(L.Callback):
         if self.requested is None:
             return
         ckpt_cb = trainer.checkpoint_callback
-        dirpath = Path(ckpt_cb.dirpath) if ckpt_cb is not None and ckpt_cb.dirpath else (
-            Path(trainer.default_root_dir) / "checkpoints"
+        dirpath = (
+            Path(ckpt_cb.dirpath)
+            if ckpt_cb is not None and ckpt_cb.dirpath
+            else (Path(trainer.default_root_dir) / "checkpoints")
         )
         path = dirpath / "last.ckpt"
         trainer.save_checkpoint(str(path), weights_only=False)  # full state, to resume
-        rank_zero_info(f"{self.requested} received: saved {path} at step "
-                       f"{trainer.global_step}; stopping")
+        rank_zero_info(
+            f"{self.requested} received: saved {path} at step {trainer.global_step}; stopping"
+        )
         trainer.should_stop = True

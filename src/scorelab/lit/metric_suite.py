@@ -69,8 +69,13 @@ class MetricValue:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        out = {"name": self.name, "value": self.value, "n_samples": self.n_samples,
-               "wall_time_s": self.wall_time_s, **self.extra}
+        out = {
+            "name": self.name,
+            "value": self.value,
+            "n_samples": self.n_samples,
+            "wall_time_s": self.wall_time_s,
+            **self.extra,
+        }
         if self.std is not None:
             out["std"] = self.std
         if self.stderr is not None:
@@ -225,8 +230,9 @@ class MetricSuite:
         if any(m in MNIST_METRICS for m in self.names):
             from scorelab.metrics.mnist import TRAIN_COMMAND
 
-            path = Path(_opt(self.options, "mnist", "classifier_path",
-                             "data/cache/mnist_classifier.pt"))
+            path = Path(
+                _opt(self.options, "mnist", "classifier_path", "data/cache/mnist_classifier.pt")
+            )
             if not path.is_file():
                 raise MetricConfigError(
                     f"MNIST classifier weights not found at {path}; train them with: "
@@ -248,8 +254,10 @@ class MetricSuite:
         if "is" in self.names:
             ext = self._inception()
             if not torch.isfinite(ext.fc.weight).all():
-                why = ("metric 'is' needs Inception's 1008-way classifier, which the offline "
-                       "weights (make fid-weights) do not have")
+                why = (
+                    "metric 'is' needs Inception's 1008-way classifier, which the offline "
+                    "weights (make fid-weights) do not have"
+                )
                 if self.explicit:
                     raise MetricConfigError(f"{why}; drop it: metrics=[fid,kid]")
                 self.names.remove("is")  # a default: leave it out and say why
@@ -319,8 +327,9 @@ class MetricSuite:
         split = str(_opt(self.options, "fid", "reference_split", "train"))
         limit = _opt(self.options, "fid", "reference_limit", None)
         tag = split if limit is None else f"{split}{int(limit)}"
-        key = StatsKey(self.info.name, tag, self.info.shape[-1],
-                       extractor_id(self.extractor, FEATURE_LAYER))
+        key = StatsKey(
+            self.info.name, tag, self.info.shape[-1], extractor_id(self.extractor, FEATURE_LAYER)
+        )
         return reference_statistics(
             key,
             lambda: self._reference_images(split, limit),
@@ -358,8 +367,9 @@ class MetricSuite:
             t0 = time.time()
             imgs = x.detach().float()
             if tuple(imgs.shape[-2:]) != (28, 28):  # mnist32: back to the classifier's size
-                imgs = torch.nn.functional.interpolate(imgs, size=(28, 28), mode="bilinear",
-                                                       antialias=True).clamp(0, 1)
+                imgs = torch.nn.functional.interpolate(
+                    imgs, size=(28, 28), mode="bilinear", antialias=True
+                ).clamp(0, 1)
             logits, feats = classifier_logits_and_features(imgs, self.classifier, min_n=1)
             out["mnist_logits"], out["mnist_features"] = logits, feats
             out["mnist_seconds"] = torch.tensor([time.time() - t0])
@@ -403,10 +413,15 @@ class MetricSuite:
         k = int(_opt(self.options, "toy", "n_projections", 256))
         v = sliced_wasserstein(x, ref, n_projections=k, generator=self._sw_generator())
         # Noise floor: the same distance between two true samples of the sizes used here.
-        floor = sliced_wasserstein(self.reference2[: len(x)], ref, n_projections=k,
-                                   generator=self._sw_generator())
-        return MetricValue("sliced_w2", float(v), len(x), extra={
-            "n_reference": len(ref), "n_projections": k, "true_sample_floor": float(floor)})
+        floor = sliced_wasserstein(
+            self.reference2[: len(x)], ref, n_projections=k, generator=self._sw_generator()
+        )
+        return MetricValue(
+            "sliced_w2",
+            float(v),
+            len(x),
+            extra={"n_reference": len(ref), "n_projections": k, "true_sample_floor": float(floor)},
+        )
 
     def _m_mmd(self, f: dict[str, Tensor]) -> MetricValue:
         from scorelab.metrics.toy import mmd_rbf
@@ -414,8 +429,15 @@ class MetricSuite:
         x, ref = f["points"], self.reference
         n_max = int(_opt(self.options, "toy", "mmd_max_n", 2000))  # O(N²) memory
         v = mmd_rbf(x[:n_max].double(), ref[:n_max].double())
-        return MetricValue("mmd", float(v), min(len(x), n_max), extra={
-            "n_reference": min(len(ref), n_max), "kernel": "rbf, median heuristic x(0.5,1,2)"})
+        return MetricValue(
+            "mmd",
+            float(v),
+            min(len(x), n_max),
+            extra={
+                "n_reference": min(len(ref), n_max),
+                "kernel": "rbf, median heuristic x(0.5,1,2)",
+            },
+        )
 
     def _m_mode_weight_error(self, f: dict[str, Tensor]) -> MetricValue:
         from scorelab.metrics.toy import mode_weights
@@ -423,15 +445,21 @@ class MetricSuite:
         x, mix = f["points"], self.mixture
         w = mode_weights(x.double(), mix.means.double())
         err = (w - mix.weights.double()).abs().max()
-        return MetricValue("mode_weight_error", float(err), len(x), extra={
-            "mode_weights": w.tolist(), "true_weights": mix.weights.tolist()})
+        return MetricValue(
+            "mode_weight_error",
+            float(err),
+            len(x),
+            extra={"mode_weights": w.tolist(), "true_weights": mix.weights.tolist()},
+        )
 
     def _m_exact_nll(self, f: dict[str, Tensor]) -> MetricValue:
         x, mix = f["points"].double(), self.mixture
         nll = -mix.log_prob(x)
         ref = -mix.log_prob(self.reference.double())
         return MetricValue(
-            "exact_nll", float(nll.mean()), len(x),
+            "exact_nll",
+            float(nll.mean()),
+            len(x),
             stderr=float(nll.std() / math.sqrt(len(x))) if len(x) > 1 else None,
             extra={"unit": "nats per sample", "true_sample_value": float(ref.mean())},
         )
@@ -442,27 +470,42 @@ class MetricSuite:
 
         feats = f["mnist_features"]
         stats = feature_statistics(feats, extractor=self.mnist_stats.extractor)
-        return MetricValue("mnist_fid", float(frechet_distance(stats, self.mnist_stats)),
-                           len(feats), extra={"reference": self.mnist_stats.key,
-                                              "n_reference": self.mnist_stats.n})
+        return MetricValue(
+            "mnist_fid",
+            float(frechet_distance(stats, self.mnist_stats)),
+            len(feats),
+            extra={"reference": self.mnist_stats.key, "n_reference": self.mnist_stats.n},
+        )
 
     def _m_classifier_score(self, f: dict[str, Tensor]) -> MetricValue:
         from scorelab.metrics.mnist import classifier_score_from_logits
 
         logits = f["mnist_logits"]
         splits = int(_opt(self.options, "mnist", "splits", 1))
-        return MetricValue("classifier_score", float(classifier_score_from_logits(logits, splits)),
-                           len(logits), extra={"splits": splits})
+        return MetricValue(
+            "classifier_score",
+            float(classifier_score_from_logits(logits, splits)),
+            len(logits),
+            extra={"splits": splits},
+        )
 
     def _m_mode_coverage(self, f: dict[str, Tensor]) -> MetricValue:
         from scorelab.metrics.mnist import mode_coverage_from_logits
 
         logits = f["mnist_logits"]
-        cov = mode_coverage_from_logits(logits, float(_opt(self.options, "mnist", "min_share",
-                                                           0.01)))
-        return MetricValue("mode_coverage", cov.coverage, len(logits), extra={
-            "covered": cov.covered, "min_share": cov.min_share,
-            "histogram": [round(float(h), 6) for h in cov.histogram]})
+        cov = mode_coverage_from_logits(
+            logits, float(_opt(self.options, "mnist", "min_share", 0.01))
+        )
+        return MetricValue(
+            "mode_coverage",
+            cov.coverage,
+            len(logits),
+            extra={
+                "covered": cov.covered,
+                "min_share": cov.min_share,
+                "histogram": [round(float(h), 6) for h in cov.histogram],
+            },
+        )
 
     # ----- Inception ---------------------------------------------------------------------------
     def _m_fid(self, f: dict[str, Tensor]) -> MetricValue:
@@ -470,9 +513,12 @@ class MetricSuite:
 
         feats = f["inception_pool3"]
         stats = feature_statistics(feats, extractor=self.fid_stats.extractor)
-        return MetricValue("fid", float(frechet_distance(stats, self.fid_stats)), len(feats),
-                           extra={"reference": self.fid_stats.key,
-                                  "n_reference": self.fid_stats.n})
+        return MetricValue(
+            "fid",
+            float(frechet_distance(stats, self.fid_stats)),
+            len(feats),
+            extra={"reference": self.fid_stats.key, "n_reference": self.fid_stats.n},
+        )
 
     def _m_is(self, f: dict[str, Tensor]) -> MetricValue:
         from torch_fidelity.metric_isc import (
@@ -484,8 +530,13 @@ class MetricSuite:
         logits = f["inception_logits"]
         splits = int(_opt(self.options, "is", "splits", 10))
         out = isc_features_to_metric(logits, splits=splits)
-        return MetricValue("is", float(out[KEY_METRIC_ISC_MEAN]), len(logits),
-                           std=float(out[KEY_METRIC_ISC_STD]), extra={"splits": splits})
+        return MetricValue(
+            "is",
+            float(out[KEY_METRIC_ISC_MEAN]),
+            len(logits),
+            std=float(out[KEY_METRIC_ISC_STD]),
+            extra={"splits": splits},
+        )
 
     def _m_kid(self, f: dict[str, Tensor]) -> MetricValue:
         from torch_fidelity.metric_kid import (
@@ -498,14 +549,24 @@ class MetricSuite:
         subsets = int(_opt(self.options, "kid", "subsets", 100))
         size = int(_opt(self.options, "kid", "subset_size", 1000))
         out = kid_features_to_metric(
-            feats, self.kid_reference, kid_subsets=subsets, kid_subset_size=size,
-            kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
-            kid_kernel_poly_coef0=1, rng_seed=2020, verbose=False,
+            feats,
+            self.kid_reference,
+            kid_subsets=subsets,
+            kid_subset_size=size,
+            kid_kernel="poly",
+            kid_kernel_poly_degree=3,
+            kid_kernel_poly_gamma=None,
+            kid_kernel_poly_coef0=1,
+            rng_seed=2020,
+            verbose=False,
         )
-        return MetricValue("kid", float(out[KEY_METRIC_KID_MEAN]), len(feats),
-                           std=float(out[KEY_METRIC_KID_STD]),
-                           extra={"subsets": subsets, "subset_size": size,
-                                  "n_reference": len(self.kid_reference)})
+        return MetricValue(
+            "kid",
+            float(out[KEY_METRIC_KID_MEAN]),
+            len(feats),
+            std=float(out[KEY_METRIC_KID_STD]),
+            extra={"subsets": subsets, "subset_size": size, "n_reference": len(self.kid_reference)},
+        )
 
 
 def _given_statistics(path: str | Path, space: str):

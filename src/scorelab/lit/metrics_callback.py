@@ -125,8 +125,9 @@ class SampleMetrics(L.Callback):
             values = [MetricValue(n, float("inf"), self.n_samples) for n in self.suite.names]
         else:
             feats = self.suite.features(x.cpu())
-            gathered = gather_features(pl_module.all_gather, feats, world, self.n_samples,
-                                       pl_module.device)
+            gathered = gather_features(
+                pl_module.all_gather, feats, world, self.n_samples, pl_module.device
+            )
             values = self.suite.from_features(gathered)
         self._log(trainer, pl_module, values, int(res.nfe), time.time() - t0)
         self.last = values

@@ -152,11 +152,13 @@ class NCSNpp(nn.Module):
         temb_dim = 4 * nf if conditional else None
 
         def resblock(in_ch: int, out_ch: int | None = None, **kw: bool) -> nn.Module:
-            common = dict(temb_dim=temb_dim, dropout=dropout, skip_rescale=skip_rescale,
-                          init_scale=init_scale)
+            common = dict(
+                temb_dim=temb_dim, dropout=dropout, skip_rescale=skip_rescale, init_scale=init_scale
+            )
             if biggan:
-                return ResnetBlockBigGAN(in_ch, out_ch, fir=fir, fir_kernel=fir_kernel,
-                                         **common, **kw)
+                return ResnetBlockBigGAN(
+                    in_ch, out_ch, fir=fir, fir_kernel=fir_kernel, **common, **kw
+                )
             return ResnetBlockDDPM(in_ch, out_ch, **common)
 
         def attn(ch: int) -> AttnBlock:
@@ -168,17 +170,20 @@ class NCSNpp(nn.Module):
         embed_dim = 2 * nf if fourier_embedding else nf
         self.temb = (
             nn.Sequential(dense(embed_dim, 4 * nf), nn.SiLU(), dense(4 * nf, 4 * nf))
-            if conditional else None
+            if conditional
+            else None
         )
 
         # Parameter-free pyramid resamplers (shared by every level).
         self.pyramid_downsample = (
             Downsample(channels, fir=fir, fir_kernel=fir_kernel)
-            if self.progressive_input == "input_skip" else None
+            if self.progressive_input == "input_skip"
+            else None
         )
         self.pyramid_upsample = (
             Upsample(channels, fir=fir, fir_kernel=fir_kernel)
-            if self.progressive == "output_skip" else None
+            if self.progressive == "output_skip"
+            else None
         )
 
         # Encoder.

@@ -144,4 +144,3 @@ class OracleScoreModel(nn.Module):
         if self._time is None:
             raise ValueError("the oracle was built on discrete levels; use sde=ve, vp or subvp")
         return self._time
-
