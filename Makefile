@@ -29,7 +29,7 @@ data: $(STAMP) ## Put real MNIST into torchvision's raw layout under data/raw (o
 fid-weights: $(STAMP) ## Install the FID Inception weights into torch-fidelity's cache (offline)
 	$(PY) -m scorelab.metrics.fid_weights
 
-test: $(STAMP) ## Run the fast test suite (< 10 min on 2 cores)
+test: $(STAMP) data ## Prepare MNIST if missing, then run the fast test suite (< 10 min on 2 cores)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-full: $(STAMP) data ## Run every test, slow ones included
