@@ -19,7 +19,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv: $(STAMP) ## Create the virtual environment (pip, pinned torch from local wheels)
 
-demo: $(STAMP) ## Train the MNIST demo (about 6 min on 2 CPU cores), sample, write metrics.json
+demo: $(STAMP) ## Train the MNIST demo (7-minute budget, 7.5 min in all on 2 CPU cores), sample, write metrics.json
 	$(PY) -m scorelab.data.prepare mnist --root data/raw
 	$(PY) -m scorelab.train experiment=mnist_demo
 
