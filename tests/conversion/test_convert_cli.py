@@ -62,9 +62,9 @@ def test_convert_ncsnv2_then_sample(tmp_path):
 
 def test_sampling_a_checkpoint_with_its_own_sampler_keeps_its_settings(tmp_path):
     """``sampler=ald sampler.n_steps_each=1`` on an NCSNv2 run keeps step_lr and denoising."""
-    from helpers import compose_cfg
     from omegaconf import OmegaConf
 
+    from run_helpers import compose_cfg
     from scorelab.sample import sampler_for_checkpoint
 
     train_cfg = compose_cfg("train", ["experiment=ncsnv2_cifar10"], tmp_path)

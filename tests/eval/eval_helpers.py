@@ -1,38 +1,11 @@
-"""Configs for the evaluation tests, composed in-process the way the entry points do."""
+"""Settings for the evaluation tests; composing configs is shared with the other tests."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
-
-from scorelab.runs import CONF_DIR
+from run_helpers import TOY_FAST as TOY_TRAIN
+from run_helpers import compose_cfg
 
 # Small toy settings: reference sizes and MMD kept tiny so every test runs in seconds.
 TOY_EVAL = ["toy.n_reference=400", "toy.n_projections=64", "toy.mmd_max_n=400"]
-TOY_TRAIN = [
-    "model.net.hidden=32",
-    "model.net.n_layers=2",
-    "data.n_train=512",
-    "data.n_val=256",
-    "data.batch_size=64",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "callbacks.progress=null",
-]
 
-
-def compose_cfg(config_name: str, overrides: list[str], out: Path) -> DictConfig:
-    """``config_name`` with ``overrides``; run outputs and caches under ``out``."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(
-            config_name,
-            overrides=[
-                *overrides,
-                f"paths.output_dir={out}",
-                f"paths.log_dir={out}/logs",
-                f"paths.cache_dir={out}/cache",
-            ],
-        )
+__all__ = ["TOY_EVAL", "TOY_TRAIN", "compose_cfg"]

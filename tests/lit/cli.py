@@ -7,18 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from run_helpers import TOY_FAST
+
 REPO = Path(__file__).resolve().parents[2]
-TOY_CLI = [
-    "model.net.hidden=32",
-    "model.net.n_layers=2",
-    "data.n_train=512",
-    "data.n_val=256",
-    "data.batch_size=64",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "callbacks.progress=null",
-]
+TOY_CLI = TOY_FAST
 
 
 def run_cli(

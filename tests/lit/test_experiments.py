@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import compose_cfg
 
+from run_helpers import compose_cfg
 from scorelab.lit.build import build_module, data_shape
 from scorelab.runs import CONF_DIR
 from scorelab.train import train

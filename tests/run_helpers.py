@@ -1,4 +1,4 @@
-"""Compose and run configs in-process, the way the entry points do."""
+"""Compose run configs in-process, the way the entry points do, with small toy settings."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from scorelab.runs import CONF_DIR
 
-# Small, fast settings for toy runs in tests.
+# Small, fast settings for toy training runs in tests (CLI overrides).
 TOY_FAST = [
     "model.net.hidden=32",
     "model.net.n_layers=2",
@@ -24,9 +24,14 @@ TOY_FAST = [
 
 
 def compose_cfg(config_name: str, overrides: list[str], out: Path) -> DictConfig:
-    """Compose ``config_name`` with ``overrides``, writing outputs under ``out``."""
+    """``config_name`` with ``overrides``; run outputs, logs and caches under ``out``."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(
             config_name,
-            overrides=[*overrides, f"paths.output_dir={out}", f"paths.log_dir={out}/logs"],
+            overrides=[
+                *overrides,
+                f"paths.output_dir={out}",
+                f"paths.log_dir={out}/logs",
+                f"paths.cache_dir={out}/cache",
+            ],
         )
