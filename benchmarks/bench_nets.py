@@ -41,6 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+from scorelab.runs import write_text_atomic  # noqa: E402
 
 SDE_NETS = ["ncsnpp", "ncsnpp_deep", "ddpmpp", "ddpmpp_deep", "ddpm"]
 # Other networks of the repository, benchmarked when their modules exist.
@@ -415,8 +416,8 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
             # Written after every row so that a long run leaves partial results.
-            stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-            stem.with_suffix(".md").write_text(to_markdown(report))
+            write_text_atomic(stem.with_suffix(".json"), json.dumps(report, indent=1) + "\n")
+            write_text_atomic(stem.with_suffix(".md"), to_markdown(report))
     print(f"wrote {stem}.json and {stem}.md")
 
 

@@ -43,6 +43,7 @@ from bench_nets import (  # noqa: E402
 )
 
 from scorelab.conversion.score_sde import convert_score_sde_state_dict  # noqa: E402
+from scorelab.runs import write_text_atomic  # noqa: E402
 
 # Official config fields that our yaml files do not carry.
 _EXTRA = dict(
@@ -252,8 +253,8 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.nets:
             report["results"].append(compare(name, batch, args, mutils, device))
             # Write after every comparison so that a long run leaves partial results.
-            out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-            out.with_suffix(".md").write_text(to_markdown(report))
+            write_text_atomic(out.with_suffix(".json"), json.dumps(report, indent=1) + "\n")
+            write_text_atomic(out.with_suffix(".md"), to_markdown(report))
     print(to_markdown(report))
 
 

@@ -22,6 +22,7 @@ import torch
 
 from scorelab import schedules, toy
 from scorelab.metrics.toy import mode_weights, sliced_wasserstein
+from scorelab.runs import write_text_atomic
 from scorelab.sampling.api import (
     LangevinCorrector,
     ancestral_sampler,
@@ -217,7 +218,7 @@ def main() -> None:
         "rows": rows,
     }
     out = ROOT / "benchmarks" / "results" / "samplers_oracle.json"
-    out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(out, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     write_doc(result)
 
 
@@ -249,7 +250,7 @@ def write_doc(result: dict) -> None:
     text = doc.read_text() if doc.exists() else "<!-- table:start -->\n<!-- table:end -->\n"
     head, rest = text.split("<!-- table:start -->", 1)
     _, tail = rest.split("<!-- table:end -->", 1)
-    doc.write_text(f"{head}<!-- table:start -->\n{table}\n<!-- table:end -->{tail}")
+    write_text_atomic(doc, f"{head}<!-- table:start -->\n{table}\n<!-- table:end -->{tail}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from scorelab.metrics.toy import mode_weights  # noqa: E402
+from scorelab.plots import save_figure
+from scorelab.runs import write_text_atomic  # noqa: E402
 from scorelab.sampling import annealed_langevin, langevin  # noqa: E402
 from scorelab.schedules import geometric_sigmas  # noqa: E402
 from scorelab.toy import ncsn_toy_mixture, oracle_sigma_score  # noqa: E402
@@ -111,7 +113,7 @@ def plot(samples: dict, path: Path) -> None:
         ax.set_ylim(-9, 9)
         ax.set_aspect("equal")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -125,8 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
     a.out.mkdir(parents=True, exist_ok=True)
     weights, samples = run(size)
     summary = summarise(weights, size)
-    (a.out / "mode_weights.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (a.out / "mode_weights.md").write_text(markdown(summary))
+    write_text_atomic(a.out / "mode_weights.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(a.out / "mode_weights.md", markdown(summary))
     plot(samples, a.out / "samples.png")
     print(markdown(summary))
     return summary

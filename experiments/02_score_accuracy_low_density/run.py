@@ -19,6 +19,8 @@ from matplotlib.colors import LogNorm  # noqa: E402
 
 from scorelab.losses import DiscreteDSMLoss, SlicedScoreMatchingLoss  # noqa: E402
 from scorelab.nets.mlp import MLP  # noqa: E402
+from scorelab.plots import save_figure
+from scorelab.runs import write_text_atomic  # noqa: E402
 from scorelab.toy import ncsn_toy_mixture  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -102,7 +104,7 @@ def plot(maps: dict, path: Path) -> None:
         ax.set_xlabel("x₁")
     axes[0].set_ylabel("x₂")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -134,8 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
     a.out.mkdir(parents=True, exist_ok=True)
     maps, summary = run(SMOKE if a.smoke else FULL)
     plot(maps, a.out / "score_error.png")
-    (a.out / "score_error.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (a.out / "score_error.md").write_text(markdown(summary))
+    write_text_atomic(a.out / "score_error.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(a.out / "score_error.md", markdown(summary))
     print(markdown(summary))
     return summary
 

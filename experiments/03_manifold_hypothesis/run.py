@@ -20,6 +20,8 @@ import torch  # noqa: E402
 from scorelab.data.images import MNISTDataModule  # noqa: E402
 from scorelab.losses import SlicedScoreMatchingLoss  # noqa: E402
 from scorelab.nets.mlp import MLP  # noqa: E402
+from scorelab.plots import save_figure
+from scorelab.runs import write_text_atomic  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -65,7 +67,7 @@ def plot(curves: dict[str, list[float]], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("sliced score matching loss")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
         "curves": curves,
         "summary": summarise(curves),
     }
-    (a.out / "ssm_loss.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(a.out / "ssm_loss.json", json.dumps(summary, indent=2) + "\n")
     plot(curves, a.out / "ssm_loss.png")
     print(json.dumps(summary["summary"], indent=2))
     return summary

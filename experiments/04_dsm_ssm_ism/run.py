@@ -20,6 +20,7 @@ from scorelab.losses import (
     SlicedScoreMatchingLoss,
 )
 from scorelab.nets.mlp import MLP
+from scorelab.runs import write_text_atomic
 from scorelab.toy import ncsn_toy_mixture
 
 HERE = Path(__file__).resolve().parent
@@ -154,8 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)  # small tensors: one thread is fastest on a shared CPU
     a.out.mkdir(parents=True, exist_ok=True)
     r = run(SMOKE if a.smoke else FULL)
-    (a.out / "estimators.json").write_text(json.dumps(r, indent=2) + "\n")
-    (a.out / "estimators.md").write_text(markdown(r))
+    write_text_atomic(a.out / "estimators.json", json.dumps(r, indent=2) + "\n")
+    write_text_atomic(a.out / "estimators.md", markdown(r))
     print(markdown(r))
     return r
 

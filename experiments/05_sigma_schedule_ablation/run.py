@@ -21,7 +21,7 @@ import torch
 
 from scorelab.metrics.toy import mode_weight_error, mode_weights, sliced_wasserstein
 from scorelab.report import report
-from scorelab.runs import write_json_atomic
+from scorelab.runs import write_json_atomic, write_text_atomic
 from scorelab.toy import ncsn_toy_mixture
 
 HERE = Path(__file__).resolve().parent
@@ -197,17 +197,17 @@ def main(argv: list[str] | None = None) -> dict:
         for metric, what in METRICS.items():
             text, runs = report(sweep_dir, rows, metric, cols=cols, fmt="md")
             target = a.out / f"{name}_{metric}.md"
-            target.write_text(f"### {name}: {what}\n\n{text}")
+            write_text_atomic(target, f"### {name}: {what}\n\n{text}")
             summary["tables"][f"{name}_{metric}"] = target.name
         csv_text, _ = report(sweep_dir, rows, "sw", cols=cols, fmt="csv")
-        (a.out / f"{name}_sw.csv").write_text(csv_text)
+        write_text_atomic(a.out / f"{name}_sw.csv", csv_text)
         summary[name] = {
             "command": f"python -m {module} -m {' '.join(overrides)} n_samples={n}",
             "runs": len(runs),
             "evaluated": evaluated,
         }
         print(f"{name}: {evaluated}/{len(runs)} runs evaluated", flush=True)
-    (a.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(a.out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

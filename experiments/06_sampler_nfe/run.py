@@ -29,6 +29,8 @@ from scorelab.metrics.toy import (  # noqa: E402
     mode_weights,
     sliced_wasserstein,
 )
+from scorelab.plots import save_figure
+from scorelab.runs import write_text_atomic  # noqa: E402
 from scorelab.sampling import (  # noqa: E402
     LangevinCorrector,
     ancestral_sampler,
@@ -598,7 +600,7 @@ def plot(panels: list[dict], path: Path) -> None:
                 labels.append(lb)
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -647,7 +649,7 @@ def plot_sweep(sweep: list[dict], floors: dict[str, dict], path: Path) -> None:
         h2, l2 = ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -746,8 +748,10 @@ def main(argv: list[str] | None = None) -> dict:
     plot(panels, a.out / "nfe_quality.png")
     floors = {pn["dim"]: pn["floor"] for pn in panels}
     plot_sweep(sweep, floors, a.out / "edm_sigma_max.png")
-    (a.out / "nfe_table.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-    (a.out / "nfe_table.md").write_text(markdown(panels, sweep))
+    write_text_atomic(
+        a.out / "nfe_table.json", json.dumps(result, indent=1, ensure_ascii=False) + "\n"
+    )
+    write_text_atomic(a.out / "nfe_table.md", markdown(panels, sweep))
     for pn in panels:
         print(pn["dim"], pn["sde"], "fewest NFE matching PC-1000:", pn["fewest_nfe_matching"])
     print(f"total {result['seconds']} s")

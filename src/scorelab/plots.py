@@ -6,6 +6,15 @@ from pathlib import Path
 
 from torch import Tensor
 
+from scorelab.runs import atomic_output
+
+
+def save_figure(fig, path: str | Path, **kwargs) -> Path:
+    """``fig.savefig`` through a temporary file and a rename (a kill leaves no half image)."""
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, **kwargs)
+    return Path(path)
+
 
 def save_samples_figure(
     x: Tensor, path: str | Path, *, title: str = "", reference: Tensor | None = None
@@ -18,7 +27,8 @@ def save_samples_figure(
         from torchvision.utils import make_grid, save_image
 
         nrow = max(1, int(round(x.shape[0] ** 0.5)))
-        save_image(make_grid(x.clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0), path)
+        with atomic_output(path) as tmp:
+            save_image(make_grid(x.clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0), tmp)
         return path
     import matplotlib
 
@@ -37,6 +47,6 @@ def save_samples_figure(
     if reference is not None:
         ax.legend(loc="upper left", fontsize=7, markerscale=4)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from scorelab.runs import write_text_atomic
+
 FORMATS = ("md", "latex", "csv")
 DEFAULT = "(default)"
 
@@ -420,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(text)
+        write_text_atomic(Path(a.out), text)
         print(f"table: {a.out} ({len(runs)} runs)", file=sys.stderr)
     else:
         sys.stdout.write(text)

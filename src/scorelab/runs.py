@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -9,7 +10,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -59,20 +60,41 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
-def write_json_atomic(obj: Any, path: str | Path) -> Path:
-    """Write JSON through a temporary file and a rename, so a kill never leaves half a file."""
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` (same suffix) and rename it onto ``path`` when
+    the block succeeds.
+
+    A kill or an error part-way leaves either the previous file or the new one, never half
+    of one, and no temporary file behind. Every result file (JSON, tables, figures, arrays)
+    is written this way."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent
+    )
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True, default=_jsonable)
-            fh.write("\n")
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(path) as tmp, open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return Path(path)
+
+
+def write_json_atomic(obj: Any, path: str | Path, *, indent: int = 2) -> Path:
+    """Write JSON atomically (see :func:`write_text_atomic`)."""
+    text = json.dumps(obj, indent=indent, sort_keys=True, default=_jsonable) + "\n"
+    return write_text_atomic(path, text)
 
 
 def _jsonable(v: Any) -> Any:
@@ -84,17 +106,10 @@ def _jsonable(v: Any) -> Any:
 
 
 def save_npz_atomic(path: str | Path, **arrays: np.ndarray) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    """``np.savez`` to ``path`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(path) as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def task_overrides() -> list[str]:

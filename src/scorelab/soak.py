@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from scorelab.runs import write_text_atomic
+
 REPO = Path(__file__).resolve().parents[2]
 
 # A small, fast toy run: mixture data, a 32-unit MLP, VE SDE, checkpoints every `every` steps.
@@ -272,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     report = soak(args.runs, args.steps, args.every, args.seed, workdir)
     report["workdir"] = str(workdir)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "soak.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "soak.md").write_text(to_markdown(report))
+    write_text_atomic(args.out / "soak.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(args.out / "soak.md", to_markdown(report))
     print(f"{report['resumed_correctly']}/{args.runs} resumed correctly; {args.out / 'soak.md'}")
     return 0 if report["resumed_correctly"] == args.runs else 1
 

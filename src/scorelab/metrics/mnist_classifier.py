@@ -24,12 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from scorelab.lit.checkpoint_io import atomic_torch_save
 from scorelab.metrics.mnist import (
     DEFAULT_CLASSIFIER_PATH,
     MnistClassifier,
     classifier_logits_and_features,
     load_mnist_classifier,
 )
+from scorelab.runs import write_text_atomic
 
 __all__ = ["evaluate_accuracy", "load_mnist_split", "main", "train_classifier", "train_step"]
 
@@ -118,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     acc = evaluate_accuracy(model, test_x, test_y)
     print(f"test accuracy {acc:.4f}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out)
+    atomic_torch_save(model.state_dict(), out)
     meta = {"test_accuracy": acc, "epochs": args.epochs, "seed": args.seed}
-    out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(out.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
     print(f"saved {out}")
     return 0
 
