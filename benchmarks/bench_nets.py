@@ -10,13 +10,17 @@ For each network (built from its ``conf/model/<name>.yaml`` at CIFAR-10 size) an
   subprocess so that memory freed by earlier rows cannot hide it;
 * forward + backward FLOPs per image, counted by ``torch.utils.flop_counter.FlopCounterMode``;
 * the fraction of the machine's peak reached, where the peak is measured in the same run with a
-  large matmul (fp32 on CPU, bf16 on GPU).
+  large matmul, both in fp32 and in bf16 (the fp32 peak is the reference on CPU, the bf16 peak on
+  GPU: model FLOP utilisation, MFU);
+* with ``--compile``, the same modes under ``torch.compile`` and the compile time (the first
+  step's wall time).
 
-Results go to ``benchmarks/results/nets_<device>.json`` and ``.md``.
+Results go to ``benchmarks/results/nets_<device>.json`` and ``.md`` (rewritten atomically after
+every row, so an interrupted run leaves the rows it finished).
 
     python benchmarks/bench_nets.py                      # every network, CPU defaults
     python benchmarks/bench_nets.py --nets ncsnpp ddpmpp --batch 8 --modes fp32 bf16
-    python benchmarks/bench_nets.py --device cuda --batch 128 --compile
+    python benchmarks/bench_nets.py --device cuda --compile    # GPU: bf16 + channels_last + compile
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ OTHER_NETS = {
     "ncsn": "scorelab.nets.refinenet",
     "ncsnv2": "scorelab.nets.refinenet",
 }
-MODES = ["fp32", "bf16", "channels_last", "channels_last_bf16"]
+MODES = ["fp32", "bf16", "channels_last", "channels_last_bf16"]  # each can take "+compile"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,12 +88,14 @@ def machine_description(device: torch.device) -> dict:
     return info
 
 
-def measured_peak_flops(device: torch.device, seconds: float = 3.0) -> dict:
-    """Best observed matmul throughput (fp32 on CPU, bf16 on GPU) in FLOP/s."""
-    if device.type == "cuda":
-        n, dtype = 8192, torch.bfloat16
-    else:
-        n, dtype = 2048, torch.float32
+def measured_peak_flops(
+    device: torch.device, dtype: torch.dtype | None = None, seconds: float = 3.0
+) -> dict:
+    """Best observed throughput of a large square matmul in ``dtype`` (default: fp32 on CPU,
+    bf16 on GPU), in FLOP/s. TF32 stays off, so the fp32 peak is true fp32 on GPU too."""
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    n = 8192 if device.type == "cuda" else 2048
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     best, t_end = 0.0, time.perf_counter() + seconds
@@ -99,7 +105,16 @@ def measured_peak_flops(device: torch.device, seconds: float = 3.0) -> dict:
         (a @ b).sum()
         sync(device)
         best = max(best, 2 * n**3 / (time.perf_counter() - t0))
-    return {"flops": best, "matmul": f"{n}x{n} {str(dtype).removeprefix('torch.')}"}
+    return {"flops": best, "matmul": f"{n}x{n} {dtype_name(dtype)}"}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.bfloat16: "bf16"}.get(dtype, str(dtype))
+
+
+def compute_dtype(mode: str) -> torch.dtype:
+    """The dtype a mode's matmuls and convolutions run in."""
+    return torch.bfloat16 if "bf16" in mode else torch.float32
 
 
 def sync(device: torch.device) -> None:
@@ -108,7 +123,9 @@ def sync(device: torch.device) -> None:
 
 
 class RssPeak:
-    """Peak resident set size, sampled by a background thread while the context is active."""
+    """Peak resident set size while the context is active, from the kernel's high-water mark
+    (``VmHWM``, reset on entry through ``/proc/self/clear_refs``), so nothing polls and steals
+    CPU from the timed steps. Falls back to sampling every 2 ms where that file is missing."""
 
     def __init__(self) -> None:
         import psutil
@@ -116,14 +133,29 @@ class RssPeak:
         self.proc = psutil.Process()
         self.peak = 0
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def rss(self) -> int:
         return self.proc.memory_info().rss
 
+    @staticmethod
+    def _hwm() -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        return None
+
     def __enter__(self) -> RssPeak:
         self.peak = self.rss()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        try:
+            Path("/proc/self/clear_refs").write_bytes(b"5")  # resets VmHWM to the current RSS
+            self._use_hwm = self._hwm() is not None
+        except OSError:
+            self._use_hwm = False
+        if not self._use_hwm:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
         return self
 
     def _run(self) -> None:
@@ -131,8 +163,12 @@ class RssPeak:
             self.peak = max(self.peak, self.rss())
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        if self._use_hwm:
+            self.peak = max(self.peak, self._hwm() or 0)
+        else:
+            self._stop.set()
+            assert self._thread is not None
+            self._thread.join()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -231,17 +267,29 @@ def count_flops(net: nn.Module, x: torch.Tensor, cond: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def time_steps(step: Callable[[], None], device: torch.device, warmup: int, steps: int):
-    for _ in range(warmup):
-        step()
-    sync(device)
-    times = []
-    for _ in range(steps):
+def time_steps(
+    step: Callable[[], None], device: torch.device, warmup: int, steps: int, chunk: int = 1
+) -> tuple[list[float], float]:
+    """Per-step wall times of ``steps`` steps after ``warmup`` untimed ones, and the wall time
+    of the first warm-up step (which includes any compilation).
+
+    On GPU the steps are timed in chunks of ``chunk`` with one synchronisation per chunk, so
+    the host queues work ahead as it does in training; each entry is a chunk's mean."""
+    first = 0.0
+    for i in range(warmup):
         t0 = time.perf_counter()
         step()
         sync(device)
-        times.append(time.perf_counter() - t0)
-    return times
+        if i == 0:
+            first = time.perf_counter() - t0
+    times = []
+    for _ in range(max(1, steps // chunk)):
+        t0 = time.perf_counter()
+        for _ in range(chunk):
+            step()
+        sync(device)
+        times.append((time.perf_counter() - t0) / chunk)
+    return times, first
 
 
 def bench_one(
@@ -253,37 +301,44 @@ def bench_one(
     rss = RssPeak() if device.type == "cpu" else None
     base = rss.rss() if rss else 0
     if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     net, kind = build_net(name)
     net = net.to(device).train()
     x = torch.rand(args.batch, 3, 32, 32, device=device) * 2 - 1
     cond = make_cond(kind, args.batch, device)
-    if "channels_last" in mode:
+    base_mode, compiled = mode.removesuffix("+compile"), mode.endswith("+compile")
+    if "channels_last" in base_mode:
         net = net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     params = sum(p.numel() for p in net.parameters())
     flops = count_flops(net, x[:1], cond[:1]) if with_flops else None
-    model = torch.compile(net) if mode.endswith("compile") else net
-    step = make_step(model, x, cond, mode.removesuffix("+compile"), device)
-    # The peak is measured again next to each row: on a shared machine it drifts with load.
-    row_peak = measured_peak_flops(device, seconds=1.5)["flops"]
+    model = torch.compile(net, mode=args.compile_mode) if compiled else net
+    step = make_step(model, x, cond, base_mode, device)
+    # The peak is measured again next to each row, in the row's compute dtype: on a shared
+    # machine it drifts with load.
+    row_peak = measured_peak_flops(device, compute_dtype(mode), seconds=1.5)["flops"]
+    chunk = 1 if device.type == "cpu" else 5
     with rss if rss else contextlib.nullcontext():
-        times = time_steps(step, device, args.warmup, args.steps)
+        times, first = time_steps(step, device, args.warmup, args.steps, chunk)
     med = statistics.median(times)
     res = {
         "net": name,
         "mode": mode,
+        "compile_mode": args.compile_mode if compiled else None,
         "batch": args.batch,
         "params": params,
         "step_s": times,
         "median_step_s": med,
+        "first_step_s": first,
         "img_per_s": args.batch / med,
         "peak_mem_mib": (
             (rss.peak - base) / 2**20 if rss else torch.cuda.max_memory_allocated(device) / 2**20
         ),
         "fwd_bwd_flops_per_img": flops,
         "row_peak_flops": row_peak,
+        "row_peak_dtype": dtype_name(compute_dtype(mode)),
     }
     del net, model, step
     return res
@@ -302,6 +357,8 @@ def run_isolated(name: str, mode: str, args: argparse.Namespace, with_flops: boo
         str(args.steps),
         "--warmup",
         str(args.warmup),
+        "--compile-mode",
+        args.compile_mode,
         "--row",
         name,
         mode,
@@ -309,41 +366,76 @@ def run_isolated(name: str, mode: str, args: argparse.Namespace, with_flops: boo
     ]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        raise RuntimeError(f"row {name} {mode} failed (exit {proc.returncode}): {tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def fraction(r: dict, peaks: dict, dtype: str) -> float | None:
+    """Achieved FLOP/s of row ``r`` over the ``dtype`` matmul peak (the larger of the run's and
+    the row's own measurement when the row ran in that dtype)."""
+    flops = r.get("fwd_bwd_flops_per_img")
+    if not flops or dtype not in peaks:
+        return None
+    peak = peaks[dtype]["flops"]
+    if r.get("row_peak_dtype") == dtype:
+        peak = max(peak, r["row_peak_flops"])
+    return r["img_per_s"] * flops / peak
 
 
 def to_markdown(report: dict) -> str:
-    m, peak = report["machine"], report["peak"]
+    m, peaks = report["machine"], report["peaks"]
+    gpu = m["device"].startswith("cuda")
+    peak_text = "; ".join(
+        f"{k} {v['flops'] / 1e12:.3g} TFLOP/s ({v['matmul']} matmul)" for k, v in peaks.items()
+    )
     lines = [
         f"# Network training benchmark ({m['device']})",
         "",
         f"- Machine: {m.get('gpu', m['cpu'])}; {m['cpu_count']} cores, "
         f"{m['torch_threads']} torch threads; torch {m['torch']}, Python {m['python']}; "
         f"avx512_bf16: {m['avx512_bf16']}.",
-        f"- Load average at start: {m['load_average_at_start']}. The machine was shared with "
-        "other jobs, so absolute numbers are noisy; compare rows of the same run.",
-        f"- Measured peak: {peak['flops'] / 1e9:.1f} GFLOP/s ({peak['matmul']} matmul).",
+        f"- Load average at start: {[round(v, 2) for v in m['load_average_at_start'] or []]}. "
+        "The machine may be shared with other jobs; compare rows of the same run.",
+        f"- Measured peaks: {peak_text}.",
         f"- Batch {report['args']['batch']}, 32x32x3, median of {report['args']['steps']} timed "
         f"steps after {report['args']['warmup']} warm-up (forward + backward + Adam).",
         f"- Command: `{report['command']}`",
         "",
-        "| network | params (M) | mode | img/s | step (s) | peak mem (MiB) | "
-        "fwd+bwd GFLOP/img | fraction of peak |",
-        "|---|---|---|---|---|---|---|---|",
+        "| network | params (M) | mode | img/s | step (s) | first step (s) | peak mem (MiB) | "
+        "fwd+bwd GFLOP/img | of fp32 peak | of bf16 peak |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def pct(v: float | None) -> str:
+        return "" if v is None else f"{v:.0%}"
+
     for r in report["results"]:
-        frac = r.get("fraction_of_peak")
         lines.append(
             f"| {r['net']} | {r['params'] / 1e6:.2f} | {r['mode']} | {r['img_per_s']:.2f} | "
-            f"{r['median_step_s']:.2f} | {r['peak_mem_mib']:.0f} | "
-            f"{r['gflops_per_img']:.1f} | {'' if frac is None else f'{frac:.0%}'} |"
+            f"{r['median_step_s']:.3g} | {r.get('first_step_s', float('nan')):.3g} | "
+            f"{r['peak_mem_mib']:.0f} | {r['gflops_per_img']:.1f} | "
+            f"{pct(fraction(r, peaks, 'fp32'))} | {pct(fraction(r, peaks, 'bf16'))} |"
         )
     lines += [
         "",
-        "The fraction of peak compares achieved FLOP/s (img/s × FLOPs/img, counted in "
-        "fp32) with the fp32 (CPU) or bf16 (GPU) matmul peak, the larger of the one above "
-        "and one measured just before the row; for bf16 rows on CPU it can exceed 100%.",
+        "Achieved FLOP/s is img/s × the forward + backward FLOPs per image counted by "
+        "`torch.utils.flop_counter` (2 per multiply-add, the same count in every mode). "
+        + (
+            "The bf16 column is the model FLOP utilisation (MFU) against the measured bf16 "
+            "matmul peak. "
+            if gpu
+            else "On CPU the reference is the fp32 matmul peak; bf16 rows can exceed 100% of "
+            "it, and the bf16 column compares them with the bf16 matmul peak. "
+        )
+        + "The first step includes compilation for `+compile` rows. Peak memory is the "
+        + (
+            "CUDA allocator's maximum."
+            if gpu
+            else "resident set size above the level before the network was built."
+        ),
         "",
     ]
     return "\n".join(lines)
@@ -353,15 +445,28 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--nets", nargs="*", default=None, help="default: all available")
     p.add_argument(
-        "--modes", nargs="*", default=None, choices=MODES, help="default: fp32 bf16 channels_last"
+        "--modes",
+        nargs="*",
+        default=None,
+        choices=MODES,
+        help="default: fp32 bf16 channels_last (CPU); fp32 bf16 channels_last_bf16 (GPU)",
     )
-    p.add_argument("--compile", action="store_true", help="also time torch.compile (fp32)")
+    p.add_argument(
+        "--compile", action="store_true", help="also time every mode under torch.compile"
+    )
+    p.add_argument(
+        "--compile-mode",
+        default="default",
+        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+        help="torch.compile mode (reduce-overhead uses CUDA graphs)",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, default=None, help="default 4 on CPU, 128 on GPU")
-    p.add_argument("--steps", type=int, default=None, help="timed steps (default 3 CPU, 20 GPU)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default 3 CPU, 30 GPU)")
     p.add_argument("--warmup", type=int, default=None, help="default 1 CPU, 5 GPU")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--tag", default="", help="suffix of the result file names")
     p.add_argument(
         "--in-process",
         action="store_true",
@@ -370,9 +475,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--row", nargs=3, metavar=("NET", "MODE", "FLOPS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is visible; run on a GPU machine or --device cpu")
     cpu = device.type == "cpu"
+    for flag in ("batch", "steps", "warmup", "threads"):
+        value = getattr(args, flag)
+        if value is not None and value < (0 if flag == "warmup" else 1):
+            p.error(f"--{flag} {value}: must be >= {0 if flag == 'warmup' else 1}")
     args.batch = args.batch or (4 if cpu else 128)
-    args.steps = args.steps or (3 if cpu else 20)
+    args.steps = args.steps or (3 if cpu else 30)
     args.warmup = args.warmup if args.warmup is not None else (1 if cpu else 5)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -380,20 +491,33 @@ def main(argv: list[str] | None = None) -> None:
         name, mode, with_flops = args.row
         print(json.dumps(bench_one(name, mode, args, device, with_flops == "1")))
         return
-    modes = args.modes or ["fp32", "bf16", "channels_last"]
+    modes = args.modes or (
+        ["fp32", "bf16", "channels_last"] if cpu else ["fp32", "bf16", "channels_last_bf16"]
+    )
     if args.compile:
-        modes = [*modes, "fp32+compile"]
+        modes = [*modes, *(f"{m}+compile" for m in modes)]
 
     report = {
-        "command": "python " + " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        "command": "python " + " ".join(["benchmarks/bench_nets.py", *(argv or sys.argv[1:])]),
         "machine": machine_description(device),
-        "args": {"batch": args.batch, "steps": args.steps, "warmup": args.warmup},
-        "peak": measured_peak_flops(device),
+        "args": {
+            "batch": args.batch,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "compile_mode": args.compile_mode,
+        },
+        "peaks": {
+            "fp32": measured_peak_flops(device, torch.float32),
+            "bf16": measured_peak_flops(device, torch.bfloat16),
+        },
         "results": [],
     }
-    print(f"peak {report['peak']['flops'] / 1e9:.1f} GFLOP/s", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"nets_{device.type}"
+    print(
+        "peaks "
+        + ", ".join(f"{k} {v['flops'] / 1e9:.1f} GFLOP/s" for k, v in report["peaks"].items()),
+        flush=True,
+    )
+    stem = args.out / f"nets_{device.type}{'_' + args.tag if args.tag else ''}"
     for name in available_nets(args.nets):
         flops = None
         for i, mode in enumerate(modes):
@@ -404,15 +528,13 @@ def main(argv: list[str] | None = None) -> None:
             flops = r["fwd_bwd_flops_per_img"] or flops
             r["fwd_bwd_flops_per_img"] = flops
             r["gflops_per_img"] = (flops or 0) / 1e9
-            r["fraction_of_peak"] = (
-                r["img_per_s"] * flops / max(r["row_peak_flops"], report["peak"]["flops"])
-                if flops
-                else None
-            )
+            r["fraction_of_fp32_peak"] = fraction(r, report["peaks"], "fp32")
+            r["fraction_of_bf16_peak"] = fraction(r, report["peaks"], "bf16")
             report["results"].append(r)
             print(
-                f"{name:12s} {mode:20s} {r['img_per_s']:8.2f} img/s  "
-                f"{r['peak_mem_mib']:8.0f} MiB  {r['gflops_per_img']:.1f} GFLOP/img",
+                f"{name:12s} {mode:28s} {r['img_per_s']:8.2f} img/s  "
+                f"{r['peak_mem_mib']:8.0f} MiB  {r['gflops_per_img']:.1f} GFLOP/img  "
+                f"first step {r['first_step_s']:.1f} s",
                 flush=True,
             )
             # Written after every row so that a long run leaves partial results.

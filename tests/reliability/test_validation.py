@@ -53,6 +53,7 @@ CASES = [
     (["module.nonfinite=bogus"], "module: nonfinite must be one of ('skip', 'stop', 'off')"),
     (["module.warmup_steps=-1"], "module: warmup_steps must be >= 0, got -1"),
     (["module.grad_clip=-1"], "module: grad_clip must be >= 0 (0 disables clipping)"),
+    (["module.compile=fastest"], "module: module.compile='fastest' is not a torch.compile mode"),
     (["optimizer.lr=-1"], "optimizer: Invalid learning rate: -1"),
     (
         ["callbacks.lr_monitor={_target_: lightning.pytorch.callbacks.LearningRateMonitor}"],

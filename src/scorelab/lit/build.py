@@ -207,7 +207,8 @@ def read_checkpoint(path: str | Path) -> dict:
 def load_module(path: str | Path, overrides: dict | None = None) -> ScoreModule:
     """Rebuild the ScoreModule saved at ``path`` (config inside the checkpoint) and load it.
 
-    ``overrides`` replaces config groups (e.g. ``{"sampler": {...}}``) before building.
+    ``overrides`` replaces config entries before building: whole groups
+    (``{"sampler": {...}}``) or dotted keys (``{"module.compile": False}``).
     """
     ckpt = read_checkpoint(path)
     config = ckpt.get("scorelab_config")
@@ -215,7 +216,7 @@ def load_module(path: str | Path, overrides: dict | None = None) -> ScoreModule:
         raise CheckpointError(f"checkpoint {path} carries no scorelab_config; cannot rebuild")
     cfg = OmegaConf.create(config)
     for key, value in (overrides or {}).items():
-        cfg[key] = value
+        OmegaConf.update(cfg, key, value, merge=False)
     module = build_module(cfg)
     mismatch = describe_state_mismatch(module.state_dict(), ckpt["state_dict"])
     if mismatch:

@@ -10,15 +10,32 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 
 from scorelab.lit.checkpoint_io import atomic_torch_save, describe_state_mismatch
+from scorelab.lit.ema import EMAModel
 from scorelab.lit.rng import RNG_KEY, ForkedRNG, collect_rng_states, restore_rng_states
 from scorelab.nets.precond import ScoreModel
 from scorelab.schedules import NoiseLevels
 
 NONFINITE_POLICIES = ("skip", "stop", "off")
+# torch.compile modes; "reduce-overhead" replays the step's kernels as CUDA graphs, which the
+# fixed batch shape of training (drop_last batches) allows.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(value: bool | str | None) -> str | None:
+    """``module.compile`` as a torch.compile mode, or None for eager (false/none/off)."""
+    if value is None or value is False or str(value).lower() in ("false", "none", "off", "0"):
+        return None
+    if value is True or str(value).lower() in ("true", "on", "1"):
+        return "default"
+    if value not in COMPILE_MODES:
+        raise ValueError(
+            f"module.compile={value!r} is not a torch.compile mode; use false, true or one of "
+            f"{', '.join(COMPILE_MODES)}"
+        )
+    return str(value)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -55,7 +72,8 @@ class ScoreModule(L.LightningModule):
             ``"stop"`` after saving a debug checkpoint, or ``"off"`` (no check, no host sync).
         val_buckets: number of noise-level buckets for the validation loss.
         channels_last: use the channels-last memory format for image networks.
-        compile: wrap the score model's forward in ``torch.compile``.
+        compile: wrap the score model's forward in ``torch.compile``: ``False``, ``True``
+            (mode "default") or a mode name from :data:`COMPILE_MODES`.
         config: the resolved run configuration as plain containers; saved in checkpoints so
             that :func:`scorelab.lit.build.load_module` can rebuild the module.
     """
@@ -75,7 +93,7 @@ class ScoreModule(L.LightningModule):
         nonfinite: str = "skip",
         val_buckets: int = 4,
         channels_last: bool = False,
-        compile: bool = False,
+        compile: bool | str = False,
         config: dict | None = None,
     ) -> None:
         super().__init__()
@@ -89,6 +107,7 @@ class ScoreModule(L.LightningModule):
             raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {grad_clip}")
         if val_buckets < 1:
             raise ValueError(f"val_buckets must be >= 1, got {val_buckets}")
+        mode = compile_mode(compile)
         self.automatic_optimization = False
         self.model = model
         self.loss_fn = loss
@@ -105,9 +124,7 @@ class ScoreModule(L.LightningModule):
         self.config = config or {}
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.ema = AveragedModel(
-            self.model, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True
-        )
+        self.ema = EMAModel(self.model, self.ema_decay)
         self.ema.requires_grad_(False)
         # Counters live in buffers so they are checkpointed and restored on resume.
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
@@ -115,7 +132,9 @@ class ScoreModule(L.LightningModule):
         self.val_bucket_loss = nn.ModuleList(MeanMetric() for _ in range(self.val_buckets))
         # Kept out of the module registry, so checkpoints hold the weights once (under model.*)
         # and the compiled wrapper never appears in the state dict.
-        object.__setattr__(self, "_forward", torch.compile(self.model) if compile else self.model)
+        self.compile_mode = mode
+        forward = torch.compile(self.model, mode=mode) if mode else self.model
+        object.__setattr__(self, "_forward", forward)
         self.last_bad_batch: Tensor | None = None
         self._val_rng = ForkedRNG()
 
