@@ -7,6 +7,7 @@ Writes checkpoints (``checkpoints/last.ckpt`` and the best), the resolved config
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from pathlib import Path
@@ -24,7 +25,7 @@ from scorelab.lit.build import (
     build_module,
     validate_config,
 )
-from scorelab.lit.checkpoint_io import AtomicCheckpointIO
+from scorelab.lit.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
 from scorelab.runs import CONF_DIR, entry_point, run_cli, task_overrides, write_json_atomic
 
 # The module updates its weights and EMA inside training_step (manual optimisation), so a
@@ -76,6 +77,9 @@ def train(cfg: DictConfig) -> dict:
     module = build_module(cfg)
     datamodule = build_datamodule(cfg)
     ckpt_path = resolve_ckpt_path(cfg)
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
+        for stale in remove_stale_temporaries(Path(cfg.paths.output_dir) / "checkpoints"):
+            rank_zero_info(f"removed {stale.name}, left by a save that was killed")
     callbacks = build_callbacks(cfg)
     loggers = build_loggers(cfg)
     trainer = instantiate(

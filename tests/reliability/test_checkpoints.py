@@ -193,3 +193,20 @@ def test_checkpoint_of_another_architecture_lists_the_mismatched_keys(
         train(compose_train(tmp_path / "run", [f"ckpt_path={tiny_ckpt}", "model.net.hidden=48"]))
     msg = str(err.value)
     assert "\n" not in msg and str(tiny_ckpt) in msg and "shape mismatches" in msg
+
+
+def test_rerun_removes_temporaries_of_a_killed_save_and_resumes(tmp_path: Path) -> None:
+    """A kill inside a save leaves ``.last.ckpt.<random>.tmp``; the next run deletes it (the
+    finished checkpoints stay) and resumes from last.ckpt."""
+    from reliability_helpers import train_tiny
+
+    out = tmp_path / "run"
+    assert train_tiny(out, steps=4, every=2)["global_step"] == 4
+    ckpts = out / "checkpoints"
+    stale = ckpts / ".last.ckpt.k1ll3d.tmp"
+    stale.write_bytes(b"PK\x03\x04 half a checkpoint")
+    result = train_tiny(out, steps=6, every=2)
+    assert result["global_step"] == 6 and result["resumed_from"] == str(ckpts / "last.ckpt")
+    assert not stale.exists()
+    assert (ckpts / "last.ckpt").is_file()
+    assert _tmp_leftovers(ckpts) == []

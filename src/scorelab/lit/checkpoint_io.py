@@ -36,6 +36,19 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         os.close(dir_fd)
 
 
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete temporaries that a kill during :func:`atomic_torch_save` left in ``folder``
+    (``.<name>.ckpt.<random>.tmp``) and return them. Call before training starts, when no
+    save can be in flight; the finished checkpoints are never touched."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(p for p in folder.glob(".*.ckpt.*.tmp") if p.is_file())
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def check_checkpoint_file(path: str | Path) -> str | None:
     """Why ``path`` cannot be a complete ``torch.save`` checkpoint, or None if it looks whole.
 
