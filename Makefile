@@ -43,8 +43,8 @@ format: $(STAMP) ## ruff format in place
 	$(VENV)/bin/ruff format src tests benchmarks experiments
 	$(VENV)/bin/ruff check --fix src tests benchmarks experiments
 
-bench-nets: $(STAMP) ## Benchmark every network (img/s, memory, FLOPs, fraction of peak)
-	$(PY) benchmarks/bench_nets.py
+bench-nets: $(STAMP) ## Benchmark every network (img/s, memory, FLOPs, fraction of peak); BENCH_ARGS="--device cuda --compile" on a GPU
+	$(PY) benchmarks/bench_nets.py $(BENCH_ARGS)
 
 soak: $(STAMP) ## Kill-and-resume soak test (not in CI)
 	$(PY) -m scorelab.soak
