@@ -34,6 +34,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -366,7 +367,13 @@ def run_isolated(name: str, mode: str, args: argparse.Namespace, with_flops: boo
     ]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory(prefix="inductor_") as cache:
+        if mode.endswith("+compile") and not args.warm_cache:
+            # An empty compile cache per row: the first step is the cold compile a new user
+            # (or a new machine) pays, not a lookup in the cache an earlier row filled.
+            env["TORCHINDUCTOR_CACHE_DIR"] = cache
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
         raise RuntimeError(f"row {name} {mode} failed (exit {proc.returncode}): {tail}")
@@ -430,7 +437,14 @@ def to_markdown(report: dict) -> str:
             else "On CPU the reference is the fp32 matmul peak; bf16 rows can exceed 100% of "
             "it, and the bf16 column compares them with the bf16 matmul peak. "
         )
-        + "The first step includes compilation for `+compile` rows. Peak memory is the "
+        + (
+            "The first step of a `+compile` row includes compiling it, with torch.compile's "
+            "on-disk cache from earlier runs. "
+            if report["args"].get("warm_cache")
+            else "The first step of a `+compile` row includes compiling it from an empty "
+            "compile cache (a cold compile). "
+        )
+        + "Peak memory is the "
         + (
             "CUDA allocator's maximum."
             if gpu
@@ -460,6 +474,12 @@ def main(argv: list[str] | None = None) -> None:
         choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
         help="torch.compile mode (reduce-overhead uses CUDA graphs)",
     )
+    p.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="let compiled rows reuse torch.compile's on-disk cache (default on CPU: a fresh "
+        "cache per row, so the first-step column is a cold compile)",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, default=None, help="default 4 on CPU, 128 on GPU")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 3 CPU, 30 GPU)")
@@ -487,6 +507,8 @@ def main(argv: list[str] | None = None) -> None:
     args.warmup = args.warmup if args.warmup is not None else (1 if cpu else 5)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not cpu and args.compile and not args.warm_cache:  # rows share this process
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor_")
     if args.row:  # child process of run_isolated: one row, printed as JSON
         name, mode, with_flops = args.row
         print(json.dumps(bench_one(name, mode, args, device, with_flops == "1")))
@@ -505,6 +527,7 @@ def main(argv: list[str] | None = None) -> None:
             "steps": args.steps,
             "warmup": args.warmup,
             "compile_mode": args.compile_mode,
+            "warm_cache": args.warm_cache,
         },
         "peaks": {
             "fp32": measured_peak_flops(device, torch.float32),
