@@ -35,3 +35,20 @@ def compose_cfg(config_name: str, overrides: list[str], out: Path) -> DictConfig
                 f"paths.cache_dir={out}/cache",
             ],
         )
+
+
+def bare_trainer(max_steps: int, **kwargs):
+    """A CPU Lightning Trainer with nothing around the loop: no logger, progress bar, model
+    summary, validation or (unless ``kwargs`` say otherwise) checkpointing."""
+    import lightning as L
+
+    settings = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "limit_val_batches": 0,
+        **kwargs,
+    }
+    return L.Trainer(max_steps=max_steps, **settings)

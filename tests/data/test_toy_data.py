@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 
+from run_helpers import bare_trainer
 from scorelab.data.toy import ToyDataModule
 
 NCSN_GMM = {"weights": [0.2, 0.8], "means": [[-5.0, -5.0], [5.0, 5.0]], "stds": [1.0, 1.0]}
@@ -121,15 +122,7 @@ class _Recorder(L.LightningModule):
 def _fit(max_steps: int, ckpt_path: Path | None = None, save_to: Path | None = None) -> list:
     dm = ToyDataModule("gmm", n_train=256, batch_size=64, seed=5, **NCSN_GMM)
     model = _Recorder()
-    trainer = L.Trainer(
-        max_steps=max_steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
+    trainer = bare_trainer(max_steps)
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     if save_to is not None:
         trainer.save_checkpoint(save_to)

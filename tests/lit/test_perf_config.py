@@ -9,7 +9,7 @@ import pytest
 import torch
 from cli import TOY_CLI, run_cli
 
-from run_helpers import compose_cfg
+from run_helpers import bare_trainer, compose_cfg
 from scorelab.lit.build import build_module, load_module
 from scorelab.lit.module import COMPILE_MODES, compile_mode
 
@@ -90,7 +90,6 @@ HOST_READS = ("item", "__bool__", "__float__", "__int__", "__index__", "tolist",
 def _host_reads_per_step(tmp_path, nonfinite: str, steps: int = 5) -> list[str]:
     """Train a toy module for ``steps`` steps and record every host read made inside
     ``training_step`` after the first two steps (which may read state once)."""
-    import lightning as L
 
     from run_helpers import TOY_FAST
     from scorelab.lit.build import build_datamodule
@@ -121,15 +120,7 @@ def _host_reads_per_step(tmp_path, nonfinite: str, steps: int = 5) -> list[str]:
                 setattr(torch.Tensor, name, fn)
 
     module.training_step = watched_step
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
+    trainer = bare_trainer(steps)
     trainer.fit(module, datamodule=datamodule)
     assert trainer.global_step == steps
     return reads

@@ -12,6 +12,7 @@ import torch
 from reliability_helpers import compose_train
 
 import scorelab.train
+from run_helpers import bare_trainer
 from scorelab.lit.build import build_datamodule, build_module
 from scorelab.lit.module import NonFiniteLossError
 from scorelab.train import train
@@ -90,11 +91,7 @@ def test_skip_leaves_optimizer_schedule_and_ema_bit_identical(tmp_path: Path, wh
     callbacks = [record, PoisonBatch(BAD_STEP)] if where == "data" else [record]
     if where == "loss":
         poison_loss(module, BAD_STEP)
-    trainer = L.Trainer(
-        max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-        callbacks=callbacks,
-    )  # fmt: skip
+    trainer = bare_trainer(6, callbacks=callbacks)
     with pytest.warns(UserWarning, match=f"non-finite loss at step {BAD_STEP} .*step skipped"):
         trainer.fit(module, datamodule=dm)
 

@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from reliability_helpers import compose_train
 
+from run_helpers import bare_trainer
 from scorelab.lit.build import build_datamodule, build_module
 from scorelab.lit.callbacks import PreemptionHandler
 from scorelab.lit.checkpoint_io import AtomicCheckpointIO
@@ -33,10 +34,8 @@ def test_signal_saves_last_ckpt_and_stops(tmp_path: Path, sig: signal.Signals) -
     cfg = compose_train(tmp_path, steps=50)
     module, dm = build_module(cfg), build_datamodule(cfg)
     ckpt_dir = tmp_path / "checkpoints"
-    trainer = L.Trainer(
-        max_steps=50, accelerator="cpu", logger=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path,
-        plugins=[AtomicCheckpointIO()],
+    trainer = bare_trainer(
+        50, enable_checkpointing=True, default_root_dir=tmp_path, plugins=[AtomicCheckpointIO()],
         callbacks=[SignalAt(3, sig), PreemptionHandler(),
                    ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=100)],
     )  # fmt: skip
