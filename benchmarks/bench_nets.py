@@ -319,7 +319,8 @@ def bench_one(
     step = make_step(model, x, cond, base_mode, device)
     # The peak is measured again next to each row, in the row's compute dtype: on a shared
     # machine it drifts with load.
-    row_peak = measured_peak_flops(device, compute_dtype(mode), seconds=1.5)["flops"]
+    row_peak = measured_peak_flops(device, compute_dtype(mode), seconds=args.peak_seconds / 2)
+    row_peak = row_peak["flops"]
     chunk = 1 if device.type == "cpu" else 5
     with rss if rss else contextlib.nullcontext():
         times, first = time_steps(step, device, args.warmup, args.steps, chunk)
@@ -360,6 +361,8 @@ def run_isolated(name: str, mode: str, args: argparse.Namespace, with_flops: boo
         str(args.warmup),
         "--compile-mode",
         args.compile_mode,
+        "--peak-seconds",
+        str(args.peak_seconds),
         "--row",
         name,
         mode,
@@ -485,6 +488,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 3 CPU, 30 GPU)")
     p.add_argument("--warmup", type=int, default=None, help="default 1 CPU, 5 GPU")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--peak-seconds",
+        type=float,
+        default=3.0,
+        help="how long each matmul peak is measured (half that again next to each row)",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--tag", default="", help="suffix of the result file names")
     p.add_argument(
@@ -498,6 +507,8 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is visible; run on a GPU machine or --device cpu")
     cpu = device.type == "cpu"
+    if not args.peak_seconds > 0:
+        p.error(f"--peak-seconds {args.peak_seconds}: must be > 0")
     for flag in ("batch", "steps", "warmup", "threads"):
         value = getattr(args, flag)
         if value is not None and value < (0 if flag == "warmup" else 1):
@@ -530,8 +541,8 @@ def main(argv: list[str] | None = None) -> None:
             "warm_cache": args.warm_cache,
         },
         "peaks": {
-            "fp32": measured_peak_flops(device, torch.float32),
-            "bf16": measured_peak_flops(device, torch.bfloat16),
+            "fp32": measured_peak_flops(device, torch.float32, args.peak_seconds),
+            "bf16": measured_peak_flops(device, torch.bfloat16, args.peak_seconds),
         },
         "results": [],
     }
