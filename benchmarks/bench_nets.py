@@ -269,13 +269,20 @@ def count_flops(net: nn.Module, x: torch.Tensor, cond: torch.Tensor) -> int:
 
 
 def time_steps(
-    step: Callable[[], None], device: torch.device, warmup: int, steps: int, chunk: int = 1
+    step: Callable[[], None],
+    device: torch.device,
+    warmup: int,
+    steps: int,
+    chunk: int = 1,
+    min_time: float = 0.0,
 ) -> tuple[list[float], float]:
-    """Per-step wall times of ``steps`` steps after ``warmup`` untimed ones, and the wall time
-    of the first warm-up step (which includes any compilation).
+    """Per-step wall times of at least ``steps`` steps after ``warmup`` untimed ones, and the
+    wall time of the first warm-up step (which includes any compilation).
 
-    On GPU the steps are timed in chunks of ``chunk`` with one synchronisation per chunk, so
-    the host queues work ahead as it does in training; each entry is a chunk's mean."""
+    Timing goes on past ``steps`` until ``min_time`` seconds are timed (at most 1000 entries),
+    so that fast networks get enough steps for a stable median. On GPU the steps are timed in
+    chunks of ``chunk`` with one synchronisation per chunk, so the host queues work ahead as
+    it does in training; each entry is a chunk's mean."""
     first = 0.0
     for i in range(warmup):
         t0 = time.perf_counter()
@@ -283,8 +290,9 @@ def time_steps(
         sync(device)
         if i == 0:
             first = time.perf_counter() - t0
-    times = []
-    for _ in range(max(1, steps // chunk)):
+    times: list[float] = []
+    n = max(1, steps // chunk)
+    while len(times) < n or (sum(times) * chunk < min_time and len(times) < 1000):
         t0 = time.perf_counter()
         for _ in range(chunk):
             step()
@@ -323,7 +331,7 @@ def bench_one(
     row_peak = row_peak["flops"]
     chunk = 1 if device.type == "cpu" else 5
     with rss if rss else contextlib.nullcontext():
-        times, first = time_steps(step, device, args.warmup, args.steps, chunk)
+        times, first = time_steps(step, device, args.warmup, args.steps, chunk, args.min_time)
     med = statistics.median(times)
     res = {
         "net": name,
@@ -363,6 +371,8 @@ def run_isolated(name: str, mode: str, args: argparse.Namespace, with_flops: boo
         args.compile_mode,
         "--peak-seconds",
         str(args.peak_seconds),
+        "--min-time",
+        str(args.min_time),
         "--row",
         name,
         mode,
@@ -410,8 +420,10 @@ def to_markdown(report: dict) -> str:
         f"- Load average at start: {[round(v, 2) for v in m['load_average_at_start'] or []]}. "
         "The machine may be shared with other jobs; compare rows of the same run.",
         f"- Measured peaks: {peak_text}.",
-        f"- Batch {report['args']['batch']}, 32x32x3, median of {report['args']['steps']} timed "
-        f"steps after {report['args']['warmup']} warm-up (forward + backward + Adam).",
+        f"- Batch {report['args']['batch']}, 32x32x3, median of at least "
+        f"{report['args']['steps']} timed steps"
+        + (f" and {report['args']['min_time']:g} s" if report["args"].get("min_time") else "")
+        + f" after {report['args']['warmup']} warm-up (forward + backward + Adam).",
         f"- Command: `{report['command']}`",
         "",
         "| network | params (M) | mode | img/s | step (s) | first step (s) | peak mem (MiB) | "
@@ -489,6 +501,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=None, help="default 1 CPU, 5 GPU")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument(
+        "--min-time",
+        type=float,
+        default=2.0,
+        help="keep timing past --steps until this many seconds are timed (fast networks)",
+    )
+    p.add_argument(
         "--peak-seconds",
         type=float,
         default=3.0,
@@ -509,6 +527,8 @@ def main(argv: list[str] | None = None) -> None:
     cpu = device.type == "cpu"
     if not args.peak_seconds > 0:
         p.error(f"--peak-seconds {args.peak_seconds}: must be > 0")
+    if not args.min_time >= 0:
+        p.error(f"--min-time {args.min_time}: must be >= 0 (0: exactly --steps steps)")
     for flag in ("batch", "steps", "warmup", "threads"):
         value = getattr(args, flag)
         if value is not None and value < (0 if flag == "warmup" else 1):
@@ -539,6 +559,7 @@ def main(argv: list[str] | None = None) -> None:
             "warmup": args.warmup,
             "compile_mode": args.compile_mode,
             "warm_cache": args.warm_cache,
+            "min_time": args.min_time,
         },
         "peaks": {
             "fp32": measured_peak_flops(device, torch.float32, args.peak_seconds),
