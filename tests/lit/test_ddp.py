@@ -46,3 +46,35 @@ def test_cpu_ddp_two_ranks(tmp_path):
     ]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_step"] == 6
+
+
+def test_cpu_ddp_with_gradient_accumulation(tmp_path):
+    """Two ranks, two batches per optimizer step: the first batch's backward skips the
+    all-reduce (no_sync), the second reduces the accumulated sum, so the ranks still end with
+    identical weights, and max_steps counts optimizer steps."""
+    probe = tmp_path / "probe"
+    logs = tmp_path / "logs"
+    run_cli(
+        "train",
+        [
+            *TOY_CLI,
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.max_steps=3",
+            "trainer.val_check_interval=2",
+            "module.accumulate_grad_batches=2",
+            "n_samples=0",
+            "callbacks.sample_grid=null",
+            "+callbacks.probe._target_=rank_probe.RankProbe",
+            f"+callbacks.probe.out_dir={probe}",
+            f"paths.log_dir={logs}",
+        ],
+        timeout=400,
+    )
+    records = [json.loads((probe / f"rank_{r}.json").read_text()) for r in (0, 1)]
+    assert [r["steps"] for r in records] == [6, 6]  # batches seen per rank
+    assert [r["global_step"] for r in records] == [3, 3]  # optimizer steps
+    assert abs(records[0]["checksum"] - records[1]["checksum"]) < 1e-9
+    (run_dir,) = list((logs / "train" / "runs").iterdir())
+    assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 3

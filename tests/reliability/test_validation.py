@@ -54,6 +54,16 @@ CASES = [
     (["module.warmup_steps=-1"], "module: warmup_steps must be >= 0, got -1"),
     (["module.grad_clip=-1"], "module: grad_clip must be >= 0 (0 disables clipping)"),
     (["module.compile=fastest"], "module: module.compile='fastest' is not a torch.compile mode"),
+    (
+        ["+trainer.accumulate_grad_batches=4"],
+        "trainer.accumulate_grad_batches=4 does not work with this module's manual optimisation; "
+        "use module.accumulate_grad_batches=4 instead",
+    ),
+    (
+        ["module.accumulate_grad_batches=3"],
+        "trainer.val_check_interval=2 is not a multiple of module.accumulate_grad_batches=3; "
+        "validation and checkpoints must fall at the end of an accumulation cycle: use 3",
+    ),
     (["optimizer.lr=-1"], "optimizer: Invalid learning rate: -1"),
     (
         ["callbacks.lr_monitor={_target_: lightning.pytorch.callbacks.LearningRateMonitor}"],

@@ -273,6 +273,24 @@ def validate_config(cfg: DictConfig) -> None:
                 f"trainer.val_check_interval must be an integer >= 1 (steps) or a float in "
                 f"(0, 1] (fraction of an epoch), got {vci}"
             )
+    if "trainer" in cfg:
+        lightning_acc = cfg.trainer.get("accumulate_grad_batches")
+        if lightning_acc not in (None, 1):
+            raise ConfigError(
+                f"trainer.accumulate_grad_batches={lightning_acc} does not work with this "
+                f"module's manual optimisation; use module.accumulate_grad_batches="
+                f"{lightning_acc} instead"
+            )
+        k = (cfg.get("module") or {}).get("accumulate_grad_batches", 1)
+        vci = cfg.trainer.get("val_check_interval")
+        if isinstance(k, int) and k > 1 and isinstance(vci, int) and vci % k:
+            lower = vci - vci % k
+            fix = f"{lower} or {lower + k}" if lower else f"{lower + k}"
+            raise ConfigError(
+                f"trainer.val_check_interval={vci} is not a multiple of "
+                f"module.accumulate_grad_batches={k}; validation and checkpoints must fall at "
+                f"the end of an accumulation cycle: use {fix}"
+            )
     callbacks = cfg.get("callbacks") or {}
     if not any(v is not None for v in (cfg.get("logger") or {}).values()):
         for name, cb in callbacks.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -74,6 +75,10 @@ class ScoreModule(L.LightningModule):
         channels_last: use the channels-last memory format for image networks.
         compile: wrap the score model's forward in ``torch.compile``: ``False``, ``True``
             (mode "default") or a mode name from :data:`COMPILE_MODES`.
+        accumulate_grad_batches: sum the gradients of this many batches (each scaled by 1/k)
+            before one optimizer step, so ``data.batch_size × k`` is the effective batch.
+            Optimizer steps, the LR schedule, EMA and ``trainer.max_steps`` count optimizer
+            steps; ``trainer.val_check_interval`` counts batches.
         config: the resolved run configuration as plain containers; saved in checkpoints so
             that :func:`scorelab.lit.build.load_module` can rebuild the module.
     """
@@ -94,6 +99,7 @@ class ScoreModule(L.LightningModule):
         val_buckets: int = 4,
         channels_last: bool = False,
         compile: bool | str = False,
+        accumulate_grad_batches: int = 1,
         config: dict | None = None,
     ) -> None:
         super().__init__()
@@ -108,6 +114,14 @@ class ScoreModule(L.LightningModule):
         if val_buckets < 1:
             raise ValueError(f"val_buckets must be >= 1, got {val_buckets}")
         mode = compile_mode(compile)
+        if (
+            isinstance(accumulate_grad_batches, bool)
+            or int(accumulate_grad_batches) != float(accumulate_grad_batches)
+            or int(accumulate_grad_batches) < 1
+        ):
+            raise ValueError(
+                f"accumulate_grad_batches must be an integer >= 1, got {accumulate_grad_batches}"
+            )
         self.automatic_optimization = False
         self.model = model
         self.loss_fn = loss
@@ -133,6 +147,8 @@ class ScoreModule(L.LightningModule):
         # Kept out of the module registry, so checkpoints hold the weights once (under model.*)
         # and the compiled wrapper never appears in the state dict.
         self.compile_mode = mode
+        self.accumulate_grad_batches = int(accumulate_grad_batches)
+        self._micro_step = 0
         forward = torch.compile(self.model, mode=mode) if mode else self.model
         object.__setattr__(self, "_forward", forward)
         self.last_bad_batch: Tensor | None = None
@@ -165,10 +181,18 @@ class ScoreModule(L.LightningModule):
         x, index = unpack_batch(batch)
         opt = self.optimizers()
         sched = self.lr_schedulers()
-        out = self.loss_fn(self, self._prep(x))
-        loss = out.loss
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        k = self.accumulate_grad_batches
+        last = self._micro_step == k - 1
+        if self._micro_step == 0:
+            opt.zero_grad(set_to_none=True)
+        with self._backward_sync(enabled=last):
+            out = self.loss_fn(self, self._prep(x))
+            loss = out.loss
+            self.manual_backward(loss / k if k > 1 else loss)
+        self._micro_step = (self._micro_step + 1) % k
+        if not last:  # gradients keep accumulating; no optimizer step yet
+            self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+            return loss.detach()
         max_norm = self.grad_clip if self.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         if self.nonfinite == "off" or self._all_finite(loss, grad_norm):
@@ -184,6 +208,21 @@ class ScoreModule(L.LightningModule):
         self.log("train/lr", sched.get_last_lr()[0], on_step=True, on_epoch=False)
         self.log("train/skipped_steps", self.skipped_steps.float(), on_step=True, on_epoch=False)
         return loss.detach()
+
+    def _backward_sync(self, enabled: bool):
+        """Under DDP, skip the gradient all-reduce on micro-batches that do not end an
+        accumulation cycle (the last one reduces the sum of all of them)."""
+        trainer = self._trainer
+        if enabled or trainer is None:
+            return contextlib.nullcontext()
+        block = getattr(trainer.strategy, "block_backward_sync", None)
+        return block() if block is not None else contextlib.nullcontext()
+
+    def on_train_start(self) -> None:
+        # A run (or a resume) starts a fresh accumulation cycle: gradients are not saved in
+        # checkpoints, which are written at cycle ends (every_n_train_steps counts optimizer
+        # steps); a pre-emption inside a cycle drops that cycle's partial sum.
+        self._micro_step = 0
 
     def _all_finite(self, loss: Tensor, grad_norm: Tensor) -> bool:
         """One host sync; under DDP every rank takes the same decision (a NaN on any rank
