@@ -313,9 +313,10 @@ def bench_one(
         torch.backends.cudnn.benchmark = True
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    net, kind = build_net(name)
+    net, kind = build_net(name, args.image_size, args.channels)
     net = net.to(device).train()
-    x = torch.rand(args.batch, 3, 32, 32, device=device) * 2 - 1
+    x = torch.rand(args.batch, args.channels, args.image_size, args.image_size, device=device)
+    x = x * 2 - 1
     cond = make_cond(kind, args.batch, device)
     base_mode, compiled = mode.removesuffix("+compile"), mode.endswith("+compile")
     if "channels_last" in base_mode:
@@ -363,6 +364,10 @@ def run_isolated(name: str, mode: str, args: argparse.Namespace, with_flops: boo
         "cpu",
         "--batch",
         str(args.batch),
+        "--image-size",
+        str(args.image_size),
+        "--channels",
+        str(args.channels),
         "--steps",
         str(args.steps),
         "--warmup",
@@ -420,7 +425,9 @@ def to_markdown(report: dict) -> str:
         f"- Load average at start: {[round(v, 2) for v in m['load_average_at_start'] or []]}. "
         "The machine may be shared with other jobs; compare rows of the same run.",
         f"- Measured peaks: {peak_text}.",
-        f"- Batch {report['args']['batch']}, 32x32x3, median of at least "
+        f"- Batch {report['args']['batch']}, "
+        f"{report['args'].get('image_size', 32)}x{report['args'].get('image_size', 32)}x"
+        f"{report['args'].get('channels', 3)}, median of at least "
         f"{report['args']['steps']} timed steps"
         + (f" and {report['args']['min_time']:g} s" if report["args"].get("min_time") else "")
         + f" after {report['args']['warmup']} warm-up (forward + backward + Adam).",
@@ -497,6 +504,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, default=None, help="default 4 on CPU, 128 on GPU")
+    p.add_argument("--image-size", type=int, default=32, help="default 32 (CIFAR-10)")
+    p.add_argument("--channels", type=int, default=3, help="default 3 (MNIST: 1)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 3 CPU, 30 GPU)")
     p.add_argument("--warmup", type=int, default=None, help="default 1 CPU, 5 GPU")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -529,10 +538,12 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--peak-seconds {args.peak_seconds}: must be > 0")
     if not args.min_time >= 0:
         p.error(f"--min-time {args.min_time}: must be >= 0 (0: exactly --steps steps)")
-    for flag in ("batch", "steps", "warmup", "threads"):
+    for flag in ("batch", "steps", "warmup", "threads", "image_size", "channels"):
         value = getattr(args, flag)
         if value is not None and value < (0 if flag == "warmup" else 1):
-            p.error(f"--{flag} {value}: must be >= {0 if flag == 'warmup' else 1}")
+            p.error(
+                f"--{flag.replace('_', '-')} {value}: must be >= {0 if flag == 'warmup' else 1}"
+            )
     args.batch = args.batch or (4 if cpu else 128)
     args.steps = args.steps or (3 if cpu else 30)
     args.warmup = args.warmup if args.warmup is not None else (1 if cpu else 5)
@@ -560,6 +571,8 @@ def main(argv: list[str] | None = None) -> None:
             "compile_mode": args.compile_mode,
             "warm_cache": args.warm_cache,
             "min_time": args.min_time,
+            "image_size": args.image_size,
+            "channels": args.channels,
         },
         "peaks": {
             "fp32": measured_peak_flops(device, torch.float32, args.peak_seconds),
