@@ -5,7 +5,6 @@ python experiments/01_langevin_vs_annealed/run.py [--smoke] [--out DIR]
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch  # noqa: E402
 
 from scorelab.metrics.toy import mode_weights  # noqa: E402
 from scorelab.plots import save_figure
-from scorelab.runs import write_text_atomic  # noqa: E402
+from scorelab.runs import study_parser, write_text_atomic  # noqa: E402
 from scorelab.sampling import annealed_langevin, langevin  # noqa: E402
 from scorelab.schedules import geometric_sigmas  # noqa: E402
 from scorelab.toy import ncsn_toy_mixture, oracle_sigma_score  # noqa: E402
@@ -118,9 +117,7 @@ def plot(samples: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="tiny sizes (tests)")
-    p.add_argument("--out", type=Path, default=HERE / "results")
+    p = study_parser(__doc__, HERE)
     a = p.parse_args(argv)
     torch.set_num_threads(1)  # small tensors: one thread is fastest on a shared CPU
     size = SMOKE if a.smoke else FULL

@@ -5,7 +5,6 @@ python experiments/02_score_accuracy_low_density/run.py [--smoke] [--out DIR]
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from scorelab.losses import DiscreteDSMLoss, SlicedScoreMatchingLoss  # noqa: E402
 from scorelab.nets.mlp import MLP  # noqa: E402
 from scorelab.plots import save_figure
-from scorelab.runs import write_text_atomic  # noqa: E402
+from scorelab.runs import study_parser, write_text_atomic  # noqa: E402
 from scorelab.toy import ncsn_toy_mixture  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -128,9 +127,7 @@ def markdown(s: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="tiny sizes (tests)")
-    p.add_argument("--out", type=Path, default=HERE / "results")
+    p = study_parser(__doc__, HERE)
     a = p.parse_args(argv)
     torch.set_num_threads(1)  # small tensors: one thread is fastest on a shared CPU
     a.out.mkdir(parents=True, exist_ok=True)

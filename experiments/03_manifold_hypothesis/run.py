@@ -5,7 +5,6 @@ python experiments/03_manifold_hypothesis/run.py [--smoke] [--out DIR] [--data-r
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from itertools import cycle
@@ -21,7 +20,7 @@ from scorelab.data.images import MNISTDataModule  # noqa: E402
 from scorelab.losses import SlicedScoreMatchingLoss  # noqa: E402
 from scorelab.nets.mlp import MLP  # noqa: E402
 from scorelab.plots import save_figure
-from scorelab.runs import write_text_atomic  # noqa: E402
+from scorelab.runs import study_parser, write_text_atomic  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -89,9 +88,7 @@ def summarise(curves: dict[str, list[float]]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="tiny sizes (tests)")
-    p.add_argument("--out", type=Path, default=HERE / "results")
+    p = study_parser(__doc__, HERE)
     p.add_argument(
         "--data-root", type=Path, default=ROOT / "data" / "raw", help="holds MNIST/raw (make data)"
     )

@@ -5,7 +5,6 @@ python experiments/04_dsm_ssm_ism/run.py [--smoke] [--out DIR]
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -20,7 +19,7 @@ from scorelab.losses import (
     SlicedScoreMatchingLoss,
 )
 from scorelab.nets.mlp import MLP
-from scorelab.runs import write_text_atomic
+from scorelab.runs import study_parser, write_text_atomic
 from scorelab.toy import ncsn_toy_mixture
 
 HERE = Path(__file__).resolve().parent
@@ -148,9 +147,7 @@ def markdown(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="tiny sizes (tests)")
-    p.add_argument("--out", type=Path, default=HERE / "results")
+    p = study_parser(__doc__, HERE)
     a = p.parse_args(argv)
     torch.set_num_threads(1)  # small tensors: one thread is fastest on a shared CPU
     a.out.mkdir(parents=True, exist_ok=True)

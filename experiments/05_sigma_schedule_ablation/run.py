@@ -7,7 +7,6 @@ python experiments/05_sigma_schedule_ablation/run.py [--smoke] [--out DIR] [--wo
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ import torch
 
 from scorelab.metrics.toy import mode_weight_error, mode_weights, sliced_wasserstein
 from scorelab.report import report
-from scorelab.runs import write_json_atomic, write_text_atomic
+from scorelab.runs import study_parser, write_json_atomic, write_text_atomic
 from scorelab.toy import ncsn_toy_mixture
 
 HERE = Path(__file__).resolve().parent
@@ -171,9 +170,7 @@ def noise_floor(n: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="tiny sizes (tests)")
-    p.add_argument("--out", type=Path, default=HERE / "results")
+    p = study_parser(__doc__, HERE)
     p.add_argument(
         "--work",
         type=Path,

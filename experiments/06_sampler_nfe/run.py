@@ -6,7 +6,6 @@ python experiments/06_sampler_nfe/run.py [--smoke] [--out DIR]
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
@@ -30,7 +29,7 @@ from scorelab.metrics.toy import (  # noqa: E402
     sliced_wasserstein,
 )
 from scorelab.plots import save_figure
-from scorelab.runs import write_text_atomic  # noqa: E402
+from scorelab.runs import study_parser, write_text_atomic  # noqa: E402
 from scorelab.sampling import (  # noqa: E402
     LangevinCorrector,
     ancestral_sampler,
@@ -726,9 +725,7 @@ def markdown(panels: list[dict], sweep: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="tiny sizes (tests)")
-    p.add_argument("--out", type=Path, default=HERE / "results")
+    p = study_parser(__doc__, HERE)
     a = p.parse_args(argv)
     torch.set_num_threads(1)  # many small ops; a second thread only contends on this machine
     size = SMOKE if a.smoke else FULL
