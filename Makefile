@@ -32,7 +32,7 @@ fid-weights: $(STAMP) ## Install the FID Inception weights into torch-fidelity's
 test: $(STAMP) data ## Prepare MNIST if missing, then run the fast test suite (< 10 min on 2 cores)
 	$(PY) -m pytest -q -p no:cacheprovider
 
-test-full: $(STAMP) data ## Run every test, slow ones included
+test-full: $(STAMP) data fid-weights ## Run every test, slow ones included (prepares MNIST and the FID weights first)
 	$(PY) -m pytest -q -p no:cacheprovider -m "slow or not slow"
 
 lint: $(STAMP) ## ruff check and format check

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 
 class EMAModel(AveragedModel):
@@ -22,7 +22,8 @@ class EMAModel(AveragedModel):
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
-        super().__init__(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+        # The averaging itself is update_parameters below, so no avg_fn is handed to the base.
+        super().__init__(model, use_buffers=True)
         self.decay = float(decay)
         self._host_count: int | None = None
         self.register_load_state_dict_post_hook(EMAModel._forget_count)
@@ -30,10 +31,6 @@ class EMAModel(AveragedModel):
     @staticmethod
     def _forget_count(module: EMAModel, _incompatible) -> None:
         module._host_count = None
-
-    def _apply(self, fn, recurse: bool = True):  # .to(), .cuda(): the buffer may be replaced
-        self._host_count = None
-        return super()._apply(fn, recurse)
 
     def _count(self) -> int:
         if self._host_count is None:
@@ -62,4 +59,4 @@ class EMAModel(AveragedModel):
                     for e, t in zip(a, b, strict=True):
                         e.copy_(e * self.decay + t * (1.0 - self.decay))
         self.n_averaged += 1
-        self._host_count = self._count() + 1
+        self._host_count += 1
