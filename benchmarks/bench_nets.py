@@ -484,8 +484,9 @@ def main(argv: list[str] | None = None) -> None:
         "--modes",
         nargs="*",
         default=None,
-        choices=MODES,
-        help="default: fp32 bf16 channels_last (CPU); fp32 bf16 channels_last_bf16 (GPU)",
+        choices=[*MODES, *(f"{m}+compile" for m in MODES)],
+        help="default: fp32 bf16 channels_last (CPU); fp32 bf16 channels_last_bf16 (GPU); "
+        "a '+compile' mode times that mode under torch.compile alone",
     )
     p.add_argument(
         "--compile", action="store_true", help="also time every mode under torch.compile"
@@ -549,7 +550,8 @@ def main(argv: list[str] | None = None) -> None:
     args.warmup = args.warmup if args.warmup is not None else (1 if cpu else 5)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not cpu and args.compile and not args.warm_cache:  # rows share this process
+    compiled_rows = args.compile or any(m.endswith("+compile") for m in args.modes or [])
+    if not cpu and compiled_rows and not args.warm_cache:  # rows share this process
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor_")
     if args.row:  # child process of run_isolated: one row, printed as JSON
         name, mode, with_flops = args.row
@@ -559,7 +561,8 @@ def main(argv: list[str] | None = None) -> None:
         ["fp32", "bf16", "channels_last"] if cpu else ["fp32", "bf16", "channels_last_bf16"]
     )
     if args.compile:
-        modes = [*modes, *(f"{m}+compile" for m in modes)]
+        modes = [*modes, *(f"{m}+compile" for m in modes if not m.endswith("+compile"))]
+        modes = list(dict.fromkeys(modes))
 
     report = {
         "command": "python " + " ".join(["benchmarks/bench_nets.py", *(argv or sys.argv[1:])]),

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from scorelab.lit.rng import RNG_KEY
 from scorelab.runs import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,13 +50,18 @@ TOY_ARGS = (
 )
 
 
-def train_command(log_dir: str | Path, steps: int, every: int, extra: tuple = ()) -> list[str]:
+def train_command(
+    log_dir: str | Path, steps: int, every: int, extra: tuple = (), accelerator: str = "cpu"
+) -> list[str]:
     """The ``python -m scorelab.train`` command of a toy run writing under ``log_dir``."""
     return [
         sys.executable,
         "-m",
         "scorelab.train",
-        *TOY_ARGS,
+        *(
+            a if not a.startswith("trainer.accelerator=") else f"trainer.accelerator={accelerator}"
+            for a in TOY_ARGS
+        ),
         f"trainer.max_steps={steps}",
         f"trainer.val_check_interval={every}",
         *extra,
@@ -119,13 +125,30 @@ def compare_weights(a: str | Path, b: str | Path) -> dict:
         elif not torch.equal(sa[key], sb[key]):
             diff.append(key)
             max_abs = max(max_abs, float((sa[key].double() - sb[key].double()).abs().max()))
+    rng_a, rng_b = ca.get(RNG_KEY) or {}, cb.get(RNG_KEY) or {}
+    rng_equal = {
+        part: _same_state(rng_a.get(part), rng_b.get(part))
+        for part in sorted(set(rng_a) | set(rng_b))
+    }
     return {
         "equal": not diff and ca["global_step"] == cb["global_step"],
+        "rng_equal": rng_equal,
         "steps": (int(ca["global_step"]), int(cb["global_step"])),
         "n_tensors": len(sa),
         "differing": diff,
         "max_abs_diff": max_abs,
     }
+
+
+def _same_state(a, b) -> bool:
+    """Equality of two saved RNG states (tensors, lists of tensors, tuples or plain values)."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    return a == b
 
 
 _PROGRESS = re.compile(r"(\d+)/(\d+) \[")
@@ -169,15 +192,18 @@ def _kill_at_step(proc: subprocess.Popen, log: Path, step: int, jitter: float) -
     return False
 
 
-def soak(runs: int, steps: int, every: int, seed: int, workdir: Path) -> dict:
+def soak(
+    runs: int, steps: int, every: int, seed: int, workdir: Path, accelerator: str = "cpu"
+) -> dict:
     rng = random.Random(seed)
     ref_dir = workdir / "reference"
-    ref_time = run_to_end(train_command(ref_dir, steps, every), workdir / "reference.log")
+    ref_cmd = train_command(ref_dir, steps, every, accelerator=accelerator)
+    ref_time = run_to_end(ref_cmd, workdir / "reference.log")
     reference = run_dir(ref_dir) / "checkpoints" / "last.ckpt"
     results = []
     for i in range(runs):
         log_dir = workdir / f"run{i}"
-        cmd = train_command(log_dir, steps, every)
+        cmd = train_command(log_dir, steps, every, accelerator=accelerator)
         target = rng.randint(1, steps - 1)  # kill once the bar shows this step, plus a jitter
         jitter = rng.uniform(0.0, 0.5)  # that lands in steps, validation and checkpoint writes
         log = workdir / f"run{i}.kill.log"
@@ -200,7 +226,8 @@ def soak(runs: int, steps: int, every: int, seed: int, workdir: Path) -> dict:
                 "checkpoint_step_left": saved,
                 "steps_lost": max(0, done - saved),
                 "resume_wall_s": round(resume_time, 1),
-                "resumed_correctly": cmp["equal"],
+                "resumed_correctly": cmp["equal"] and all(cmp["rng_equal"].values()),
+                "rng_equal": cmp["rng_equal"],
                 "max_abs_diff": cmp["max_abs_diff"],
                 "differing_tensors": len(cmp["differing"]),
             }
@@ -213,8 +240,15 @@ def soak(runs: int, steps: int, every: int, seed: int, workdir: Path) -> dict:
             "steps": steps,
             "checkpoint_every": every,
             "seed": seed,
+            "accelerator": accelerator,
+            "device": torch.cuda.get_device_name(0)
+            if accelerator == "gpu" and torch.cuda.is_available()
+            else "cpu",
             "command": " ".join(
-                ["python -m scorelab.train", *train_command("LOG", steps, every)[3:]]
+                [
+                    "python -m scorelab.train",
+                    *train_command("LOG", steps, every, accelerator=accelerator)[3:],
+                ]
             ),
         },
         "reference_wall_s": round(ref_time, 1),
@@ -232,10 +266,12 @@ def to_markdown(report: dict) -> str:
         "# Kill-and-resume soak",
         "",
         f"`python -m scorelab.soak --runs {c['runs']} --steps {c['steps']} --every "
-        f"{c['checkpoint_every']} --seed {c['seed']}`: {c['runs']} toy runs of {c['steps']} steps "
+        f"{c['checkpoint_every']} --seed {c['seed']} --accelerator {c.get('accelerator', 'cpu')}`"
+        f" on {c.get('device', 'cpu')}: {c['runs']} toy runs of {c['steps']} steps "
         f"(checkpoint every {c['checkpoint_every']}), each killed with SIGKILL at a random step "
         "(plus a random 0-0.5 s, so kills land in steps, validation and checkpoint writes) and "
-        "rerun with the same command; compared bit for bit with an uninterrupted reference.",
+        "rerun with the same command; compared bit for bit with an uninterrupted reference "
+        "(model, EMA, step, and the CPU and CUDA random-number states saved in last.ckpt).",
         "",
         f"- resumed correctly: **{report['resumed_correctly']}/{c['runs']}** "
         f"({report['killed']} actually killed before finishing)",
@@ -244,15 +280,20 @@ def to_markdown(report: dict) -> str:
         "as a checkpoint is written every "
         f"{c['checkpoint_every']})",
         "",
-        "| run | kill at step (+ s) | killed | steps done | checkpoint left | steps lost | equal |",
-        "|---:|---:|:---:|---:|---:|---:|:---:|",
+        "| run | kill at step (+ s) | killed | steps done | checkpoint left | steps lost "
+        "| RNG states equal | equal |",
+        "|---:|---:|:---:|---:|---:|---:|:---|:---:|",
     ]
     for r in report["runs"]:
         lines.append(
             f"| {r['run']} | {r['kill_at_step']} (+{r['jitter_s']}) | "
             f"{'yes' if r['killed'] else 'no'} | "
             f"{r['steps_done_when_killed']} | {r['checkpoint_step_left']} | {r['steps_lost']} | "
-            f"{'yes' if r['resumed_correctly'] else 'NO'} |"
+            + (
+                ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r.get("rng_equal", {}).items())
+                or "n/a"
+            )
+            + f" | {'yes' if r['resumed_correctly'] else 'NO'} |"
         )
     lines += ["", f"Command run in each: `{c['command']}`", ""]
     return "\n".join(lines)
@@ -265,18 +306,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", type=int, default=10, help="checkpoint interval in steps (>= 1)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill times")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument(
+        "--accelerator", choices=["cpu", "gpu"], default="cpu", help="trainer.accelerator"
+    )
     ap.add_argument("--workdir", type=Path, default=None, help="run outputs (default: a tmp dir)")
     args = ap.parse_args(argv)
     if args.runs < 1 or args.steps < 2 or not 1 <= args.every <= args.steps:
         ap.error(f"need --runs >= 1, --steps >= 2 and 1 <= --every <= --steps, got {args}")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="scorelab-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    report = soak(args.runs, args.steps, args.every, args.seed, workdir)
+    if args.accelerator == "gpu" and not torch.cuda.is_available():
+        ap.error("--accelerator gpu: no CUDA device is visible; run on a GPU machine")
+    report = soak(args.runs, args.steps, args.every, args.seed, workdir, args.accelerator)
     report["workdir"] = str(workdir)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out / "soak.json", json.dumps(report, indent=2) + "\n")
-    write_text_atomic(args.out / "soak.md", to_markdown(report))
-    print(f"{report['resumed_correctly']}/{args.runs} resumed correctly; {args.out / 'soak.md'}")
+    stem = "soak" if args.accelerator == "cpu" else f"soak_{args.accelerator}"
+    write_text_atomic(args.out / f"{stem}.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(args.out / f"{stem}.md", to_markdown(report))
+    print(f"{report['resumed_correctly']}/{args.runs} resumed correctly; {args.out / stem}.md")
     return 0 if report["resumed_correctly"] == args.runs else 1
 
 
