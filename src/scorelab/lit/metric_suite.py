@@ -228,11 +228,9 @@ class MetricSuite:
                 f"use n_samples>={need}"
             )
         if any(m in MNIST_METRICS for m in self.names):
-            from scorelab.metrics.mnist import TRAIN_COMMAND
+            from scorelab.metrics.mnist import DEFAULT_CLASSIFIER_PATH, TRAIN_COMMAND
 
-            path = Path(
-                _opt(self.options, "mnist", "classifier_path", "data/cache/mnist_classifier.pt")
-            )
+            path = Path(_opt(self.options, "mnist", "classifier_path", DEFAULT_CLASSIFIER_PATH))
             if not path.is_file():
                 raise MetricConfigError(
                     f"MNIST classifier weights not found at {path}; train them with: "
@@ -277,12 +275,13 @@ class MetricSuite:
             self.reference2 = self.dm.sample(n_ref, generator=g).float().cpu()
         if names & set(MNIST_METRICS):
             from scorelab.metrics.mnist import (
+                DEFAULT_CLASSIFIER_PATH,
                 classifier_id,
                 load_mnist_classifier,
                 mnist_reference_statistics,
             )
 
-            path = _opt(self.options, "mnist", "classifier_path", "data/cache/mnist_classifier.pt")
+            path = _opt(self.options, "mnist", "classifier_path", DEFAULT_CLASSIFIER_PATH)
             self.classifier = load_mnist_classifier(path, self.device)
             given = _opt(self.options, "mnist", "reference_stats", None)
             if "mnist_fid" in names and given is not None:
@@ -494,7 +493,9 @@ class MetricSuite:
 
         logits = f["mnist_logits"]
         cov = mode_coverage_from_logits(
-            logits, float(_opt(self.options, "mnist", "min_share", 0.01))
+            logits,
+            float(_opt(self.options, "mnist", "min_share", 0.01)),
+            float(_opt(self.options, "mnist", "confidence", 0.9)),
         )
         return MetricValue(
             "mode_coverage",
@@ -503,6 +504,8 @@ class MetricSuite:
             extra={
                 "covered": cov.covered,
                 "min_share": cov.min_share,
+                "confident_share": round(cov.confident_share, 6),
+                "confidence": cov.confidence,
                 "histogram": [round(float(h), 6) for h in cov.histogram],
             },
         )

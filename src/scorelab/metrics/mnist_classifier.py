@@ -9,8 +9,9 @@ Reads torchvision's ``MNIST`` raw layout under ``<data-dir>/MNIST/raw`` (prepare
 test accuracy and saves a plain state dict (loadable with ``weights_only=True``) plus a JSON file
 with the accuracy next to it. An existing file is reused unless ``--force`` is given.
 
-Measured on 2 shared CPU cores (torch 2.14.1, seed 0): 3 epochs reach 99.05% test accuracy,
-4 epochs 99.10%. On real test digits the classifier score is 9.65 and all 10 classes are covered.
+The default ``--out`` is the copy that ships with the package
+(``scorelab/metrics/weights/mnist_classifier.pt``); ``--force`` retrains it. Measured on 2 CPU
+cores (torch 2.14.1, seed 0): 3 epochs (about 40 s) reach 99.05 % test accuracy.
 """
 
 from __future__ import annotations
