@@ -19,9 +19,13 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv: $(STAMP) ## Create the virtual environment (pip, pinned torch from local wheels)
 
-demo: $(STAMP) ## Train the MNIST demo (7-minute budget, 7.5 min in all on 2 CPU cores), sample, write metrics.json
+DEMO_RUN := logs/train/runs/experiment-mnist_demo
+demo: $(STAMP) ## Train the MNIST demo (a fixed number of steps), sample, and score 1,000 samples of the final weights
 	$(PY) -m scorelab.data.prepare mnist --root data/raw
 	$(PY) -m scorelab.train experiment=mnist_demo
+	$(PY) -m scorelab.evaluate ckpt_path=$(DEMO_RUN)/checkpoints/last.ckpt n_samples=1000 \
+		hydra.run.dir=$(DEMO_RUN)/evaluation
+	@echo "sample grid: $(DEMO_RUN)/samples_grid.png   scores: $(DEMO_RUN)/evaluation/metrics.json"
 
 data: $(STAMP) ## Put real MNIST into torchvision's raw layout under data/raw (offline-capable)
 	$(PY) -m scorelab.data.prepare mnist --root data/raw

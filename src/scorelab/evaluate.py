@@ -379,7 +379,16 @@ def evaluate(cfg: DictConfig) -> dict:
             if mv.stderr is not None
             else (f" ± {mv.std:.4g} (std)" if mv.std is not None else "")
         )
-        print(f"{mv.name:>18}: {mv.value:.6g}{err}  [n={mv.n_samples}, {mv.wall_time_s:.1f}s]")
+        note = ""
+        if mv.name == "mode_coverage" and "confident_share" in mv.extra:
+            note = (
+                f" ({mv.extra['covered']}/10 digits; "
+                f"{100 * mv.extra['confident_share']:.1f} % of samples classified with "
+                f"confidence >= {mv.extra['confidence']})"
+            )
+        print(
+            f"{mv.name:>18}: {mv.value:.6g}{err}{note}  [n={mv.n_samples}, {mv.wall_time_s:.1f}s]"
+        )
     print(f"metrics: {path}")
     return result
 
