@@ -13,6 +13,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationKeyError
 
 from scorelab.lit.checkpoint_io import check_checkpoint_file, describe_state_mismatch
 from scorelab.lit.module import ScoreModule
@@ -112,7 +113,13 @@ def build_score_model(cfg: DictConfig, noise: NoiseLevels | SDE):
             )
         mix = GaussianMixture(list(d.weights), [list(r) for r in d.means], _plain(d.stds))
         return OracleScoreModel(mix, noise)
-    net = build(m.net, "model.net")
+    try:
+        net = build(m.net, "model.net")
+    except InterpolationKeyError as err:
+        raise ConfigError(
+            f"model.net: {err}: the network reads a key no other config group defines here "
+            "(model=ncsn takes its number of levels from sde=ncsn); choose a matching sde"
+        ) from None
     return build_parametrization(m.get("parametrization") or {}, net, noise)
 
 
