@@ -177,15 +177,18 @@ class RssPeak:
 
 
 def build_net(name: str, image_size: int = 32, channels: int = 3) -> tuple[nn.Module, str]:
-    """Instantiate ``conf/model/<name>.yaml`` at the given data size; returns (net, cond kind).
-
-    The cond kind is ``sigma`` (σ > 0), ``time`` (999·t), ``index`` (an integer noise level)
-    or ``none``.
-    """
+    """Instantiate ``conf/model/<name>.yaml`` (with its default parametrisation) at the given
+    data size; returns (net, the kind of cond it expects, ``scorelab.nets.conditioning``)."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from scorelab.nets.conditioning import cond_input
+
     cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml")
+    for entry in cfg.pop("defaults", []):
+        if OmegaConf.is_dict(entry) and "parametrization" in entry:
+            path = ROOT / "conf" / "model" / "parametrization" / f"{entry.parametrization}.yaml"
+            cfg.parametrization = OmegaConf.load(path)
     ctx = OmegaConf.create(
         {
             "data": {
@@ -198,11 +201,7 @@ def build_net(name: str, image_size: int = 32, channels: int = 3) -> tuple[nn.Mo
         }
     )
     net = instantiate(ctx.model.net)
-    if "parametrization" in cfg:
-        kind = str(cfg.parametrization.net_cond)
-    else:
-        kind = "sigma" if getattr(net, "embedding_type", "") == "fourier" else "time"
-    return net, kind
+    return net, cond_input(net) or "sigma"
 
 
 def make_cond(kind: str, batch: int, device: torch.device, num_classes: int = 10) -> torch.Tensor:
@@ -210,9 +209,12 @@ def make_cond(kind: str, batch: int, device: torch.device, num_classes: int = 10
     u = torch.rand(batch, generator=g)
     if kind == "index":
         return torch.randint(0, num_classes, (batch,), generator=g).to(device)
-    if kind == "time":
+    if kind == "step":
         return (999.0 * u).to(device)
-    return (0.01 * 5000.0**u).to(device)  # sigma in (0.01, 50); also used for "none"
+    if kind == "time":
+        return u.to(device)
+    sigma = 0.01 * 5000.0**u  # sigma in (0.01, 50); also used for "none"
+    return (0.25 * torch.log(sigma) if kind == "c_noise" else sigma).to(device)
 
 
 def available_nets(requested: list[str] | None) -> Iterator[str]:

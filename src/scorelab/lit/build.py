@@ -13,10 +13,12 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationKeyError
 
 from scorelab.lit.checkpoint_io import check_checkpoint_file, describe_state_mismatch
 from scorelab.lit.module import ScoreModule
-from scorelab.nets.precond import OracleScoreModel, ScoreModel
+from scorelab.nets.conditioning import STEP_SCALE, cond_input
+from scorelab.nets.precond import OracleScoreModel
 from scorelab.schedules import NoiseLevels
 from scorelab.sde import SDE
 
@@ -111,12 +113,50 @@ def build_score_model(cfg: DictConfig, noise: NoiseLevels | SDE):
             )
         mix = GaussianMixture(list(d.weights), [list(r) for r in d.means], _plain(d.stds))
         return OracleScoreModel(mix, noise)
-    net = build(m.net, "model.net")
-    p = OmegaConf.to_container(m.get("parametrization", {}), resolve=True)
     try:
-        return ScoreModel(net, noise, **p)
-    except ValueError as err:
+        net = build(m.net, "model.net")
+    except InterpolationKeyError as err:
+        raise ConfigError(
+            f"model.net: {err}: the network reads a key no other config group defines here "
+            "(model=ncsn takes its number of levels from sde=ncsn); choose a matching sde"
+        ) from None
+    return build_parametrization(m.get("parametrization") or {}, net, noise)
+
+
+def build_parametrization(node: Any, net: torch.nn.Module, noise: NoiseLevels | SDE):
+    """``model.parametrization`` (a ``_partial_`` target such as ScoreModel or EDMPrecond)
+    around ``net``. A node without ``_target_`` (checkpoints saved before the parametrisations
+    were Hydra targets) is a ScoreModel, its ``time_scale`` read as the conditioning kind."""
+    p = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    if "_target_" not in p:
+        p = {"_target_": "scorelab.nets.precond.ScoreModel", "_partial_": True, **p}
+    if "time_scale" in p:
+        p = _legacy_parametrization(p, net)
+    factory = build(p, "model.parametrization")
+    try:
+        return factory(net, noise)
+    except (ValueError, TypeError) as err:
         raise ConfigError(f"model.parametrization: {err}") from None
+
+
+def _legacy_parametrization(p: dict, net: torch.nn.Module) -> dict:
+    """``net_cond: time`` with ``time_scale: 999`` fed 999·t: the kind ``step`` now."""
+    p = dict(p)
+    scale = float(p.pop("time_scale"))
+    if scale == 1.0:
+        return p
+    if p.get("net_cond", "sigma") == "time" and scale == STEP_SCALE:
+        if cond_input(net) not in (None, "step"):
+            raise ConfigError(
+                f"model.parametrization.time_scale={scale:g} feeds 999·t, but "
+                f"{type(net).__name__} embeds cond as {cond_input(net)!r} and scales it "
+                "itself: t would be scaled twice; drop time_scale (net_cond=time feeds t as is)"
+            )
+        return {**p, "net_cond": "step"}
+    raise ConfigError(
+        f"model.parametrization.time_scale={scale:g} is not supported; the network is fed t "
+        "(net_cond=time) or 999·t (net_cond=step), and scales it itself"
+    )
 
 
 def _plain(v: Any) -> Any:

@@ -2,8 +2,9 @@
 
 Both are raw networks ``net(x, cond)`` with a sinusoidal (positional) embedding of ``cond``: the
 official code feeds ``999·t`` for continuous VP/subVP training and the integer step index in
-``[0, 999]`` for discrete DDPM training. See :class:`scorelab.nets.ncsnpp.NCSNpp` for the
-layer layout and the remaining arguments.
+``[0, 999]`` for discrete DDPM training (``cond_input="step"``; another kind of
+:mod:`scorelab.nets.conditioning`, such as EDM's ``c_noise``, via ``cond_input``). See
+:class:`scorelab.nets.ncsnpp.NCSNpp` for the layer layout and the remaining arguments.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class DDPMpp(NCSNpp):
         init_scale: float = 0.0,
         embedding_type: str = "positional",
         fourier_scale: float = 16.0,
+        cond_input: str | None = None,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -63,6 +65,7 @@ class DDPMpp(NCSNpp):
             init_scale=init_scale,
             embedding_type=embedding_type,
             fourier_scale=fourier_scale,
+            cond_input=cond_input,
         )
 
 
@@ -86,6 +89,7 @@ class DDPM(NCSNpp):
         dropout: float = 0.1,
         resamp_with_conv: bool = True,
         conditional: bool = True,
+        cond_input: str | None = None,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -104,4 +108,5 @@ class DDPM(NCSNpp):
             progressive_input="none",
             init_scale=0.0,
             embedding_type="positional",
+            cond_input=cond_input,
         )

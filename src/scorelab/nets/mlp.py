@@ -28,7 +28,8 @@ class MLP(nn.Module):
         hidden: width of the hidden layers.
         n_layers: number of hidden layers (NCSN Fig. 2: 3 × 128 with softplus).
         activation: "softplus" | "silu" | "elu" | "relu" | "tanh".
-        embedding: what `cond` holds: "sigma" | "time" | "index" | "none".
+        embedding: what `cond` holds (:mod:`scorelab.nets.conditioning`): "sigma" | "c_noise"
+            | "time" | "step" | "index" | "none"; also the network's ``cond_input``.
         num_classes: number of noise levels for embedding="index".
         embed_dim: width of the conditioning features.
         embed_features: "sinusoidal" | "fourier" features of log σ or t.
@@ -76,6 +77,15 @@ class MLP(nn.Module):
         )
         self.act = ACTIVATIONS[activation]()
         self.out = nn.Linear(hidden, dim)
+
+    @property
+    def cond_input(self) -> str:
+        """The kind of cond this network expects (:mod:`scorelab.nets.conditioning`)."""
+        return self.embedding
+
+    def cond_features(self, cond: Tensor) -> Tensor | None:
+        """The fixed features (B, embed_dim) computed from cond; None if unconditional."""
+        return None if self.embed is None else self.embed(cond)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         emb = None

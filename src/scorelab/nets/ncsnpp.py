@@ -7,11 +7,17 @@ special case (:class:`scorelab.nets.ddpm.DDPM`).
 
 Conditioning, ``net(x, cond)`` with ``cond`` a float ``(B,)`` tensor:
 
-* ``embedding_type="fourier"``: ``cond`` is the noise level σ > 0; the network embeds
-  ``log σ`` with Gaussian Fourier features (VE SDE training, as the official code does).
-* ``embedding_type="positional"``: ``cond`` goes straight into the sinusoidal embedding. The
-  official code passes ``999·t`` for continuous VP/subVP training and the integer step index in
-  ``[0, 999]`` for discrete DDPM training; callers do the same.
+* ``embedding_type="fourier"``: by default ``cond`` is the noise level σ > 0
+  (``cond_input="sigma"``); the network embeds ``log σ`` with Gaussian Fourier features (VE SDE
+  training, as the official code does).
+* ``embedding_type="positional"``: by default ``cond`` is ``999·t`` (``cond_input="step"``) and
+  goes straight into the sinusoidal embedding, as the official code feeds for continuous
+  VP/subVP training (and the integer step index in ``[0, 999]`` for discrete DDPM training).
+
+``cond_input`` may name any continuous kind of :mod:`scorelab.nets.conditioning` (such as EDM's
+``c_noise``); the network undoes that kind's scale before embedding (ln σ for the
+Fourier features; 999·t or 250·ln σ for the sinusoids), and the parametrisation checks that it
+feeds that kind.
 
 The network is raw: no division by σ (``scale_by_sigma`` lives in :mod:`scorelab.nets.precond`)
 and no input centring (the data module scales images). Input ``(B, channels, image_size,
@@ -26,6 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from scorelab.nets.conditioning import (
+    CONTINUOUS,
+    SINUSOID_SCALE,
+    STEP_SCALE,
+    check_kind,
+    unscale,
+)
 from scorelab.nets.layers_sde import (
     AttnBlock,
     Combine,
@@ -106,6 +119,9 @@ class NCSNpp(nn.Module):
         embedding_type: ``"fourier"`` (``cond`` = σ) or ``"positional"`` (``cond`` = 999·t
             or step index).
         fourier_scale: standard deviation of the Fourier frequencies.
+        cond_input: what ``cond`` holds (:mod:`scorelab.nets.conditioning`): ``"sigma"``,
+            ``"c_noise"``, ``"time"`` or ``"step"``; None: ``"sigma"`` for the Fourier embedding,
+            ``"step"`` for the positional one (``"none"`` when not ``conditional``).
     """
 
     def __init__(
@@ -130,6 +146,7 @@ class NCSNpp(nn.Module):
         init_scale: float = 0.0,
         embedding_type: str = "fourier",
         fourier_scale: float = 16.0,
+        cond_input: str | None = None,
     ) -> None:
         super().__init__()
         ch_mult = tuple(int(m) for m in ch_mult)
@@ -145,6 +162,11 @@ class NCSNpp(nn.Module):
 
         self.image_size, self.channels, self.nf = image_size, channels, nf
         self.conditional = conditional
+        if not conditional:
+            self.cond_input = check_kind("cond_input", cond_input or "none", ("none",))
+        else:
+            default = "sigma" if self.embedding_type == "fourier" else "step"
+            self.cond_input = check_kind("cond_input", cond_input or default, tuple(CONTINUOUS))
         self.rescale = _SQRT_HALF if skip_rescale else 1.0
         n_res = len(ch_mult)
         resolutions = [image_size // 2**i for i in range(n_res)]
@@ -266,13 +288,27 @@ class NCSNpp(nn.Module):
         else:
             self.norm_out = self.conv_out = None
 
+    def cond_features(self, cond: Tensor) -> Tensor | None:
+        """The fixed features the network computes from ``cond`` (B,), before its learned MLP:
+        Fourier features of ln σ (or t), or sinusoids of 999·t (or 250·ln σ); None if not
+        ``conditional``."""
+        if self.temb is None:
+            return None
+        if self.fourier is not None:
+            return self.fourier(unscale(self.cond_input, cond))
+        if self.cond_input == "step":  # the official input, untouched
+            return sinusoidal_embedding(cond, self.nf)
+        log_sigma = CONTINUOUS[self.cond_input]
+        scale = SINUSOID_SCALE[True] if log_sigma else STEP_SCALE
+        return sinusoidal_embedding(unscale(self.cond_input, cond) * scale, self.nf)
+
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         """Raw network output.
 
         Args:
             x: ``(B, channels, image_size, image_size)``.
-            cond: ``(B,)`` float; σ for the Fourier embedding, 999·t or a step index for the
-                positional embedding.
+            cond: ``(B,)`` float of the kind ``cond_input`` (by default σ for the Fourier
+                embedding, 999·t or a step index for the positional embedding).
 
         Returns:
             ``(B, channels, image_size, image_size)``.
@@ -286,11 +322,7 @@ class NCSNpp(nn.Module):
             )
         temb = None
         if self.temb is not None:
-            if self.fourier is not None:
-                emb = self.fourier(torch.log(cond))
-            else:
-                emb = sinusoidal_embedding(cond, self.nf)
-            temb = self.temb(emb.to(x.dtype))
+            temb = self.temb(self.cond_features(cond).to(x.dtype))
 
         biggan = self.resblock_type == "biggan"
         pyramid = x if self.progressive_input != "none" else None

@@ -1,11 +1,10 @@
-"""Embeddings of the conditioning signal (σ, t or a σ index) shared by the small networks.
+"""Embeddings of the conditioning signal (σ, c_noise, t, 999·t or a σ index) of the small networks.
 
-`embedding` says what `cond` holds:
-
-- "sigma": a noise level σ > 0 (B,) float; the network sees log σ.
-- "time": a diffusion time t (B,) float, typically in [0, 1].
-- "index": a noise-level index (B,) long in [0, num_classes); a learned table.
-- "none": unconditional; `cond` is ignored.
+`embedding` says what `cond` holds, in the one vocabulary of :mod:`scorelab.nets.conditioning`:
+"sigma" (σ), "c_noise" (¼ ln σ), "time" (t), "step" (999·t), "index" (a long level index; a
+learned table) or "none" (unconditional; the networks then build no embedding). The embedding
+first undoes the kind's scale (:func:`~scorelab.nets.conditioning.unscale`: ln σ or t), so the
+same noise level gives the same features whichever kind feeds it.
 
 Continuous inputs are turned into features either by sinusoids with geometric frequencies
 (the Transformer / DDPM positional embedding) or by random Fourier features with fixed Gaussian
@@ -19,11 +18,10 @@ import math
 import torch
 from torch import Tensor, nn
 
-EMBEDDINGS = ("sigma", "time", "index", "none")
+from scorelab.nets.conditioning import COND_KINDS, CONTINUOUS, SINUSOID_SCALE, unscale
+
+EMBEDDINGS = tuple(COND_KINDS)
 FEATURES = ("sinusoidal", "fourier")
-# Sinusoidal inputs are scaled so that their range spans ~[-1000, 1000], as DDPM's 1000 steps:
-# t in [0, 1] -> [0, 1000]; log σ in about [-4.6, 4] (σ from 0.01 to 50) -> [-1150, 1000].
-_DEFAULT_SCALE = {"time": 1000.0, "sigma": 250.0}
 
 
 def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -36,13 +34,13 @@ class NoiseEmbedding(nn.Module):
     """Map the conditioning (B,) to features (B, dim).
 
     Args:
-        embedding: "sigma" | "time" | "index" (see the module docstring); "none" is handled by
-            the networks, which then build no embedding.
+        embedding: "sigma" | "c_noise" | "time" | "step" | "index" (see the module
+            docstring); "none" is handled by the networks, which then build no embedding.
         dim: output width (even for the continuous embeddings).
-        features: "sinusoidal" or "fourier", for "sigma" and "time".
+        features: "sinusoidal" or "fourier", for the continuous kinds.
         num_classes: table size for "index".
-        input_scale: multiplier applied to log σ or t before the sinusoids (default 250 for
-            "sigma", 1000 for "time").
+        input_scale: multiplier applied to ln σ or t (the unscaled input) before the sinusoids
+            (default 250 for the σ kinds, 1000 for the time kinds; 1 for Fourier features).
         fourier_scale: standard deviation of the Fourier frequencies (16, as NCSN++).
     """
 
@@ -57,7 +55,7 @@ class NoiseEmbedding(nn.Module):
         fourier_scale: float = 16.0,
     ) -> None:
         super().__init__()
-        check_choice("embedding", embedding, ("sigma", "time", "index"))
+        check_choice("embedding", embedding, (*CONTINUOUS, "index"))
         check_choice("features", features, FEATURES)
         if dim < 2 or (embedding != "index" and dim % 2):
             raise ValueError(f"embedding dim={dim} must be an even integer >= 2")
@@ -77,7 +75,8 @@ class NoiseEmbedding(nn.Module):
         else:
             k = torch.arange(half, dtype=torch.float32) / half
             self.register_buffer("freqs", torch.exp(-math.log(10_000.0) * k))
-            self.input_scale = _DEFAULT_SCALE[embedding] if input_scale is None else input_scale
+            default = SINUSOID_SCALE[CONTINUOUS[embedding]]
+            self.input_scale = default if input_scale is None else input_scale
 
     def forward(self, cond: Tensor) -> Tensor:
         """cond (B,) -> (B, dim)."""
@@ -88,8 +87,6 @@ class NoiseEmbedding(nn.Module):
                     f"got dtype {cond.dtype}"
                 )
             return self.table(cond)
-        s = cond.float()
-        if self.embedding == "sigma":
-            s = torch.log(s)
+        s = unscale(self.embedding, cond)
         arg = (s * self.input_scale)[:, None] * self.freqs[None, :]
         return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)

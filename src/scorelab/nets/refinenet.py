@@ -379,6 +379,12 @@ class NCSN(_RefineNet):
             rescale_input=rescale_input,
         )
 
+    cond_input = "index"  # the kind of cond (scorelab.nets.conditioning)
+
+    def cond_features(self, cond: Tensor) -> Tensor:
+        """One-hot (B, L) of the level index: the row every CondInstanceNorm++ table reads."""
+        return F.one_hot(cond.long(), self.num_classes).float()
+
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         if cond.dtype.is_floating_point:
             raise ValueError(
@@ -412,6 +418,12 @@ class NCSNv2(_RefineNet):
             num_classes=None,
             rescale_input=rescale_input,
         )
+
+    cond_input = "none"  # unconditional: the parametrisation divides by σ
+
+    def cond_features(self, cond: Tensor) -> None:
+        """None: the network never sees the noise level."""
+        return None
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         return self._features(x, None)

@@ -55,8 +55,10 @@ class UNetSmall(nn.Module):
         ch: base width.
         ch_mult: width multipliers, one per resolution.
         num_res_blocks: residual blocks per level on the down path.
-        embedding: "sigma" (cond is σ, embedded as log σ) | "time" | "index" | "none"
-            (unconditional; cond is ignored).
+        embedding: what cond holds (:mod:`scorelab.nets.conditioning`): "sigma" (σ, embedded
+            as log σ) | "c_noise" (¼ ln σ) | "time" (t) | "step" (999·t) | "index" | "none"
+            (unconditional; cond is ignored). It is also the network's ``cond_input``, which
+            the parametrisation checks against what it feeds.
         num_classes: number of noise levels for embedding="index".
         embed_features: "sinusoidal" | "fourier".
         groups: GroupNorm groups.
@@ -155,6 +157,16 @@ class UNetSmall(nn.Module):
 
         self.norm_out = nn.GroupNorm(min(groups, c), c)
         self.conv_out = nn.Conv2d(c, channels, 3, padding=1)
+
+    @property
+    def cond_input(self) -> str:
+        """The kind of cond this network expects (:mod:`scorelab.nets.conditioning`)."""
+        return self.embedding
+
+    def cond_features(self, cond: Tensor) -> Tensor | None:
+        """The fixed features (B, ch) the network computes from cond, before its learned MLP;
+        None if unconditional."""
+        return None if self.embed is None else self.embed(cond)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         emb = None
