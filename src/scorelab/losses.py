@@ -206,6 +206,70 @@ class ContinuousDSMLoss:
         return _output(per_sample, t)
 
 
+class EDMLoss:
+    """EDM's training objective (Karras et al. 2022, Table 1), for any :class:`SDE`.
+
+    For each sample: ln σ ~ N(P_mean, P_std²), y = x + σ n and, with D = y + σ² s_σ(y) the
+    denoiser implied by the score (Tweedie),
+
+        ``per_sample = λ(σ) · reduce((D - x)²)``,  λ(σ) = (σ² + σ_d²) / (σ σ_d)².
+
+    With :class:`~scorelab.nets.precond.EDMPrecond` (the same σ_d) this is EDM's loss: the
+    network's effective target has unit variance at every σ. ``score_fn`` is time-conditioned,
+    as every SDE loss: it is called at t = ``sde.t_from_sigma(σ)`` on x_t = α(t) y, and
+    s_σ(y) = α s_t(x_t) (α = 1 on EDM's VE process, ``sde=edm``). σ is not clipped to the
+    SDE's range: a draw outside it (ln σ more than 4 P_std from P_mean) maps to t outside
+    [0, T], which the VE process extends exactly.
+
+    Args:
+        sde: the forward process; ``t_from_sigma`` and ``marginal_coeffs`` are used.
+        p_mean, p_std: mean and standard deviation of ln σ (EDM: -1.2 and 1.2).
+        sigma_data: σ_d of the weighting (EDM: 0.5), the same as the preconditioning's.
+        reduce: reduction over data dims, ``"mean"`` (default) or ``"sum"`` (EDM sums; with
+            Adam the two differ only by a constant factor, but gradient clipping sees it).
+    """
+
+    def __init__(
+        self,
+        sde: SDE,
+        p_mean: float = -1.2,
+        p_std: float = 1.2,
+        sigma_data: float = 0.5,
+        reduce: Reduce = "mean",
+    ) -> None:
+        if not float(p_std) > 0:
+            raise ValueError(f"p_std={p_std} must be > 0 (the spread of ln σ; EDM uses 1.2)")
+        if not float(sigma_data) > 0:
+            raise ValueError(
+                f"sigma_data={sigma_data} must be > 0 (the data's standard deviation; EDM uses "
+                "0.5 for images in [-1, 1])"
+            )
+        self.sde = sde
+        self.p_mean, self.p_std, self.sigma_data = float(p_mean), float(p_std), float(sigma_data)
+        self.reduce = reduce
+        self._reduce = _reducer(reduce)
+
+    def weight(self, sigma: Tensor) -> Tensor:
+        """λ(σ) = (σ² + σ_d²) / (σ σ_d)², (B,)."""
+        sd2 = self.sigma_data**2
+        return (sigma**2 + sd2) / (sigma**2 * sd2)
+
+    def __call__(
+        self, score_fn: ScoreFn, x: Tensor, *, generator: torch.Generator | None = None
+    ) -> LossOutput:
+        rnd = torch.randn(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
+        sigma = torch.exp(self.p_mean + self.p_std * rnd)
+        n = _randn_like(x, generator)
+        t = self.sde.t_from_sigma(sigma)
+        alpha, _ = self.sde.marginal_coeffs(t)
+        s, a = append_dims(sigma, x.ndim), append_dims(alpha, x.ndim)
+        y = x + s * n
+        score = score_fn(a * y, t)
+        # D - x = (y - x) + σ² s_σ(y) = σ n + σ² α s_t(x_t).
+        per_sample = self._reduce((s * n + s**2 * a * score) ** 2) * self.weight(sigma)
+        return _output(per_sample, t)
+
+
 # ---------------------------------------------------------------------------------------------
 # DDPM's ε-prediction
 # ---------------------------------------------------------------------------------------------

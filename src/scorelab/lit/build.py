@@ -180,6 +180,16 @@ def build_loss(cfg: DictConfig, noise: NoiseLevels | SDE):
         raise ConfigError(f"loss: {err}") from None
 
 
+def check_sigma_data(model: Any, loss: Any) -> None:
+    """EDM's preconditioning and its loss weighting must assume the same data std σ_d."""
+    a, b = getattr(model, "sigma_data", None), getattr(loss, "sigma_data", None)
+    if a is not None and b is not None and a != b:
+        raise ConfigError(
+            f"loss.sigma_data={b:g} differs from model.parametrization.sigma_data={a:g}; EDM's "
+            "weighting and preconditioning assume the same data std: set both to one value"
+        )
+
+
 def build_sampler(cfg: DictConfig):
     if cfg.get("sampler") is None:
         return None
@@ -200,6 +210,7 @@ def build_module(cfg: DictConfig | dict) -> ScoreModule:
     if isinstance(model, OracleScoreModel):
         raise ConfigError("model=oracle has nothing to train; use python -m scorelab.sample")
     loss = build_loss(cfg, noise)
+    check_sigma_data(model, loss)
     opt = build(cfg.optimizer, "optimizer")
     try:  # torch checks lr, betas, eps ... only when the optimizer is built: do it now
         opt([torch.zeros(1, requires_grad=True)])

@@ -7,6 +7,8 @@ small classes do, one per formulation, each in one place:
   becomes the score: ``"score"`` (as is), ``"scaled"`` (score = out / std: NCSNv2's s(x)/σ and
   NCSN++'s scale_by_sigma) or ``"eps"`` (score = −out/std, DDPM's ε); std is the marginal std of
   the SDE at t, or σ for discrete levels.
+- :class:`EDMPrecond`: EDM's preconditioned denoiser D(x, σ) = c_skip x + c_out F(c_in x,
+  c_noise) (Karras et al. 2022), turned into the score (D − x)/σ².
 
 Both speak the caller's *noise domain*: σ for discrete :class:`~scorelab.schedules.NoiseLevels`
 (NCSN, NCSNv2), time t for an :class:`~scorelab.sde.SDE`. What they feed the network as ``cond``
@@ -24,7 +26,7 @@ from torch import Tensor, nn
 
 from scorelab.nets.conditioning import STEP_SCALE, check_cond_input, check_kind
 from scorelab.schedules import NoiseLevels
-from scorelab.sde import SDE, sigma_score_from_time_score
+from scorelab.sde import SDE, sigma_score_from_time_score, time_score_from_sigma_score
 from scorelab.utils import append_dims
 
 _OUTPUTS = ("score", "scaled", "eps")
@@ -131,6 +133,84 @@ class ScoreModel(_Parametrization):
             return out
         scale = append_dims(std.to(out.dtype), out.ndim)
         return out / scale if self.output == "scaled" else -out / scale
+
+
+class EDMPrecond(_Parametrization):
+    """EDM's preconditioned denoiser as a score model (Karras et al. 2022, Table 1).
+
+    D(y, σ) = c_skip(σ) y + c_out(σ) F(c_in(σ) y, c_noise(σ)) with
+
+    c_skip = σ_d² / (σ² + σ_d²),  c_out = σ σ_d / √(σ² + σ_d²),  c_in = 1 / √(σ² + σ_d²),
+    c_noise = ¼ ln σ,
+
+    so the network F sees unit-variance inputs and learns a unit-variance target at every σ.
+    The score is Tweedie's (D − y)/σ². On an SDE other than VE, y = x/α(t) and σ = std/α are
+    the VE-equivalent state and level, and the time score is s_σ(y)/α.
+
+    Args:
+        net: raw network ``F(x, cond)``.
+        noise: the SDE (EDM's process is the VE x + σ z with σ in [0.002, 80]: ``sde=edm``);
+            callers pass t, the samplers' σ view skips t altogether.
+        sigma_data: σ_d, the standard deviation of the data (0.5 for images in [-1, 1]).
+        net_cond: what F is fed: ``"c_noise"`` (EDM), ``"sigma"`` for networks that take the
+            log themselves (NCSN++'s Fourier embedding) or ``"none"`` (unconditional F: c_skip,
+            c_out and c_in still depend on σ); it must be the network's ``cond_input``.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        noise: SDE,
+        *,
+        sigma_data: float = 0.5,
+        net_cond: str = "c_noise",
+    ) -> None:
+        super().__init__()
+        check_kind("net_cond", net_cond, ("c_noise", "sigma", "none"))
+        if not isinstance(noise, SDE):
+            raise ValueError(
+                f"EDMPrecond needs an SDE (sde=edm, ve, vp or subvp), got {type(noise).__name__}; "
+                "discrete levels (sde=ncsn) go with model.parametrization of the NCSN kind"
+            )
+        if not float(sigma_data) > 0:
+            raise ValueError(
+                f"sigma_data={sigma_data} must be > 0 (the data's standard deviation; 0.5 for "
+                "images in [-1, 1])"
+            )
+        check_cond_input(net, net_cond, "EDMPrecond")
+        self.net = net
+        self.noise = noise
+        self.sigma_data = float(sigma_data)
+        self.net_cond = net_cond
+
+    def coefficients(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(c_skip, c_out, c_in, c_noise), each (B,), at σ (B,)."""
+        sd2 = self.sigma_data**2
+        r = torch.rsqrt(sigma**2 + sd2)
+        return sd2 * r**2, sigma * self.sigma_data * r, r, 0.25 * torch.log(sigma)
+
+    def denoise(self, y: Tensor, sigma: Tensor) -> Tensor:
+        """D(y, σ): y (B, ...) a VE-equivalent state at level σ (B,)."""
+        c_skip, c_out, c_in, _ = (append_dims(c, y.ndim) for c in self.coefficients(sigma))
+        cond = self._cond_from(sigma, sigma)
+        out = self.net(c_in * y, cond).to(y.dtype)
+        return c_skip * y + c_out * out
+
+    def _sigma_score(self, y: Tensor, sigma: Tensor) -> Tensor:
+        """∇ log p_σ(y) = (D(y, σ) − y)/σ²."""
+        return (self.denoise(y, sigma) - y) / append_dims(sigma**2, y.ndim)
+
+    def net_input(self, noise: Tensor) -> Tensor:
+        """The ``cond`` (B,) the network is fed at time ``noise`` = t (B,)."""
+        return self._cond_from(noise, self.noise.sigma(noise))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """Time score ∇ log p_t(x) at ``x`` (B, ...) and t (B,)."""
+        return time_score_from_sigma_score(self.noise, self._sigma_score)(x, t)
+
+    def sigma_score(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """σ-conditioned score ``fn(y, sigma)``, straight from D (no detour through t)."""
+        return self._sigma_score
 
 
 class OracleScoreModel(nn.Module):
