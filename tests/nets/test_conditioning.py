@@ -237,3 +237,25 @@ def test_an_embedding_undoes_its_kind_so_equal_levels_give_equal_features(kind):
         torch.manual_seed(0)
         b = UNetSmall(channels=1, image_size=28, embedding=ref_kind, embed_features=features)
         torch.testing.assert_close(a.cond_features(cond), b.cond_features(ref))
+
+
+@pytest.mark.parametrize(
+    "model_name, sde, block, kind",
+    [
+        ("unet_small", "vp", {"net_cond": "sigma", "output": "scaled", "time_scale": 1.0}, "sigma"),
+        ("ddpm", "vp", {"net_cond": "time", "output": "eps", "time_scale": 999.0}, "step"),
+    ],
+)
+def test_checkpoints_of_the_old_convention_still_build(model_name, sde, block, kind, tmp_path):
+    """A checkpoint's config from before the parametrisations were targets: no _target_, a
+    time_scale. 999·t into DDPM's positional embedding is the kind "step" now."""
+    from omegaconf import OmegaConf
+
+    cfg = _compose(model_name, sde, [f"model.parametrization.net_cond={kind}"], tmp_path)
+    plain = OmegaConf.to_container(cfg, resolve=True)  # as a checkpoint stores it
+    plain["model"]["parametrization"] = dict(block)
+    model = build_score_model(OmegaConf.create(plain), build_noise(cfg))
+    assert isinstance(model, ScoreModel) and model.net_cond == kind
+    t = torch.tensor([0.5])
+    expected = 999.0 * t if kind == "step" else model.noise.sigma(t)
+    torch.testing.assert_close(model.net_input(t), expected)
