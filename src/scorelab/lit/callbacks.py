@@ -155,6 +155,14 @@ class RunCheckpoint(ModelCheckpoint):
         self.end: dict | None = None
         self._saving_end: dict | None = None
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # last.ckpt is overwritten, never versioned: a run continued in a moved or copied
+        # directory (whose saved state names the old one) would otherwise write last-v1.ckpt
+        # and leave last.ckpt, which the next rerun resumes from, behind.
+        if not self.last_model_path:
+            self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+
     @staticmethod
     def ending(trainer: L.Trainer) -> dict | None:
         """Why the fit loop stopped (called when it has), or None if a pre-emption signal
