@@ -3,8 +3,11 @@
 Three sources of samples:
 
 - a checkpoint (``ckpt_path=...``): samples are drawn with the EMA weights (``use_ema=false``
-  for the raw ones) and the checkpoint's sampler, or ``sampler=NAME``;
-- the exact score of an analytic mixture (``model=oracle data=gmm sde=... sampler=...``);
+  for the raw ones) and the checkpoint's sampler, or ``sampler=NAME``; the checkpoint's own
+  config wins over an ``experiment=``'s, with the command line's keys (``sampler.*``,
+  ``sde.*``, ...) on top;
+- the exact score of an analytic mixture (``model=oracle data=gmm sde=... sampler=...``, or
+  ``experiment=NAME model=oracle`` for that experiment's data, SDE and sampler);
 - existing samples (``samples_path=``): a ``samples.npz`` with array ``samples`` (images
   ``(N, C, H, W)`` in [0, 1] or uint8, points ``(N, D)``) or a folder of image files, evaluated
   against ``data=...``.
@@ -37,7 +40,6 @@ from scorelab.lit.build import (
     build_datamodule,
     build_noise,
     build_score_model,
-    load_module,
 )
 from scorelab.lit.metric_suite import (
     MetricConfigError,
@@ -244,8 +246,9 @@ def _options(cfg: DictConfig) -> dict:
 def _model_for_bpd(cfg: DictConfig):
     """(score model, data config) of the checkpoint or the oracle, for bpd without sampling."""
     if cfg.get("ckpt_path"):
-        module = load_module(cfg.ckpt_path)
-        module.eval()
+        from scorelab.sample import load_checkpoint_module
+
+        module = load_checkpoint_module(cfg)
         model = module.ema_model() if cfg.get("use_ema", True) else module.model
         return model, module.config["data"]
     if not cfg.model.get("oracle", False):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -153,6 +153,56 @@ def unknown_group_option(args: list[str], conf_dir: str | Path = CONF_DIR) -> st
     return None
 
 
+def _override_key(item: str) -> str:
+    return item.split("=", 1)[0].lstrip("+~")
+
+
+def group_choice(overrides: list[str], group: str) -> str | None:
+    """The option ``group=OPTION`` among command-line ``overrides`` picks, or None."""
+    for item in overrides:
+        if "=" in item and _override_key(item) == group:
+            return item.split("=", 1)[1]
+    return None
+
+
+def own_group_settings(
+    cfg: DictConfig, config_name: str, overrides: list[str], group: str = "sampler"
+) -> DictConfig:
+    """Give ``cfg[group]`` the settings of the option the command line picks, when an
+    experiment picked another one.
+
+    An experiment sets keys for its own choice (``experiment=toy_gmm`` sets annealed Langevin's
+    ``sampler.n_steps_each``); Hydra merges them into whatever option the command line picks
+    (``sampler=pc``), where they mean something else or nothing. The option picked on the
+    command line therefore comes with its own config file, plus the ``group.*`` keys of the
+    command line; picking the experiment's own option keeps the experiment's settings. Needs
+    Hydra initialised (inside ``hydra.main`` or ``initialize_config_dir``); otherwise ``cfg``
+    is returned as it is.
+    """
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    chosen = group_choice(overrides, group)
+    if chosen is None or cfg.get(group) is None or not GlobalHydra.instance().is_initialized():
+        return cfg
+    mine = [o for o in overrides if _override_key(o).split(".")[0] == group]
+    rest = [o for o in overrides if o not in mine]
+    before = compose(config_name, overrides=rest, return_hydra_config=True)
+    if before.hydra.runtime.choices.get(group) in (None, chosen):
+        return cfg
+    cfg[group] = compose(config_name, overrides=mine)[group]
+    return cfg
+
+
+def _with_own_sampler(cfg: DictConfig) -> DictConfig:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return cfg
+    hc = HydraConfig.get()
+    return own_group_settings(cfg, str(hc.job.config_name), list(hc.overrides.task))
+
+
 def run_cli(main: Callable[[], Any]) -> None:
     """Run a Hydra ``main``; an unknown config-group option ends with one line and exit 2."""
     problem = unknown_group_option(sys.argv[1:])
@@ -163,15 +213,17 @@ def run_cli(main: Callable[[], Any]) -> None:
 
 
 def entry_point(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Wrap a Hydra task: bad input exits with one line (code 2), as does an error that carries
-    an ``exit_code`` (a run stopped on purpose, e.g. on a non-finite loss); in a multirun a
-    failed job records ``status: failed`` in its metrics.json and the sweep goes on."""
+    """Wrap a Hydra task: a sampler picked on the command line comes with its own settings
+    (:func:`own_group_settings`); bad input exits with one line (code 2), as does an error that
+    carries an ``exit_code`` (a run stopped on purpose, e.g. on a non-finite loss); in a
+    multirun a failed job records ``status: failed`` in its metrics.json and the sweep goes
+    on."""
 
     @wraps(task)
     def wrapped(cfg):
         start = time.time()
         try:
-            return task(cfg)
+            return task(_with_own_sampler(cfg))
         except (ValueError, FileNotFoundError) as err:
             if is_multirun():
                 _record_failure(cfg, err, start)

@@ -1,7 +1,9 @@
 """Draw samples: ``python -m scorelab.sample ckpt_path=PATH sampler=NAME n_samples=N``.
 
 With ``model=oracle data=gmm`` (mixture given by ``data.weights``, ``data.means``,
-``data.stds``) it samples from the exact score of the mixture, with no checkpoint.
+``data.stds``) it samples from the exact score of the mixture, with no checkpoint;
+``experiment=NAME model=oracle`` takes the experiment's data, SDE and sampler. With a checkpoint
+its own config wins over an experiment's, with the command line's keys on top.
 
 Writes ``samples.npz`` (array ``samples``: images N×C×H×W in [0, 1], points N×D), a grid PNG or a
 scatter plot, and ``sample_info.json`` (sampler, NFE, wall time) into the run directory.
@@ -30,6 +32,7 @@ from scorelab.plots import save_samples_figure
 from scorelab.runs import (
     CONF_DIR,
     entry_point,
+    group_choice,
     run_cli,
     save_npz_atomic,
     task_overrides,
@@ -46,18 +49,39 @@ def write_samples(x: Tensor, out: str | Path, *, reference: Tensor | None = None
     return {"samples_npz": npz, "figure": fig}
 
 
+# Config groups a checkpoint carries: the command line may change their keys on top of the
+# checkpoint's (sde.N=2000), not swap the group for another option (sde=vp). The sampler is free.
+CHECKPOINT_GROUPS = ("data", "model", "sde", "loss")
+
+
+def command_line(cfg: DictConfig, overrides: list[str] | None = None) -> list[str]:
+    """``overrides`` if given, else the current Hydra job's. A config composed in code (no
+    Hydra job) has no command line: a sampler in it counts as picked."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if overrides is not None:
+        return list(overrides)
+    if HydraConfig.initialized():
+        return task_overrides()
+    return ["sampler=(composed)"] if cfg.get("sampler") is not None else []
+
+
 def sampler_for_checkpoint(
     cfg: DictConfig, ckpt: dict, overrides: list[str] | None = None
-) -> DictConfig:
-    """The sampler to use on a checkpoint. Choosing the checkpoint's own sampler
-    (``sampler=ald`` on an ALD-trained run) keeps its experiment-specific settings (e.g. NCSNv2's
-    step_lr and final denoising), with only the ``sampler.*`` keys given on the command line
-    replaced; another sampler comes with its group's defaults."""
+) -> DictConfig | None:
+    """The sampler to use on a checkpoint: its own, with the ``sampler.*`` keys of the command
+    line on top, unless the command line picks another one (``sampler=NAME``), which comes with
+    its group's settings. Picking the checkpoint's own sampler (``sampler=ald`` on an ALD-trained
+    run) keeps its experiment-specific settings (e.g. NCSNv2's step_lr and final denoising); an
+    experiment's sampler (``experiment=NAME`` alone) does not replace the checkpoint's.
+    ``overrides``: see :func:`command_line`."""
+    overrides = command_line(cfg, overrides)
     own = (ckpt.get("scorelab_config") or {}).get("sampler")
-    if not own or own.get("_target_") != cfg.sampler.get("_target_"):
-        return cfg.sampler
+    picked = group_choice(overrides, "sampler") is not None
+    if not own or (picked and own.get("_target_") != cfg.sampler.get("_target_")):
+        return cfg.get("sampler")
     merged = OmegaConf.create(own)
-    for item in task_overrides() if overrides is None else overrides:
+    for item in overrides:
         key = item.split("=", 1)[0].lstrip("+~")
         if key.startswith("sampler."):
             OmegaConf.update(
@@ -66,23 +90,52 @@ def sampler_for_checkpoint(
     return merged
 
 
-def build_sampling_model(cfg: DictConfig):
+def checkpoint_overrides(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
+    """What the command line changes in the config of the checkpoint ``cfg.ckpt_path``: the
+    sampler (see :func:`sampler_for_checkpoint`) and keys of its other groups (``sde.N=2000``),
+    for :func:`scorelab.lit.build.load_module`. Everything else, an experiment's settings
+    included, comes from the checkpoint. Picking another data, model, sde or loss is refused.
+    ``overrides``: see :func:`command_line`."""
+    overrides = command_line(cfg, overrides)
+    changes: dict = {}
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        group = key.split(".")[0]
+        if group not in CHECKPOINT_GROUPS or item.startswith("~"):
+            continue
+        if key == group:
+            raise ConfigError(
+                f"ckpt_path={cfg.ckpt_path} carries its own {group}, which {item!r} cannot "
+                f"replace; drop it (a key such as {group}.NAME=VALUE changes one setting)"
+            )
+        changes[key] = OmegaConf.select(cfg, key)
+    if any(item.split("=", 1)[0].lstrip("+~").split(".")[0] == "sampler" for item in overrides):
+        changes["sampler"] = sampler_for_checkpoint(cfg, read_checkpoint(cfg.ckpt_path), overrides)
+    return changes
+
+
+def load_checkpoint_module(cfg: DictConfig, overrides: list[str] | None = None):
+    """The module of ``cfg.ckpt_path`` in eval mode: the checkpoint's own config with the
+    command line's changes (:func:`checkpoint_overrides`) on top."""
+    module = load_module(cfg.ckpt_path, checkpoint_overrides(cfg, overrides))
+    module.eval()
+    return module
+
+
+def build_sampling_model(cfg: DictConfig, overrides: list[str] | None = None):
     """(score model, sampler, example shape, to-unit-range fn, meta) for a checkpoint or the
-    oracle. Refuses a sampler that does not fit before any sampling."""
+    oracle. Refuses a sampler that does not fit before any sampling. ``overrides``: the
+    command line (see :func:`command_line`)."""
     if cfg.get("ckpt_path"):
-        overrides = None
-        if cfg.get("sampler") is not None:
-            overrides = {"sampler": sampler_for_checkpoint(cfg, read_checkpoint(cfg.ckpt_path))}
-        module = load_module(cfg.ckpt_path, overrides)
-        module.eval()
+        module = load_checkpoint_module(cfg, overrides)
         model = module.ema_model() if cfg.get("use_ema", True) else module.model
         if module.sampler is None:
             raise ConfigError("the checkpoint has no sampler configured; pass sampler=NAME")
         return model, module.sampler, module.data_shape, module.to_unit_range, module.config
     if not cfg.model.get("oracle", False):
         raise ConfigError(
-            "give ckpt_path=PATH to sample a trained model, or model=oracle data=gmm for the "
-            "exact score of a mixture"
+            "give ckpt_path=PATH to sample a trained model, or model=oracle data=gmm (or "
+            "model=oracle experiment=toy_gmm) for the exact score of a mixture"
         )
     if cfg.get("sampler") is None:
         raise ConfigError("model=oracle needs a sampler: pass sampler=ald, pc, ode, heun, ...")
@@ -114,8 +167,10 @@ def draw(model, sampler, shape, n: int, batch_size: int, seed: int, device: str 
     return torch.cat(chunks), nfe, time.time() - t0
 
 
-def sample(cfg: DictConfig) -> dict:
-    model, sampler, shape, to_unit, _ = build_sampling_model(cfg)
+def sample(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
+    """Draw ``cfg.n_samples`` and write them; ``overrides``: the command line, which goes on top
+    of a checkpoint's own config (see :func:`command_line`)."""
+    model, sampler, shape, to_unit, _ = build_sampling_model(cfg, overrides)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     x, nfe, wall = draw(
         model, sampler, shape, int(cfg.n_samples), int(cfg.batch_size), int(cfg.seed), device

@@ -1,12 +1,15 @@
 """Train a score model: ``python -m scorelab.train experiment=NAME [overrides]``.
 
-Writes checkpoints (``checkpoints/last.ckpt`` and the best), the resolved config
-(``.hydra/config.yaml``), samples (``samples.npz`` and a grid or scatter PNG) and
-``metrics.json`` into the Hydra run directory. Rerunning the same command resumes.
+Writes checkpoints (``checkpoints/last.ckpt``, which holds the final step once training ends,
+and the best), the resolved config (``.hydra/config.yaml``), samples of the final weights
+(``samples.npz`` and a grid or scatter PNG) and ``metrics.json`` (naming that step) into the
+Hydra run directory. Rerunning the same command resumes an interrupted run, and says that a
+finished one is finished; raising ``trainer.max_steps`` continues it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
@@ -16,6 +19,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,8 +27,10 @@ from scorelab.lit.build import (
     ConfigError,
     build_datamodule,
     build_module,
+    read_checkpoint,
     validate_config,
 )
+from scorelab.lit.callbacks import RunCheckpoint, read_end
 from scorelab.lit.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
 from scorelab.runs import CONF_DIR, entry_point, run_cli, task_overrides, write_json_atomic
 
@@ -69,36 +75,139 @@ def _public_config(cfg: DictConfig) -> dict:
     return c
 
 
+def finished_run(cfg: DictConfig, ckpt_path: str | None) -> tuple[dict, str] | None:
+    """``(end record, knob)`` when ``ckpt_path`` is this run's own ``last.ckpt`` and it ended a
+    finished run that the current limits would not continue; ``knob`` is the setting to raise
+    to train further. None otherwise (nothing to resume, a pre-empted or killed run, or a limit
+    raised since)."""
+    own = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if ckpt_path is None or Path(ckpt_path).resolve() != own.resolve():
+        return None
+    step, end = read_end(own)
+    if end is None:
+        return None
+    max_steps = int(cfg.trainer.get("max_steps", -1))
+    steps_left = max_steps < 0 or max_steps > step
+    if end["reason"] == "max_time":
+        budget = _seconds(cfg.trainer.get("max_time"))
+        time_left = budget is None or budget > float(end["max_time_s"])
+        if steps_left and time_left:
+            return None
+        return end, "trainer.max_time" if steps_left else "trainer.max_steps"
+    if end["reason"] == "max_steps":
+        return None if steps_left else (end, "trainer.max_steps")
+    # early stopping or the epoch limit: train on only when max_steps was raised
+    raised = (max_steps < 0 <= end["max_steps"]) or max_steps > end["max_steps"]
+    return None if raised else (end, "trainer.max_steps")
+
+
+def _seconds(max_time) -> float | None:
+    """``trainer.max_time`` ("DD:HH:MM:SS", {days: .., hours: ..}, null) in seconds."""
+    if max_time is None:
+        return None
+    if OmegaConf.is_config(max_time):
+        max_time = OmegaConf.to_container(max_time, resolve=True)
+    return Timer(duration=max_time).time_remaining()  # the whole budget: nothing elapsed yet
+
+
+def _finished_outputs(out: Path, end: dict) -> dict | None:
+    """The run's metrics.json when it describes the final step ``end`` names, else None."""
+    try:
+        result = json.loads((out / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    ok = result.get("status") == "ok" and result.get("global_step") == end["global_step"]
+    return result if ok else None
+
+
+def _finished_line(out: Path, end: dict, knob: str, result: dict) -> str:
+    """One line: the run is finished, why, where its outputs are, what would continue it."""
+    reason = end["reason"]
+    if reason == "max_steps":
+        why = f"trainer.max_steps={end['max_steps']} reached"
+    elif reason == "max_time":
+        why = f"its trainer.max_time budget of {end['max_time_s']:g} s used"
+    else:
+        why = {"early_stopping": "stopped early", "max_epochs": "trainer.max_epochs reached"}
+        why = why.get(reason, "stopped")
+    figure = (result.get("samples") or {}).get("figure")
+    outputs = ["checkpoints/last.ckpt", "metrics.json", *([Path(figure).name] if figure else [])]
+    return (
+        f"run already finished at step {end['global_step']} ({why}); outputs in {out}: "
+        f"{', '.join(outputs)}; raise {knob} to train further"
+    )
+
+
+def _launch_rank() -> int:
+    """This process's rank before the Trainer exists (0 without a distributed launcher)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+
+
+def _scalars(metrics) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
 def train(cfg: DictConfig) -> dict:
-    """Fit, then sample; returns the final metrics dict."""
+    """Fit, validate and sample the final weights; returns the final metrics dict.
+
+    A rerun of a finished run (its ``last.ckpt`` ended by ``max_steps``, ``max_time`` or early
+    stopping) trains nothing: it says where the outputs are, or writes them from ``last.ckpt``
+    if they are missing. Raising the limit that ended it (``trainer.max_steps``, or
+    ``trainer.max_time`` for a time budget) continues training from ``last.ckpt``.
+    """
     start = time.time()
     validate_config(cfg)
+    out = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg)
+    finished = finished_run(cfg, ckpt_path)
+    if finished is not None:
+        end, knob = finished
+        previous = _finished_outputs(out, end)
+        if previous is not None:
+            if _launch_rank() == 0:
+                print(_finished_line(out, end, knob, previous))
+            return previous
     L.seed_everything(int(cfg.seed), workers=True)
     module = build_module(cfg)
     datamodule = build_datamodule(cfg)
-    ckpt_path = resolve_ckpt_path(cfg)
-    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
-        for stale in remove_stale_temporaries(Path(cfg.paths.output_dir) / "checkpoints"):
+    if _launch_rank() == 0:
+        for stale in remove_stale_temporaries(out / "checkpoints"):
             rank_zero_info(f"removed {stale.name}, left by a save that was killed")
     callbacks = build_callbacks(cfg)
     loggers = build_loggers(cfg)
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
-    out = Path(cfg.paths.output_dir)
+    run_ckpt = next((c for c in callbacks if isinstance(c, RunCheckpoint)), None)
     try:
-        if ckpt_path:
-            rank_zero_info(f"resuming from {ckpt_path}")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        # pre-empted (SIGTERM/SIGUSR1): last.ckpt is saved; say so and skip the final samples,
-        # which would spend the grace period on a half-trained model
+        if finished is None:
+            if ckpt_path:
+                rank_zero_info(f"resuming from {ckpt_path}")
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            step, end = int(trainer.global_step), run_ckpt.end if run_ckpt else None
+        else:  # finished, but killed before its samples and metrics.json were written
+            end = finished[0]
+            step = int(end["global_step"])
+            rank_zero_info(f"{ckpt_path} ends a finished run; writing its samples and metrics")
+            module.load_state_dict(read_checkpoint(ckpt_path)["state_dict"])
+        metrics = _scalars(trainer.callback_metrics)
+        # pre-empted (SIGTERM/SIGUSR1): last.ckpt is saved; say so and skip the final validation
+        # and samples, which would spend the grace period on a half-trained model
         preempted = next((c.requested for c in callbacks if getattr(c, "requested", None)), None)
+        if not preempted and trainer.limit_val_batches != 0:
+            # val/* of the final weights (the last periodic validation may be older)
+            for res in trainer.validate(module, datamodule=datamodule, verbose=False):
+                metrics.update(_scalars(res))
+        last = Path(run_ckpt.last_model_path) if run_ckpt and run_ckpt.last_model_path else None
+        if finished is not None:
+            last = Path(ckpt_path)
         result = {
             "status": "preempted" if preempted else "ok",
             "task": "train",
             "metrics": metrics,
-            "global_step": int(trainer.global_step),
+            "global_step": step,
+            "checkpoint": {"path": str(last), "global_step": step} if last else None,
+            "stopped_by": end["reason"] if end else ("preemption" if preempted else None),
             "skipped_steps": int(module.skipped_steps),
             "overrides": task_overrides(),
             "tags": list(cfg.get("tags") or []),
@@ -117,6 +226,7 @@ def train(cfg: DictConfig) -> dict:
             files = write_samples(module.to_unit_range(res.x.float().cpu()), out)
             result["samples"] = {
                 "n": int(cfg.n_samples),
+                "global_step": step,
                 "sampler": module.sampler.describe(),
                 "nfe": int(res.nfe),
                 "wall_time_s": time.time() - t0,
@@ -127,7 +237,7 @@ def train(cfg: DictConfig) -> dict:
             write_json_atomic(result, out / "metrics.json")
             if "samples" in result:
                 print(f"samples: {result['samples']['figure']}")
-            print(f"metrics: {out / 'metrics.json'}")
+            print(f"metrics: {out / 'metrics.json'} (step {step})")
         return result
     finally:
         _close_wandb(loggers)

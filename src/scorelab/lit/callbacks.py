@@ -1,4 +1,5 @@
-"""Callbacks: sample grids during training, and a clean save on pre-emption signals."""
+"""Callbacks: checkpoints whose last.ckpt always holds the final step, sample grids during
+training, and a clean save on pre-emption signals."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from scorelab.plots import save_samples_figure
@@ -114,3 +117,98 @@ class PreemptionHandler(L.Callback):
             f"{self.requested} received: saved {path} at step {trainer.global_step}; stopping"
         )
         trainer.should_stop = True
+
+
+# Key of the record a finished run's final checkpoint carries (see RunCheckpoint).
+END_KEY = "scorelab_end"
+
+
+def read_end(path: str | Path) -> tuple[int | None, dict | None]:
+    """``(global_step, end record)`` of the checkpoint at ``path``; ``(None, None)`` when there
+    is no readable file. Memory-mapped, so even a large checkpoint costs little to ask."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - a missing or unreadable file holds no step
+        return None, None
+    return int(ckpt.get("global_step", -1)), ckpt.get(END_KEY)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """:class:`~lightning.pytorch.callbacks.ModelCheckpoint` whose ``last.ckpt`` always holds
+    the final step: when training ends (``max_steps``, ``max_time``, early stopping, a pre-emption
+    signal) between two periodic saves, ``last.ckpt`` is written once more, with the same full
+    state (weights, EMA, optimizer, RNG) and the same atomic checkpoint IO.
+
+    The final checkpoint of a finished run also carries why it ended under :data:`END_KEY`
+    (``{"reason", "global_step", "max_steps", "max_time_s"}``); a pre-empted run's carries none,
+    so rerunning its command resumes, while a rerun of a finished one can say it is finished.
+    ``end`` holds that record once training has ended.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.save_last is not True:
+            raise ValueError(
+                f"RunCheckpoint needs save_last=True (it keeps last.ckpt at the final step), got "
+                f"save_last={self.save_last!r}; use lightning's ModelCheckpoint for other values"
+            )
+        self.end: dict | None = None
+        self._saving_end: dict | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # last.ckpt is overwritten, never versioned: a run continued in a moved or copied
+        # directory (whose saved state names the old one) would otherwise write last-v1.ckpt
+        # and leave last.ckpt, which the next rerun resumes from, behind.
+        if not self.last_model_path:
+            self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+
+    @staticmethod
+    def ending(trainer: L.Trainer) -> dict | None:
+        """Why the fit loop stopped (called when it has), or None if a pre-emption signal
+        stopped it: that run is not finished."""
+        if any(isinstance(c, PreemptionHandler) and c.requested for c in trainer.callbacks):
+            return None
+        step, max_steps = int(trainer.global_step), int(trainer.max_steps)
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        left = timer.time_remaining() if timer is not None else None
+        early = [c for c in trainer.callbacks if isinstance(c, EarlyStopping)]
+        if 0 <= max_steps <= step:
+            reason = "max_steps"
+        elif left is not None and left <= 0:
+            reason = "max_time"
+        elif any(c.stopping_reason != EarlyStoppingReason.NOT_STOPPED for c in early):
+            reason = "early_stopping"
+        elif trainer.should_stop:
+            reason = "stopped"
+        else:
+            reason = "max_epochs"
+        # time_elapsed + time_remaining is the Timer's budget (it has no public accessor)
+        budget = None if left is None else round(timer.time_elapsed() + left, 3)
+        return {"reason": reason, "global_step": step, "max_steps": max_steps, "max_time_s": budget}
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        end = self._saving_end
+        if end is None and 0 <= trainer.max_steps <= trainer.global_step:
+            end = self.ending(trainer)  # a periodic save at max_steps is the final one
+        if end is not None:
+            checkpoint[END_KEY] = end
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        end = self.ending(trainer)
+        self.end = end
+        candidates = self._monitor_candidates(trainer)
+        path = self.last_model_path or self.format_checkpoint_name(
+            candidates, self.CHECKPOINT_NAME_LAST
+        )
+        # Already there (a periodic save at the last step, or the pre-emption handler's)?
+        on_disk = read_end(path) if trainer.is_global_zero else None
+        if trainer.strategy.broadcast(on_disk) == (trainer.global_step, end):
+            return
+        self._saving_end = end
+        try:
+            self._save_last_checkpoint(trainer, candidates)
+        finally:
+            self._saving_end = None
+        why = end["reason"] if end else "pre-empted"
+        rank_zero_info(f"saved {self.last_model_path}, final step {trainer.global_step} ({why})")
