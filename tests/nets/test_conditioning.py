@@ -210,14 +210,14 @@ def test_the_double_scaling_is_refused_at_construction(tmp_path):
         ScoreModel(net, VPSDE(), net_cond="step", output="eps")
     # The old demo's parametrisation block, as a checkpoint of it carries it.
     cfg = compose_cfg(
-        "train", ["experiment=mnist_demo", "+model.parametrization.time_scale=999"], tmp_path
+        "train", ["experiment=mnist_demo_vp", "+model.parametrization.time_scale=999"], tmp_path
     )
     with pytest.raises(ConfigError, match=r"time_scale=999 .*scaled twice; drop time_scale"):
         build_score_model(cfg, build_noise(cfg))
 
 
-def test_the_demo_feeds_t_to_an_embedding_of_t(tmp_path):
-    cfg = compose_cfg("train", ["experiment=mnist_demo"], tmp_path)
+def test_the_vp_demo_feeds_t_to_an_embedding_of_t(tmp_path):
+    cfg = compose_cfg("train", ["experiment=mnist_demo_vp"], tmp_path)
     model = build_score_model(cfg, build_noise(cfg))
     assert (model.net_cond, model.net.cond_input) == ("time", "time")
     t = torch.tensor([0.25, 0.5])
