@@ -1,12 +1,16 @@
 """Sampler drivers: what a Hydra ``sampler=`` choice builds.
 
-A driver knows how to start (uniform noise or the prior), which schedule to hand the sampler
-(discrete σ levels, an SDE, a Karras schedule) and which view of the score it needs
-(σ-conditioned or time-conditioned). It then calls one of the pure samplers in
-:mod:`scorelab.sampling` with a progress bar.
+A driver knows how to start (uniform noise, the prior, or the Gaussian with the data's moments),
+which schedule to hand the sampler (discrete σ levels, an SDE, a Karras schedule) and which view
+of the score it needs (σ-conditioned or time-conditioned). It then calls one of the pure samplers
+in :mod:`scorelab.sampling` with a progress bar.
 
 ``driver(model, shape, *, device, generator, progress) -> SampleResult`` where ``model`` is a
 :class:`~scorelab.nets.precond.ScoreModel` or an :class:`~scorelab.nets.precond.OracleScoreModel`.
+A model may carry ``data_moments`` (:class:`~scorelab.sampling.start.DataMoments`): the oracle
+knows them exactly, a trained model saves them from its training data. The deterministic drivers
+start from them, and annealed Langevin takes its smallest level from the data's scale.
+``driver.describe()`` reports the knobs and, after a call, where that call started.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from scorelab.sampling.start import DataMoments, gaussian_start
 from scorelab.schedules import NoiseLevels, geometric_sigmas, karras_sigmas
 from scorelab.sde import SDE, subVPSDE
 
@@ -56,48 +61,116 @@ def _sigma_range(model) -> tuple[float, float]:
     return float(s[0]), float(s[1])
 
 
-class _Driver:
-    name = "sampler"
-    init = "prior"
-
-    def __init__(self, init: str = "prior", init_low: float = 0.0, init_high: float = 1.0):
-        if init not in ("prior", "uniform"):
-            raise ValueError(f"init must be 'prior' or 'uniform', got {init!r}")
-        if not init_high > init_low:
-            raise ValueError(f"init_high must be > init_low = {init_low}, got {init_high}")
-        self.init, self.init_low, self.init_high = init, float(init_low), float(init_high)
-
-    def check(self, model) -> None:
-        """Refuse a model this sampler cannot drive (before any sampling work)."""
-
-    def start(self, shape, prior_std: float, device, generator) -> Tensor:
-        if self.init == "uniform":
-            u = torch.rand(shape, generator=generator, device=device)
-            return self.init_low + (self.init_high - self.init_low) * u
-        return prior_std * torch.randn(shape, generator=generator, device=device)
-
-    def describe(self) -> dict:
-        return {"name": self.name, **{k: v for k, v in vars(self).items() if _plain(v)}}
+def _data_moments(model) -> DataMoments | None:
+    """The data's mean and variance the model carries, if known: exact for the oracle of a
+    mixture, saved from the training data in a trained model's checkpoint."""
+    moments = getattr(model, "data_moments", None)
+    return moments if moments is not None and moments.known else None
 
 
 def _plain(v) -> bool:
     return isinstance(v, int | float | str | bool | type(None))
 
 
-def _check_init_moments(driver: _Driver, init_mean, init_std) -> None:
-    if (init_mean is not None or init_std is not None) and driver.init != "prior":
-        raise ValueError("init_mean / init_std set a Gaussian start; they need init='prior'")
-    if init_std is not None and not bool((torch.as_tensor(init_std) > 0).all()):
-        raise ValueError(f"init_std must be > 0, got {init_std}")
+def _summary(v) -> float | list | str:
+    """A JSON-friendly view of a start parameter (a number, a short list, or its shape)."""
+    t = torch.as_tensor(v)
+    if t.numel() == 1:
+        return float(t)
+    if t.numel() <= 16:
+        return t.flatten().tolist()
+    return f"tensor of shape {tuple(t.shape)}"
 
 
-def _gaussian_start(shape, mean, std, device, generator) -> Tensor:
-    """x ~ N(mean, std²) per coordinate; mean and std broadcast against ``shape[1:]``."""
-    z = torch.randn(shape, generator=generator, device=device)
-    return (
-        torch.as_tensor(mean, dtype=z.dtype, device=device)
-        + torch.as_tensor(std, dtype=z.dtype, device=device) * z
-    )
+class _Driver:
+    name = "sampler"
+    init = "prior"
+    inits: tuple[str, ...] = ("prior", "uniform")
+
+    def __init__(self, init: str = "prior", init_low: float = 0.0, init_high: float = 1.0):
+        if init not in self.inits:
+            raise ValueError(f"init must be one of {list(self.inits)}, got {init!r}")
+        if not init_high > init_low:
+            raise ValueError(f"init_high must be > init_low = {init_low}, got {init_high}")
+        self.init, self.init_low, self.init_high = init, float(init_low), float(init_high)
+        # Where the last call started (reported by describe(), e.g. in sample_info.json).
+        self.started_from: dict | None = None
+
+    def check(self, model) -> None:
+        """Refuse a model this sampler cannot drive (before any sampling work)."""
+
+    def start(self, shape, prior_std: float, device, generator) -> Tensor:
+        if self.init == "uniform":
+            self.started_from = {"kind": "uniform", "low": self.init_low, "high": self.init_high}
+            u = torch.rand(shape, generator=generator, device=device)
+            return self.init_low + (self.init_high - self.init_low) * u
+        self.started_from = {"kind": "prior", "mean": 0.0, "std": float(prior_std)}
+        return prior_std * torch.randn(shape, generator=generator, device=device)
+
+    def describe(self) -> dict:
+        info = {"name": self.name, **{k: v for k, v in vars(self).items() if _plain(v)}}
+        if self.started_from is not None:
+            info["start"] = dict(self.started_from)
+        return info
+
+
+class _DeterministicDriver(_Driver):
+    """A driver whose sampler carries its start deterministically to the data (ODE, EDM-Heun),
+    so any error in the start stays in the samples.
+
+    ``init="auto"`` (the default) starts from N(alpha·mean, alpha²·var + std²) per coordinate,
+    the first two moments of the marginal at the top level, whenever the model knows its data's
+    mean and variance, and from the prior N(0, prior_std² I) otherwise; ``"moments"`` insists on
+    the former and ``"prior"`` forces the latter. ``init_mean`` / ``init_std`` give the Gaussian
+    explicitly (a missing one keeps the prior's: mean 0, its std).
+    """
+
+    init = "auto"
+    inits = ("auto", "moments", "prior", "uniform")
+
+    def __init__(self, init: str = "auto", init_mean=None, init_std=None, **kw):
+        super().__init__(init=init, **kw)
+        if (init_mean is not None or init_std is not None) and init not in ("auto", "prior"):
+            raise ValueError(
+                f"init_mean / init_std set a Gaussian start; they need init='prior' or 'auto', "
+                f"got init={init!r}"
+            )
+        if init_std is not None and not bool((torch.as_tensor(init_std) > 0).all()):
+            raise ValueError(f"init_std must be > 0, got {init_std}")
+        self.init_mean, self.init_std = init_mean, init_std
+
+    def initial_state(
+        self, model, shape, *, std: float, alpha: float, prior_std: float, device, generator
+    ) -> Tensor:
+        """x at the top level, where the marginal is alpha·x_0 + std·z and the prior
+        N(0, prior_std² I)."""
+        if self.init_mean is not None or self.init_std is not None:
+            mean = 0.0 if self.init_mean is None else self.init_mean
+            sd = prior_std if self.init_std is None else self.init_std
+            self.started_from = {"kind": "given", "mean": _summary(mean), "std": _summary(sd)}
+            return gaussian_start(shape, mean, sd, device=device, generator=generator)
+        if self.init == "uniform":
+            return self.start(shape, prior_std, device, generator)
+        moments = _data_moments(model) if self.init != "prior" else None
+        if moments is None and self.init == "moments":
+            raise ValueError(
+                f"sampler {self.name} has init='moments', but this model does not know its "
+                "data's mean and variance (a checkpoint saved before they were, or a converted "
+                "one); use init=auto or init=prior"
+            )
+        if moments is None:
+            return self.start(shape, prior_std, device, generator)
+        mean, sd = moments.marginal(std, alpha)
+        self.started_from = {
+            "kind": "moments",
+            "distribution": "N(alpha * data_mean, alpha^2 * data_var + std^2) per coordinate",
+            "alpha": float(alpha),
+            "std": float(std),
+            **moments.describe(),
+        }
+        return gaussian_start(
+            shape, mean.to(device), sd.to(device), device=device, generator=generator
+        )
 
 
 class LangevinDriver(_Driver):
@@ -187,7 +260,8 @@ class PCDriver(_Driver):
     """Predictor–corrector sampling of the reverse SDE (Song et al. 2021, Algorithm 1).
 
     ``predictor`` and ``corrector`` are partials ``cls(sde, score_fn)``; Euler–Maruyama,
-    reverse-diffusion and ancestral sampling are this driver with no corrector.
+    reverse-diffusion and ancestral sampling are this driver with no corrector. They start from
+    the prior N(0, prior_std² I): their noise corrects a start that differs from p_T.
     """
 
     name = "pc"
@@ -227,6 +301,7 @@ class PCDriver(_Driver):
         self.check(model)
         sde = model.noise
         x = sde.prior_sampling(shape, generator=generator, device=device)
+        self.started_from = {"kind": "prior", "mean": 0.0, "std": float(sde.prior_std)}
         n = self.n_steps or sde.N
         with _progress(n, self.name, progress) as cb:
             return pc_sampler(
@@ -243,13 +318,12 @@ class PCDriver(_Driver):
             )
 
 
-class ODEDriver(_Driver):
+class ODEDriver(_DeterministicDriver):
     """The probability-flow ODE, adaptive (dopri5/rk45) or fixed-step (euler, heun).
 
-    ``init_mean`` / ``init_std`` (default None: the SDE's prior) start the ODE from
-    N(init_mean, init_std²) per coordinate instead, e.g. the moment-matched start
-    :func:`scorelab.schedules.moment_matched_start` ``(data, sigma, alpha)`` with the SDE's
-    (alpha, std) at T; a missing one keeps the prior's (mean 0, its std).
+    Starts at t = T from the Gaussian with the marginal's moments, N(alpha(T)·mean,
+    alpha(T)²·var + std(T)²), when the model knows its data's moments (``init="auto"``, see
+    :class:`_DeterministicDriver`), else from the SDE's prior.
     """
 
     name = "ode"
@@ -261,14 +335,10 @@ class ODEDriver(_Driver):
         atol: float = 1e-5,
         eps: float | None = None,
         n_steps: int = 100,
-        init_mean=None,
-        init_std=None,
         **init,
     ):
         super().__init__(**init)
         self.method, self.rtol, self.atol, self.eps, self.n_steps = method, rtol, atol, eps, n_steps
-        _check_init_moments(self, init_mean, init_std)
-        self.init_mean, self.init_std = init_mean, init_std
 
     def check(self, model) -> None:
         _sde_of(model, self.name)
@@ -277,12 +347,16 @@ class ODEDriver(_Driver):
         from scorelab.sampling.ode import ode_sampler
 
         sde = _sde_of(model, self.name)
-        if self.init_std is None:
-            x = sde.prior_sampling(shape, generator=generator, device=device)
-        else:
-            x = _gaussian_start(shape, 0.0, self.init_std, device, generator)
-        if self.init_mean is not None:
-            x = x + torch.as_tensor(self.init_mean, dtype=x.dtype, device=x.device)
+        alpha, std = sde.marginal_coeffs(torch.tensor([sde.T], dtype=torch.float64))
+        x = self.initial_state(
+            model,
+            shape,
+            std=float(std),
+            alpha=float(alpha),
+            prior_std=float(sde.prior_std),
+            device=device,
+            generator=generator,
+        )
         total = self.n_steps if self.method in ("euler", "heun") else 0
         with _progress(total, f"{self.name}-{self.method}", progress) as cb:
             return ode_sampler(
@@ -298,14 +372,13 @@ class ODEDriver(_Driver):
             )
 
 
-class EDMHeunDriver(_Driver):
+class EDMHeunDriver(_DeterministicDriver):
     """EDM's 2nd-order Heun sampler on the Karras σ schedule (18 steps = 35 NFE).
 
-    ``init_mean`` / ``init_std`` (default None: N(0, σ_max² I)) start it from
-    N(init_mean, init_std²) per coordinate instead, e.g. the moment-matched start
-    :func:`scorelab.schedules.moment_matched_start` ``(data, sigma_max)``, which removes the
-    mode-weight bias that the data mean's offset causes. The sampler works in VE coordinates,
-    on VP models too, so the VE moments (alpha = 1) apply.
+    The σ range is the model's unless ``sigma_min`` / ``sigma_max`` are given. The sampler works
+    in VE coordinates, on VP models too, so it starts from N(mean, var + σ_0²) when the model
+    knows its data's moments (``init="auto"``, see :class:`_DeterministicDriver`), else from
+    N(0, σ_0² I).
     """
 
     name = "heun"
@@ -317,15 +390,11 @@ class EDMHeunDriver(_Driver):
         sigma_max: float | None = None,
         rho: float = 7.0,
         s_churn: float = 0.0,
-        init_mean=None,
-        init_std=None,
         **init,
     ):
         super().__init__(**init)
         self.num_steps, self.sigma_min, self.sigma_max = num_steps, sigma_min, sigma_max
         self.rho, self.s_churn = rho, s_churn
-        _check_init_moments(self, init_mean, init_std)
-        self.init_mean, self.init_std = init_mean, init_std
 
     def sigmas(self, model) -> Tensor:
         lo, hi = _sigma_range(model)
@@ -338,12 +407,16 @@ class EDMHeunDriver(_Driver):
         from scorelab.sampling.edm import edm_heun
 
         sigmas = self.sigmas(model).to(device)
-        if self.init_mean is None and self.init_std is None:
-            x = self.start(shape, float(sigmas[0]), device, generator)
-        else:
-            mean = 0.0 if self.init_mean is None else self.init_mean
-            std = float(sigmas[0]) if self.init_std is None else self.init_std
-            x = _gaussian_start(shape, mean, std, device, generator)
+        sigma0 = float(sigmas[0])
+        x = self.initial_state(
+            model,
+            shape,
+            std=sigma0,
+            alpha=1.0,
+            prior_std=sigma0,
+            device=device,
+            generator=generator,
+        )
         with _progress(self.num_steps, self.name, progress) as cb:
             res = edm_heun(
                 model.sigma_score(),
