@@ -201,16 +201,18 @@ class LangevinDriver(_Driver):
             )
 
 
-# NCSN's ε = 2e-5 at σ_L = 0.01 is ε/σ_L² = 0.2; the same ratio suits any σ_L.
-DEFAULT_EPS_OVER_SIGMA_MIN_SQ = 0.2
+# The official NCSN runner steps x + step·s + √(2 step) z with step = step_lr = 2e-5 at
+# σ_L = 0.01: in the paper's notation ε = 2·step_lr = 4e-5 = 0.4 σ_L². The same ratio suits any
+# σ_L. (The paper's text reads ε = 2e-5, i.e. 0.2 σ_L²: half the step the published samples used.)
+DEFAULT_EPS_OVER_SIGMA_MIN_SQ = 0.4
 
 
 class AnnealedLangevinDriver(_Driver):
     """NCSN's annealed Langevin dynamics (Algorithm 1), optionally with NCSNv2's denoising.
 
     On discrete models the σ levels are the model's; on SDE models ``num_scales`` geometric levels
-    span the SDE's VE-equivalent range. Give exactly one of ``eps`` (paper) and ``step_lr``
-    (official code, = ε/2).
+    span the SDE's VE-equivalent range. Give at most one of ``eps`` (paper) and ``step_lr``
+    (official code, = ε/2); with neither, ε = 0.4 σ_L² (the official NCSN runner's step).
     """
 
     name = "ald"
