@@ -374,13 +374,20 @@ class ODEDriver(_DeterministicDriver):
             )
 
 
+# EDM's σ range (Karras et al. 2022). A VP or sub-VP SDE spans σ(1e-5)…σ(1) ≈ 1e-3 (VP) or 1e-6
+# (sub-VP) … 152: Karras steps crowd into the levels below 0.002 and spend the 18-step budget
+# where nothing changes, so the model's range is clamped to this one unless given.
+EDM_SIGMA_MIN, EDM_SIGMA_MAX = 0.002, 80.0
+
+
 class EDMHeunDriver(_DeterministicDriver):
     """EDM's 2nd-order Heun sampler on the Karras σ schedule (18 steps = 35 NFE).
 
-    The σ range is the model's unless ``sigma_min`` / ``sigma_max`` are given. The sampler works
-    in VE coordinates, on VP models too, so it starts from N(mean, var + σ_0²) when the model
-    knows its data's moments (``init="auto"``, see :class:`_DeterministicDriver`), else from
-    N(0, σ_0² I).
+    The σ range is ``[sigma_min, sigma_max]`` where given; a null end is the model's own,
+    clamped to ``[clamp_sigma_min, clamp_sigma_max]`` (EDM's [0.002, 80] by default; null turns
+    that end's clamp off). The sampler works in VE coordinates, on VP models too, so it starts
+    from N(mean, var + σ_0²) when the model knows its data's moments (``init="auto"``, see
+    :class:`_DeterministicDriver`), else from N(0, σ_0² I).
     """
 
     name = "heun"
@@ -392,16 +399,46 @@ class EDMHeunDriver(_DeterministicDriver):
         sigma_max: float | None = None,
         rho: float = 7.0,
         s_churn: float = 0.0,
+        clamp_sigma_min: float | None = EDM_SIGMA_MIN,
+        clamp_sigma_max: float | None = EDM_SIGMA_MAX,
         **init,
     ):
         super().__init__(**init)
+        for key, v in (("clamp_sigma_min", clamp_sigma_min), ("clamp_sigma_max", clamp_sigma_max)):
+            if v is not None and not v > 0:
+                raise ValueError(f"{key} must be > 0 or null (no clamp), got {v}")
+        if None not in (clamp_sigma_min, clamp_sigma_max) and not clamp_sigma_max > clamp_sigma_min:
+            raise ValueError(
+                f"clamp_sigma_max must be > clamp_sigma_min = {clamp_sigma_min}, got "
+                f"{clamp_sigma_max}"
+            )
         self.num_steps, self.sigma_min, self.sigma_max = num_steps, sigma_min, sigma_max
         self.rho, self.s_churn = rho, s_churn
+        self.clamp_sigma_min, self.clamp_sigma_max = clamp_sigma_min, clamp_sigma_max
+
+    def sigma_range(self, model) -> tuple[float, float]:
+        """(σ_min, σ_max) of the Karras schedule for ``model``."""
+        lo, hi = _sigma_range(model)
+        if self.sigma_min is not None:
+            lo = self.sigma_min
+        elif self.clamp_sigma_min is not None:
+            lo = max(lo, self.clamp_sigma_min)
+        if self.sigma_max is not None:
+            hi = self.sigma_max
+        elif self.clamp_sigma_max is not None:
+            hi = min(hi, self.clamp_sigma_max)
+        return lo, hi
+
+    def check(self, model) -> None:
+        lo, hi = self.sigma_range(model)
+        if not hi > lo:
+            raise ValueError(
+                f"sampler=heun's sigma range [{lo:.4g}, {hi:.4g}] is empty for this model; set "
+                "sampler.sigma_min < sampler.sigma_max"
+            )
 
     def sigmas(self, model) -> Tensor:
-        lo, hi = _sigma_range(model)
-        lo = self.sigma_min if self.sigma_min is not None else lo
-        hi = self.sigma_max if self.sigma_max is not None else hi
+        lo, hi = self.sigma_range(model)
         s = karras_sigmas(self.num_steps, lo, hi, self.rho)
         return torch.cat([s, s.new_zeros(1)])
 
