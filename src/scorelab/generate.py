@@ -205,14 +205,22 @@ class LangevinDriver(_Driver):
 # σ_L = 0.01: in the paper's notation ε = 2·step_lr = 4e-5 = 0.4 σ_L². The same ratio suits any
 # σ_L. (The paper's text reads ε = 2e-5, i.e. 0.2 σ_L²: half the step the published samples used.)
 DEFAULT_EPS_OVER_SIGMA_MIN_SQ = 0.4
+# On SDE models the smallest level is this fraction of the data's scale (the RMS per-coordinate
+# std), never below the SDE's own σ(eps). At σ(1e-5) (1e-6 on sub-VP) the last levels' steps are
+# too small to move anything and the samples keep the spread of the level where they froze.
+# NCSN's σ_L = 0.01 for pixels in [0, 1] (std ≈ 0.25–0.3) is 0.03–0.04 of the data's scale; 0.02
+# measured best on mixtures with 20–100 steps per level (docs/samplers.md).
+SIGMA_MIN_OVER_DATA_STD = 0.02
 
 
 class AnnealedLangevinDriver(_Driver):
     """NCSN's annealed Langevin dynamics (Algorithm 1), optionally with NCSNv2's denoising.
 
-    On discrete models the σ levels are the model's; on SDE models ``num_scales`` geometric levels
-    span the SDE's VE-equivalent range. Give at most one of ``eps`` (paper) and ``step_lr``
-    (official code, = ε/2); with neither, ε = 0.4 σ_L² (the official NCSN runner's step).
+    On discrete models the σ levels are the model's. On SDE models ``num_scales`` geometric
+    levels run from the SDE's σ(T) down to ``sigma_min``; null takes it from the data's scale,
+    ``max(σ(1e-5), 0.02 · data std)``, when the model knows its data's moments (σ(1e-5)
+    otherwise). Give at most one of ``eps`` (paper) and ``step_lr`` (official code, = ε/2);
+    with neither, ε = 0.4 σ_L² (the official NCSN runner's step).
     """
 
     name = "ald"
@@ -224,22 +232,48 @@ class AnnealedLangevinDriver(_Driver):
         step_lr: float | None = None,
         final_denoise: bool = False,
         num_scales: int = 100,
+        sigma_min: float | None = None,
         **init,
     ):
         super().__init__(**{"init": "uniform", **init})
+        if sigma_min is not None and not sigma_min > 0:
+            raise ValueError(f"sigma_min must be > 0 or null (from the data), got {sigma_min}")
         self.n_steps_each, self.eps, self.step_lr = n_steps_each, eps, step_lr
-        self.final_denoise, self.num_scales = final_denoise, num_scales
+        self.final_denoise, self.num_scales, self.sigma_min = final_denoise, num_scales, sigma_min
+        self.sigma_min_used: float | None = None
+
+    def check(self, model) -> None:
+        if self.sigma_min is None:
+            return
+        if isinstance(model.noise, NoiseLevels):
+            raise ValueError(
+                "sampler.sigma_min sets the smallest level on SDE models; a model with discrete "
+                "levels (sde=ncsn) samples its own: set sampler.sigma_min=null"
+            )
+        lo, hi = _sigma_range(model)
+        if not lo <= self.sigma_min < hi:
+            raise ValueError(
+                f"sampler.sigma_min={self.sigma_min} must lie in the model's range "
+                f"[{lo:.4g}, {hi:.4g}); choose one inside it or null (from the data's scale)"
+            )
 
     def sigmas(self, model) -> Tensor:
         if isinstance(model.noise, NoiseLevels):
             return model.noise.sigmas
         lo, hi = _sigma_range(model)
+        if self.sigma_min is not None:
+            lo = self.sigma_min
+        else:
+            moments = _data_moments(model)
+            if moments is not None:
+                lo = min(max(lo, SIGMA_MIN_OVER_DATA_STD * moments.data_std()), hi / 2)
         return geometric_sigmas(hi, lo, self.num_scales)
 
     def __call__(self, model, shape, *, device="cpu", generator=None, progress=False):
         from scorelab.sampling.langevin import annealed_langevin
 
         sigmas = self.sigmas(model).to(device)
+        self.sigma_min_used = float(sigmas[-1])
         x = self.start(shape, float(sigmas[0]), device, generator)
         eps = self.eps
         if eps is None and self.step_lr is None:
