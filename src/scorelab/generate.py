@@ -1,12 +1,16 @@
 """Sampler drivers: what a Hydra ``sampler=`` choice builds.
 
-A driver knows how to start (uniform noise or the prior), which schedule to hand the sampler
-(discrete σ levels, an SDE, a Karras schedule) and which view of the score it needs
-(σ-conditioned or time-conditioned). It then calls one of the pure samplers in
-:mod:`scorelab.sampling` with a progress bar.
+A driver knows how to start (uniform noise, the prior, or the Gaussian with the data's moments),
+which schedule to hand the sampler (discrete σ levels, an SDE, a Karras schedule) and which view
+of the score it needs (σ-conditioned or time-conditioned). It then calls one of the pure samplers
+in :mod:`scorelab.sampling` with a progress bar.
 
 ``driver(model, shape, *, device, generator, progress) -> SampleResult`` where ``model`` is a
 :class:`~scorelab.nets.precond.ScoreModel` or an :class:`~scorelab.nets.precond.OracleScoreModel`.
+A model may carry ``data_moments`` (:class:`~scorelab.sampling.start.DataMoments`): the oracle
+knows them exactly, a trained model saves them from its training data. The deterministic drivers
+start from them, and annealed Langevin takes its smallest level from the data's scale.
+``driver.describe()`` reports the knobs and, after a call, where that call started.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from scorelab.sampling.start import DataMoments, gaussian_start
 from scorelab.schedules import NoiseLevels, geometric_sigmas, karras_sigmas
 from scorelab.sde import SDE, subVPSDE
 
@@ -56,48 +61,116 @@ def _sigma_range(model) -> tuple[float, float]:
     return float(s[0]), float(s[1])
 
 
-class _Driver:
-    name = "sampler"
-    init = "prior"
-
-    def __init__(self, init: str = "prior", init_low: float = 0.0, init_high: float = 1.0):
-        if init not in ("prior", "uniform"):
-            raise ValueError(f"init must be 'prior' or 'uniform', got {init!r}")
-        if not init_high > init_low:
-            raise ValueError(f"init_high must be > init_low = {init_low}, got {init_high}")
-        self.init, self.init_low, self.init_high = init, float(init_low), float(init_high)
-
-    def check(self, model) -> None:
-        """Refuse a model this sampler cannot drive (before any sampling work)."""
-
-    def start(self, shape, prior_std: float, device, generator) -> Tensor:
-        if self.init == "uniform":
-            u = torch.rand(shape, generator=generator, device=device)
-            return self.init_low + (self.init_high - self.init_low) * u
-        return prior_std * torch.randn(shape, generator=generator, device=device)
-
-    def describe(self) -> dict:
-        return {"name": self.name, **{k: v for k, v in vars(self).items() if _plain(v)}}
+def _data_moments(model) -> DataMoments | None:
+    """The data's mean and variance the model carries, if known: exact for the oracle of a
+    mixture, saved from the training data in a trained model's checkpoint."""
+    moments = getattr(model, "data_moments", None)
+    return moments if moments is not None and moments.known else None
 
 
 def _plain(v) -> bool:
     return isinstance(v, int | float | str | bool | type(None))
 
 
-def _check_init_moments(driver: _Driver, init_mean, init_std) -> None:
-    if (init_mean is not None or init_std is not None) and driver.init != "prior":
-        raise ValueError("init_mean / init_std set a Gaussian start; they need init='prior'")
-    if init_std is not None and not bool((torch.as_tensor(init_std) > 0).all()):
-        raise ValueError(f"init_std must be > 0, got {init_std}")
+def _summary(v) -> float | list | str:
+    """A JSON-friendly view of a start parameter (a number, a short list, or its shape)."""
+    t = torch.as_tensor(v)
+    if t.numel() == 1:
+        return float(t)
+    if t.numel() <= 16:
+        return t.flatten().tolist()
+    return f"tensor of shape {tuple(t.shape)}"
 
 
-def _gaussian_start(shape, mean, std, device, generator) -> Tensor:
-    """x ~ N(mean, std²) per coordinate; mean and std broadcast against ``shape[1:]``."""
-    z = torch.randn(shape, generator=generator, device=device)
-    return (
-        torch.as_tensor(mean, dtype=z.dtype, device=device)
-        + torch.as_tensor(std, dtype=z.dtype, device=device) * z
-    )
+class _Driver:
+    name = "sampler"
+    init = "prior"
+    inits: tuple[str, ...] = ("prior", "uniform")
+
+    def __init__(self, init: str = "prior", init_low: float = 0.0, init_high: float = 1.0):
+        if init not in self.inits:
+            raise ValueError(f"init must be one of {list(self.inits)}, got {init!r}")
+        if not init_high > init_low:
+            raise ValueError(f"init_high must be > init_low = {init_low}, got {init_high}")
+        self.init, self.init_low, self.init_high = init, float(init_low), float(init_high)
+        # Where the last call started (reported by describe(), e.g. in sample_info.json).
+        self.started_from: dict | None = None
+
+    def check(self, model) -> None:
+        """Refuse a model this sampler cannot drive (before any sampling work)."""
+
+    def start(self, shape, prior_std: float, device, generator) -> Tensor:
+        if self.init == "uniform":
+            self.started_from = {"kind": "uniform", "low": self.init_low, "high": self.init_high}
+            u = torch.rand(shape, generator=generator, device=device)
+            return self.init_low + (self.init_high - self.init_low) * u
+        self.started_from = {"kind": "prior", "mean": 0.0, "std": float(prior_std)}
+        return prior_std * torch.randn(shape, generator=generator, device=device)
+
+    def describe(self) -> dict:
+        info = {"name": self.name, **{k: v for k, v in vars(self).items() if _plain(v)}}
+        if self.started_from is not None:
+            info["start"] = dict(self.started_from)
+        return info
+
+
+class _DeterministicDriver(_Driver):
+    """A driver whose sampler carries its start deterministically to the data (ODE, EDM-Heun),
+    so any error in the start stays in the samples.
+
+    ``init="auto"`` (the default) starts from N(alpha·mean, alpha²·var + std²) per coordinate,
+    the first two moments of the marginal at the top level, whenever the model knows its data's
+    mean and variance, and from the prior N(0, prior_std² I) otherwise; ``"moments"`` insists on
+    the former and ``"prior"`` forces the latter. ``init_mean`` / ``init_std`` give the Gaussian
+    explicitly (a missing one keeps the prior's: mean 0, its std).
+    """
+
+    init = "auto"
+    inits = ("auto", "moments", "prior", "uniform")
+
+    def __init__(self, init: str = "auto", init_mean=None, init_std=None, **kw):
+        super().__init__(init=init, **kw)
+        if (init_mean is not None or init_std is not None) and init not in ("auto", "prior"):
+            raise ValueError(
+                f"init_mean / init_std set a Gaussian start; they need init='prior' or 'auto', "
+                f"got init={init!r}"
+            )
+        if init_std is not None and not bool((torch.as_tensor(init_std) > 0).all()):
+            raise ValueError(f"init_std must be > 0, got {init_std}")
+        self.init_mean, self.init_std = init_mean, init_std
+
+    def initial_state(
+        self, model, shape, *, std: float, alpha: float, prior_std: float, device, generator
+    ) -> Tensor:
+        """x at the top level, where the marginal is alpha·x_0 + std·z and the prior
+        N(0, prior_std² I)."""
+        if self.init_mean is not None or self.init_std is not None:
+            mean = 0.0 if self.init_mean is None else self.init_mean
+            sd = prior_std if self.init_std is None else self.init_std
+            self.started_from = {"kind": "given", "mean": _summary(mean), "std": _summary(sd)}
+            return gaussian_start(shape, mean, sd, device=device, generator=generator)
+        if self.init == "uniform":
+            return self.start(shape, prior_std, device, generator)
+        moments = _data_moments(model) if self.init != "prior" else None
+        if moments is None and self.init == "moments":
+            raise ValueError(
+                f"sampler {self.name} has init='moments', but this model does not know its "
+                "data's mean and variance (a checkpoint saved before they were, or a converted "
+                "one); use init=auto or init=prior"
+            )
+        if moments is None:
+            return self.start(shape, prior_std, device, generator)
+        mean, sd = moments.marginal(std, alpha)
+        self.started_from = {
+            "kind": "moments",
+            "distribution": "N(alpha * data_mean, alpha^2 * data_var + std^2) per coordinate",
+            "alpha": float(alpha),
+            "std": float(std),
+            **moments.describe(),
+        }
+        return gaussian_start(
+            shape, mean.to(device), sd.to(device), device=device, generator=generator
+        )
 
 
 class LangevinDriver(_Driver):
@@ -128,16 +201,26 @@ class LangevinDriver(_Driver):
             )
 
 
-# NCSN's ε = 2e-5 at σ_L = 0.01 is ε/σ_L² = 0.2; the same ratio suits any σ_L.
-DEFAULT_EPS_OVER_SIGMA_MIN_SQ = 0.2
+# The official NCSN runner steps x + step·s + √(2 step) z with step = step_lr = 2e-5 at
+# σ_L = 0.01: in the paper's notation ε = 2·step_lr = 4e-5 = 0.4 σ_L². The same ratio suits any
+# σ_L. (The paper's text reads ε = 2e-5, i.e. 0.2 σ_L²: half the step the published samples used.)
+DEFAULT_EPS_OVER_SIGMA_MIN_SQ = 0.4
+# On SDE models the smallest level is this fraction of the data's scale (the RMS per-coordinate
+# std), never below the SDE's own σ(eps). At σ(1e-5) (1e-6 on sub-VP) the last levels' steps are
+# too small to move anything and the samples keep the spread of the level where they froze.
+# NCSN's σ_L = 0.01 for pixels in [0, 1] (std ≈ 0.25–0.3) is 0.03–0.04 of the data's scale; 0.02
+# measured best on mixtures with 20–100 steps per level (docs/samplers.md).
+SIGMA_MIN_OVER_DATA_STD = 0.02
 
 
 class AnnealedLangevinDriver(_Driver):
     """NCSN's annealed Langevin dynamics (Algorithm 1), optionally with NCSNv2's denoising.
 
-    On discrete models the σ levels are the model's; on SDE models ``num_scales`` geometric levels
-    span the SDE's VE-equivalent range. Give exactly one of ``eps`` (paper) and ``step_lr``
-    (official code, = ε/2).
+    On discrete models the σ levels are the model's. On SDE models ``num_scales`` geometric
+    levels run from the SDE's σ(T) down to ``sigma_min``; null takes it from the data's scale,
+    ``max(σ(1e-5), 0.02 · data std)``, when the model knows its data's moments (σ(1e-5)
+    otherwise). Give at most one of ``eps`` (paper) and ``step_lr`` (official code, = ε/2);
+    with neither, ε = 0.4 σ_L² (the official NCSN runner's step).
     """
 
     name = "ald"
@@ -149,22 +232,48 @@ class AnnealedLangevinDriver(_Driver):
         step_lr: float | None = None,
         final_denoise: bool = False,
         num_scales: int = 100,
+        sigma_min: float | None = None,
         **init,
     ):
         super().__init__(**{"init": "uniform", **init})
+        if sigma_min is not None and not sigma_min > 0:
+            raise ValueError(f"sigma_min must be > 0 or null (from the data), got {sigma_min}")
         self.n_steps_each, self.eps, self.step_lr = n_steps_each, eps, step_lr
-        self.final_denoise, self.num_scales = final_denoise, num_scales
+        self.final_denoise, self.num_scales, self.sigma_min = final_denoise, num_scales, sigma_min
+        self.sigma_min_used: float | None = None
+
+    def check(self, model) -> None:
+        if self.sigma_min is None:
+            return
+        if isinstance(model.noise, NoiseLevels):
+            raise ValueError(
+                "sampler.sigma_min sets the smallest level on SDE models; a model with discrete "
+                "levels (sde=ncsn) samples its own: set sampler.sigma_min=null"
+            )
+        lo, hi = _sigma_range(model)
+        if not lo <= self.sigma_min < hi:
+            raise ValueError(
+                f"sampler.sigma_min={self.sigma_min} must lie in the model's range "
+                f"[{lo:.4g}, {hi:.4g}); choose one inside it or null (from the data's scale)"
+            )
 
     def sigmas(self, model) -> Tensor:
         if isinstance(model.noise, NoiseLevels):
             return model.noise.sigmas
         lo, hi = _sigma_range(model)
+        if self.sigma_min is not None:
+            lo = self.sigma_min
+        else:
+            moments = _data_moments(model)
+            if moments is not None:
+                lo = min(max(lo, SIGMA_MIN_OVER_DATA_STD * moments.data_std()), hi / 2)
         return geometric_sigmas(hi, lo, self.num_scales)
 
     def __call__(self, model, shape, *, device="cpu", generator=None, progress=False):
         from scorelab.sampling.langevin import annealed_langevin
 
         sigmas = self.sigmas(model).to(device)
+        self.sigma_min_used = float(sigmas[-1])
         x = self.start(shape, float(sigmas[0]), device, generator)
         eps = self.eps
         if eps is None and self.step_lr is None:
@@ -187,7 +296,8 @@ class PCDriver(_Driver):
     """Predictor–corrector sampling of the reverse SDE (Song et al. 2021, Algorithm 1).
 
     ``predictor`` and ``corrector`` are partials ``cls(sde, score_fn)``; Euler–Maruyama,
-    reverse-diffusion and ancestral sampling are this driver with no corrector.
+    reverse-diffusion and ancestral sampling are this driver with no corrector. They start from
+    the prior N(0, prior_std² I): their noise corrects a start that differs from p_T.
     """
 
     name = "pc"
@@ -227,6 +337,7 @@ class PCDriver(_Driver):
         self.check(model)
         sde = model.noise
         x = sde.prior_sampling(shape, generator=generator, device=device)
+        self.started_from = {"kind": "prior", "mean": 0.0, "std": float(sde.prior_std)}
         n = self.n_steps or sde.N
         with _progress(n, self.name, progress) as cb:
             return pc_sampler(
@@ -243,13 +354,12 @@ class PCDriver(_Driver):
             )
 
 
-class ODEDriver(_Driver):
+class ODEDriver(_DeterministicDriver):
     """The probability-flow ODE, adaptive (dopri5/rk45) or fixed-step (euler, heun).
 
-    ``init_mean`` / ``init_std`` (default None: the SDE's prior) start the ODE from
-    N(init_mean, init_std²) per coordinate instead, e.g. the moment-matched start
-    :func:`scorelab.schedules.moment_matched_start` ``(data, sigma, alpha)`` with the SDE's
-    (alpha, std) at T; a missing one keeps the prior's (mean 0, its std).
+    Starts at t = T from the Gaussian with the marginal's moments, N(alpha(T)·mean,
+    alpha(T)²·var + std(T)²), when the model knows its data's moments (``init="auto"``, see
+    :class:`_DeterministicDriver`), else from the SDE's prior.
     """
 
     name = "ode"
@@ -261,14 +371,10 @@ class ODEDriver(_Driver):
         atol: float = 1e-5,
         eps: float | None = None,
         n_steps: int = 100,
-        init_mean=None,
-        init_std=None,
         **init,
     ):
         super().__init__(**init)
         self.method, self.rtol, self.atol, self.eps, self.n_steps = method, rtol, atol, eps, n_steps
-        _check_init_moments(self, init_mean, init_std)
-        self.init_mean, self.init_std = init_mean, init_std
 
     def check(self, model) -> None:
         _sde_of(model, self.name)
@@ -277,12 +383,16 @@ class ODEDriver(_Driver):
         from scorelab.sampling.ode import ode_sampler
 
         sde = _sde_of(model, self.name)
-        if self.init_std is None:
-            x = sde.prior_sampling(shape, generator=generator, device=device)
-        else:
-            x = _gaussian_start(shape, 0.0, self.init_std, device, generator)
-        if self.init_mean is not None:
-            x = x + torch.as_tensor(self.init_mean, dtype=x.dtype, device=x.device)
+        alpha, std = sde.marginal_coeffs(torch.tensor([sde.T], dtype=torch.float64))
+        x = self.initial_state(
+            model,
+            shape,
+            std=float(std),
+            alpha=float(alpha),
+            prior_std=float(sde.prior_std),
+            device=device,
+            generator=generator,
+        )
         total = self.n_steps if self.method in ("euler", "heun") else 0
         with _progress(total, f"{self.name}-{self.method}", progress) as cb:
             return ode_sampler(
@@ -298,14 +408,20 @@ class ODEDriver(_Driver):
             )
 
 
-class EDMHeunDriver(_Driver):
+# EDM's σ range (Karras et al. 2022). A VP or sub-VP SDE spans σ(1e-5)…σ(1) ≈ 1e-3 (VP) or 1e-6
+# (sub-VP) … 152: Karras steps crowd into the levels below 0.002 and spend the 18-step budget
+# where nothing changes, so the model's range is clamped to this one unless given.
+EDM_SIGMA_MIN, EDM_SIGMA_MAX = 0.002, 80.0
+
+
+class EDMHeunDriver(_DeterministicDriver):
     """EDM's 2nd-order Heun sampler on the Karras σ schedule (18 steps = 35 NFE).
 
-    ``init_mean`` / ``init_std`` (default None: N(0, σ_max² I)) start it from
-    N(init_mean, init_std²) per coordinate instead, e.g. the moment-matched start
-    :func:`scorelab.schedules.moment_matched_start` ``(data, sigma_max)``, which removes the
-    mode-weight bias that the data mean's offset causes. The sampler works in VE coordinates,
-    on VP models too, so the VE moments (alpha = 1) apply.
+    The σ range is ``[sigma_min, sigma_max]`` where given; a null end is the model's own,
+    clamped to ``[clamp_sigma_min, clamp_sigma_max]`` (EDM's [0.002, 80] by default; null turns
+    that end's clamp off). The sampler works in VE coordinates, on VP models too, so it starts
+    from N(mean, var + σ_0²) when the model knows its data's moments (``init="auto"``, see
+    :class:`_DeterministicDriver`), else from N(0, σ_0² I).
     """
 
     name = "heun"
@@ -317,20 +433,46 @@ class EDMHeunDriver(_Driver):
         sigma_max: float | None = None,
         rho: float = 7.0,
         s_churn: float = 0.0,
-        init_mean=None,
-        init_std=None,
+        clamp_sigma_min: float | None = EDM_SIGMA_MIN,
+        clamp_sigma_max: float | None = EDM_SIGMA_MAX,
         **init,
     ):
         super().__init__(**init)
+        for key, v in (("clamp_sigma_min", clamp_sigma_min), ("clamp_sigma_max", clamp_sigma_max)):
+            if v is not None and not v > 0:
+                raise ValueError(f"{key} must be > 0 or null (no clamp), got {v}")
+        if None not in (clamp_sigma_min, clamp_sigma_max) and not clamp_sigma_max > clamp_sigma_min:
+            raise ValueError(
+                f"clamp_sigma_max must be > clamp_sigma_min = {clamp_sigma_min}, got "
+                f"{clamp_sigma_max}"
+            )
         self.num_steps, self.sigma_min, self.sigma_max = num_steps, sigma_min, sigma_max
         self.rho, self.s_churn = rho, s_churn
-        _check_init_moments(self, init_mean, init_std)
-        self.init_mean, self.init_std = init_mean, init_std
+        self.clamp_sigma_min, self.clamp_sigma_max = clamp_sigma_min, clamp_sigma_max
+
+    def sigma_range(self, model) -> tuple[float, float]:
+        """(σ_min, σ_max) of the Karras schedule for ``model``."""
+        lo, hi = _sigma_range(model)
+        if self.sigma_min is not None:
+            lo = self.sigma_min
+        elif self.clamp_sigma_min is not None:
+            lo = max(lo, self.clamp_sigma_min)
+        if self.sigma_max is not None:
+            hi = self.sigma_max
+        elif self.clamp_sigma_max is not None:
+            hi = min(hi, self.clamp_sigma_max)
+        return lo, hi
+
+    def check(self, model) -> None:
+        lo, hi = self.sigma_range(model)
+        if not hi > lo:
+            raise ValueError(
+                f"sampler=heun's sigma range [{lo:.4g}, {hi:.4g}] is empty for this model; set "
+                "sampler.sigma_min < sampler.sigma_max"
+            )
 
     def sigmas(self, model) -> Tensor:
-        lo, hi = _sigma_range(model)
-        lo = self.sigma_min if self.sigma_min is not None else lo
-        hi = self.sigma_max if self.sigma_max is not None else hi
+        lo, hi = self.sigma_range(model)
         s = karras_sigmas(self.num_steps, lo, hi, self.rho)
         return torch.cat([s, s.new_zeros(1)])
 
@@ -338,12 +480,16 @@ class EDMHeunDriver(_Driver):
         from scorelab.sampling.edm import edm_heun
 
         sigmas = self.sigmas(model).to(device)
-        if self.init_mean is None and self.init_std is None:
-            x = self.start(shape, float(sigmas[0]), device, generator)
-        else:
-            mean = 0.0 if self.init_mean is None else self.init_mean
-            std = float(sigmas[0]) if self.init_std is None else self.init_std
-            x = _gaussian_start(shape, mean, std, device, generator)
+        sigma0 = float(sigmas[0])
+        x = self.initial_state(
+            model,
+            shape,
+            std=sigma0,
+            alpha=1.0,
+            prior_std=sigma0,
+            device=device,
+            generator=generator,
+        )
         with _progress(self.num_steps, self.name, progress) as cb:
             res = edm_heun(
                 model.sigma_score(),

@@ -83,6 +83,14 @@ class GaussianMixture:
             "stds": self.stds.tolist(),
         }
 
+    def moments(self) -> tuple[Tensor, Tensor]:
+        """Exact per-coordinate mean and variance, each (D,) float64:
+        E[x] = Σ w_k μ_k and Var[x] = Σ w_k (s_k² + μ_k²) - E[x]²."""
+        w = self.weights[:, None]
+        mean = (w * self.means).sum(0)
+        var = (w * (self.stds**2 + self.means**2)).sum(0) - mean**2
+        return mean, var.clamp(min=0)
+
     # ----- exact sampling -----
     def sample(
         self,

@@ -97,6 +97,22 @@ def test_perturbed_density_integrates_to_one_in_1d(alpha: float, std: float) -> 
     assert math.isclose(mean, alpha * (0.25 * -2.0 + 0.75 * 1.5), abs_tol=1e-8)
 
 
+def test_moments_are_the_mixture_mean_and_variance() -> None:
+    # NCSN's mixture by hand: mean 0.2·(-5) + 0.8·5 = 3, variance 1 + 25 - 9 = 17 per coordinate
+    mean, var = ncsn_toy_mixture().moments()
+    expected = torch.tensor([3.0, 3.0], dtype=F64)
+    assert torch.allclose(mean, expected) and torch.allclose(var, expected * 17 / 3)
+    # a 1-D mixture with unequal stds against the trapezoid rule on its density
+    mix = GaussianMixture([0.25, 0.75], [[-2.0], [1.5]], [0.4, 1.0])
+    grid = torch.linspace(-12, 12, 24_001, dtype=F64)
+    p = mix.log_prob(grid[:, None]).exp()
+    m = torch.trapezoid(p * grid, grid)
+    v = torch.trapezoid(p * (grid - m) ** 2, grid)
+    mean, var = mix.moments()
+    assert math.isclose(mean.item(), m.item(), abs_tol=1e-8)
+    assert math.isclose(var.item(), v.item(), abs_tol=1e-8)
+
+
 def test_toy_sets_are_seeded_2d_float32() -> None:
     for name, make in TOY_SETS.items():
         a, b = make(500, generator=gen(5)), make(500, generator=gen(5))

@@ -39,8 +39,19 @@ def test_train_checkpoint_sample_roundtrip(tmp_path):
     # Plain containers only: the default weights_only=True load works, EMA weights are inside.
     raw = torch.load(ckpt, weights_only=True)
     assert any(k.startswith("ema.module.") for k in raw["state_dict"])
-    # The weights are stored once under model.* (plus the EMA copy), nothing else.
-    assert {k.split(".")[0] for k in raw["state_dict"]} <= {"model", "ema", "skipped_steps"}
+    # The weights are stored once under model.* (plus the EMA copy), with the data's moments.
+    assert {k.split(".")[0] for k in raw["state_dict"]} <= {
+        "model",
+        "ema",
+        "skipped_steps",
+        "data_moments",
+    }
+    # NCSN's mixture 0.2 N((-5,-5), I) + 0.8 N((5,5), I): mean 3 and variance 1 + 25 - 9 = 17
+    # per coordinate, known exactly (count inf) from the mixture the toy data module draws from
+    sd = raw["state_dict"]
+    assert torch.allclose(sd["data_moments.mean"], torch.tensor([3.0, 3.0]))
+    assert torch.allclose(sd["data_moments.var"], torch.tensor([17.0, 17.0]))
+    assert sd["data_moments.count"].isinf()
     assert raw["global_step"] == 40
     module = load_module(ckpt)
     assert module.data_shape == (2,)
@@ -54,6 +65,9 @@ def test_train_checkpoint_sample_roundtrip(tmp_path):
     assert x.shape == (50, 2) and np.isfinite(x).all()
     info = json.loads((out / "sample_info.json").read_text())
     assert info["nfe"] == 35 and info["sampler"]["name"] == "heun"
+    start = info["sampler"]["start"]  # Heun starts from the data's moments the checkpoint holds
+    assert start["kind"] == "moments" and start["source"] == "exact (analytic)"
+    assert abs(start["mean_norm"] - 18**0.5) < 1e-5
     assert "samples.npz" in proc.stdout
 
 

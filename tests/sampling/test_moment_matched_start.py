@@ -55,7 +55,8 @@ def test_helper_gives_the_moments_of_the_noised_data():
 def test_edm_heun_small_mode_weight(setup):
     mix, data, model = setup
     mean, std = schedules.moment_matched_start(data, SIGMA_MAX)
-    w0, nfe = small_mode_weight(EDMHeunDriver(sigma_min=0.002, sigma_max=SIGMA_MAX), mix, model)
+    old = EDMHeunDriver(sigma_min=0.002, sigma_max=SIGMA_MAX, init="prior")
+    w0, nfe = small_mode_weight(old, mix, model)
     assert nfe == 35
     assert w0 == pytest.approx(0.26, abs=0.01)  # the prior-offset bias (measured 0.2599)
     drv = EDMHeunDriver(sigma_min=0.002, sigma_max=SIGMA_MAX, init_mean=mean, init_std=std)
@@ -67,7 +68,7 @@ def test_edm_heun_small_mode_weight(setup):
 def test_ve_ode_small_mode_weight(setup):
     mix, data, model = setup
     mean, std = schedules.moment_matched_start(data, SIGMA_MAX)
-    w0, nfe = small_mode_weight(ODEDriver(method="heun", n_steps=17), mix, model)
+    w0, nfe = small_mode_weight(ODEDriver(method="heun", n_steps=17, init="prior"), mix, model)
     assert nfe == 35
     assert w0 > 0.24  # measured 0.2535
     drv = ODEDriver(method="heun", n_steps=17, init_mean=mean, init_std=std)
@@ -75,9 +76,9 @@ def test_ve_ode_small_mode_weight(setup):
     assert w1 == pytest.approx(0.2, abs=0.01)  # measured 0.1947
 
 
-def test_defaults_keep_the_old_start(setup):
+def test_init_prior_keeps_the_old_start(setup):
     mix, _, model = setup
-    old = EDMHeunDriver(sigma_min=0.002, sigma_max=SIGMA_MAX)
+    old = EDMHeunDriver(sigma_min=0.002, sigma_max=SIGMA_MAX, init="prior")
     g = torch.Generator().manual_seed(3)
     x_old = old(model, (64, 2), generator=g).x
     # init_std = σ_max and init_mean = 0 draw the same start from the same generator
@@ -85,7 +86,7 @@ def test_defaults_keep_the_old_start(setup):
     x_same = same(model, (64, 2), generator=torch.Generator().manual_seed(3)).x
     torch.testing.assert_close(x_old, x_same)
     ode = ODEDriver(method="heun", n_steps=5)
-    assert ode.init_mean is None and ode.init_std is None
+    assert ode.init == "auto" and ode.init_mean is None and ode.init_std is None
 
 
 def test_a_shifted_mean_alone_keeps_the_prior_std(monkeypatch):
@@ -109,5 +110,7 @@ def test_a_shifted_mean_alone_keeps_the_prior_std(monkeypatch):
 def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="init='prior'"):
         EDMHeunDriver(init="uniform", init_mean=0.0)
+    with pytest.raises(ValueError, match="init must be one of"):
+        ODEDriver(init="data")
     with pytest.raises(ValueError, match="init_std must be > 0"):
         ODEDriver(init_std=[1.0, 0.0])

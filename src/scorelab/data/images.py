@@ -239,6 +239,37 @@ class ImageDataModule(L.LightningDataModule):
         if self.on_device:
             self._build_in_memory()
 
+    @torch.no_grad()
+    def train_moments(self, max_n: int = 10_000) -> tuple[Tensor, Tensor, float]:
+        """Per-pixel mean and variance ``(C, H, W)`` float64 of the training images as training
+        sees them, and the number of images used (at most ``max_n``, evenly spaced over the
+        split). Exact in the dequantisation noise, the random flip and the scaling: read from
+        the uint8 images, so no sampler or noise state moves."""
+        if self._splits is None:
+            self.setup("fit")
+        assert self._splits is not None
+        src, idx = self._splits["train"]
+        if len(idx) > max_n:
+            idx = idx[torch.linspace(0, len(idx) - 1, max_n).round().long()]
+        s1 = s2 = None
+        for chunk in idx.split(1000):
+            u = src.images(chunk).double()
+            s1 = u.sum(0) if s1 is None else s1 + u.sum(0)
+            s2 = (u * u).sum(0) if s2 is None else s2 + (u * u).sum(0)
+        n = len(idx)
+        m1, m2 = s1 / n, s2 / n  # E[u8], E[u8²]
+        if self.dequantize:  # y = (u8 + U)/256: E[y] = (E u8 + 1/2)/256, E[y²] adds E[U²] = 1/3
+            m2 = (m2 + m1 + 1.0 / 3.0) / 256.0**2
+            m1 = (m1 + 0.5) / 256.0
+        else:
+            m1, m2 = m1 / 255.0, m2 / 255.0**2
+        if self.random_flip:  # training flips each image with probability 1/2
+            m1, m2 = (m1 + m1.flip(-1)) / 2, (m2 + m2.flip(-1)) / 2
+        var = (m2 - m1**2).clamp(min=0)
+        if self.scaling == "minus_one_one":
+            m1, var = 2 * m1 - 1, 4 * var
+        return m1, var, float(n)
+
     def _resolve_device(self) -> torch.device:
         if self.device is not None:
             return torch.device(self.device)

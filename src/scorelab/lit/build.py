@@ -269,6 +269,7 @@ def load_module(path: str | Path, overrides: dict | None = None) -> ScoreModule:
     for key, value in (overrides or {}).items():
         OmegaConf.update(cfg, key, value, merge=False)
     module = build_module(cfg)
+    module.add_missing_data_moments(ckpt["state_dict"])
     mismatch = describe_state_mismatch(module.state_dict(), ckpt["state_dict"])
     if mismatch:
         raise CheckpointError(

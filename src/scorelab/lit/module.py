@@ -17,6 +17,7 @@ from scorelab.lit.checkpoint_io import atomic_torch_save, describe_state_mismatc
 from scorelab.lit.ema import EMAModel
 from scorelab.lit.rng import RNG_KEY, ForkedRNG, collect_rng_states, restore_rng_states
 from scorelab.nets.precond import ScoreModel
+from scorelab.sampling.start import DataMoments
 from scorelab.schedules import NoiseLevels
 
 NONFINITE_POLICIES = ("skip", "stop", "off")
@@ -140,6 +141,13 @@ class ScoreModule(L.LightningModule):
             self.model.to(memory_format=torch.channels_last)
         self.ema = EMAModel(self.model, self.ema_decay)
         self.ema.requires_grad_(False)
+        # The data's per-coordinate mean and variance, filled in from the training data when
+        # fitting starts and saved in checkpoints; the samplers read them from the model (the
+        # deterministic ones start from them), so both the model and its EMA copy see this one
+        # module without registering it twice.
+        self.data_moments = DataMoments(self.data_shape)
+        for m in (self.model, self.ema.module):
+            object.__setattr__(m, "data_moments", self.data_moments)
         # Counters live in buffers so they are checkpointed and restored on resume.
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
         self.val_loss = MeanMetric()
@@ -217,6 +225,18 @@ class ScoreModule(L.LightningModule):
             return contextlib.nullcontext()
         block = getattr(trainer.strategy, "block_backward_sync", None)
         return block() if block is not None else contextlib.nullcontext()
+
+    def on_fit_start(self) -> None:
+        # Once per run: a resumed run has them from its checkpoint, restored before this hook.
+        if self.data_moments.known:
+            return
+        datamodule = getattr(self._trainer, "datamodule", None)
+        moments = getattr(datamodule, "train_moments", None)
+        if callable(moments):
+            mean, var, count = moments()
+            self.data_moments.set_(
+                mean.reshape(self.data_shape), var.reshape(self.data_shape), count
+            )
 
     def on_train_start(self) -> None:
         # A run (or a resume) starts a fresh accumulation cycle: gradients are not saved in
@@ -369,7 +389,14 @@ class ScoreModule(L.LightningModule):
         # training stream, not the forked validation one.
         checkpoint[RNG_KEY] = self._val_rng.outer_states or collect_rng_states()
 
+    def add_missing_data_moments(self, state_dict: dict[str, Any]) -> None:
+        """A checkpoint saved before the data moments were loads with them unknown."""
+        for key, value in self.data_moments.state_dict(prefix="data_moments.").items():
+            state_dict.setdefault(key, torch.zeros_like(value))
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "state_dict" in checkpoint:
+            self.add_missing_data_moments(checkpoint["state_dict"])
         # Refuse a checkpoint of another architecture with one line listing the keys, before
         # Lightning's strict load prints one line per tensor.
         mismatch = describe_state_mismatch(self.state_dict(), checkpoint.get("state_dict", {}))

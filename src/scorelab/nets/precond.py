@@ -231,6 +231,15 @@ class OracleScoreModel(nn.Module):
     def is_discrete(self) -> bool:
         return isinstance(self.noise, NoiseLevels)
 
+    @property
+    def data_moments(self):
+        """The mixture's exact per-coordinate mean and variance (the deterministic samplers
+        start from them)."""
+        from scorelab.sampling.start import DataMoments
+
+        mean, var = self.mixture.moments()
+        return DataMoments.of(mean.float(), var.float(), float("inf"))
+
     def forward(self, x: Tensor, noise: Tensor) -> Tensor:
         return self._sigma(x, noise) if self.is_discrete else self._time(x, noise)
 
