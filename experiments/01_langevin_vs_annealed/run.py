@@ -24,7 +24,8 @@ from scorelab.toy import ncsn_toy_mixture, oracle_sigma_score  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 FULL = {"n": 1280, "langevin_steps": 1000, "n_steps_each": 100, "seeds": [0, 1, 2, 3, 4]}
-SMOKE = {"n": 64, "langevin_steps": 20, "n_steps_each": 2, "seeds": [0, 1]}
+# Large enough that the smoke run shows the finding (annealed ~0.23, plain ~0.49), in 0.3 s.
+SMOKE = {"n": 512, "langevin_steps": 200, "n_steps_each": 40, "seeds": [0, 1]}
 EPS = 0.1  # ε of both samplers (the paper's)
 SIGMAS = (20.0, 1.0, 10)  # σ_1, σ_L, L (Appendix B.1 and the official code)
 

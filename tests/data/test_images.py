@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from omegaconf import OmegaConf
 
 from data_files import CELEBA_PARTITION, CIFAR_PER_BATCH, N_MNIST_TRAIN, make_cifar_batches
 from scorelab.data.images import CelebADataModule, CIFAR10DataModule, MNISTDataModule, to_float
+from scorelab.runs import CONF_DIR
 
 
 def mnist(root: Path, **kw) -> MNISTDataModule:
@@ -211,8 +211,19 @@ def test_to_float_rejects_float_input() -> None:
         to_float(torch.zeros(1, 1, 2, 2), scaling="zero_one", dequantize=False, random_flip=False)
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob("conf/data/*.yaml")))
-def test_data_configs_instantiate_with_consistent_shape_keys(path: str) -> None:
+# From the package's config directory, not the working directory: run from anywhere else, a
+# relative glob would be empty and the parameter set would silently become one skip.
+DATA_CONFIGS = sorted(Path(CONF_DIR, "data").glob("*.yaml"))
+DATA_CONFIG_NAMES = {"celeba", "celeba32", "checkerboard", "cifar10", "gmm", "mnist", "mnist32",
+                     "rings", "swiss_roll", "two_moons"}  # fmt: skip
+
+
+def test_every_data_config_is_checked() -> None:
+    assert {p.stem for p in DATA_CONFIGS} == DATA_CONFIG_NAMES
+
+
+@pytest.mark.parametrize("path", DATA_CONFIGS, ids=lambda p: p.stem)
+def test_data_configs_instantiate_with_consistent_shape_keys(path: Path) -> None:
     from scorelab.lit.build import DATA_META_KEYS
 
     cfg = OmegaConf.create({"paths": {"data_dir": "data/raw"}, "data": OmegaConf.load(path)})

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from eval_helpers import mixture_logpdf
 from torch import nn
 
 from scorelab.evaluate import bits_per_dim_eval
@@ -54,19 +55,23 @@ class _Oracle(nn.Module):
 
 @pytest.mark.parametrize("sde", [VESDE(0.01, 50.0), VPSDE()], ids=["ve", "vp"])
 def test_nll_of_the_oracle_matches_the_exact_density(sde):
-    """2-D mixture as data: ODE NLL (nats/dim) equals -log p/D. Exact divergence: within 0.01
-    nats/dim (prior mismatch + solver); Hutchinson: the paired error is within 4 s.e. + 0.01."""
+    """2-D mixture as data: ODE NLL (nats/dim) equals -log p/D, with log p written out in the
+    test. Exact divergence: within 0.01 nats/dim (prior mismatch + solver); Hutchinson: within
+    4 s.e. of its paired error + 0.01."""
     mix = ncsn_toy_mixture()
     dm, info = _ToyData(mix, 48), DataInfo("gmm", (2,), "none")
+    truth = float(-mixture_logpdf(dm.x).mean() / 2)
     exact = bits_per_dim_eval(_Oracle(mix, sde), dm, info, OPTS, 48, seed=0, device="cpu")
     assert exact.extra["unit"] == "nats/dim" and exact.n_samples == 48
-    assert abs(exact.extra["error_vs_exact"]) < 0.01
-    assert abs(exact.value - exact.extra["exact_value"]) < 0.01
+    assert abs(exact.value - truth) < 0.01
+    assert exact.extra["exact_value"] == pytest.approx(truth, abs=1e-9)
+    assert exact.extra["error_vs_exact"] == pytest.approx(exact.value - truth, abs=1e-9)
     hutch = bits_per_dim_eval(
         _Oracle(mix, sde), dm, info, {**OPTS, "divergence": "hutchinson_rademacher"}, 48, 0, "cpu"
     )
-    err, se = hutch.extra["error_vs_exact"], hutch.extra["error_vs_exact_stderr"]
-    assert se > 0 and abs(err) < 4 * se + 0.01
+    se = hutch.extra["error_vs_exact_stderr"]
+    assert se > 0 and abs(hutch.value - truth) < 4 * se + 0.01
+    assert hutch.value != exact.value  # the estimator did draw probes
 
 
 class _Images:
@@ -107,20 +112,34 @@ def test_bits_per_dim_offset_and_scaling():
 
 
 def test_repeats_average_dequantization_noise():
-    n = 8
-    u8 = torch.randint(
-        60, 200, (n, 1, 2, 2), generator=torch.Generator().manual_seed(1), dtype=torch.uint8
-    )
-    mix = GaussianMixture([1.0], [[0.5] * 4], 0.2)
+    """repeats=3 is the mean over three dequantizations of the same images: the evaluation draws
+    them one after another from one generator seeded with ``seed``; the same three draws here,
+    each scored with the exact Gaussian density, give the value per image and its mean. The
+    Gaussian (std 0.002, half a level) is narrow enough that the draws change bits/dim by more
+    than the 0.01 allowed for the solver."""
+    n, D, seed, std = 8, 4, 0, 0.002
+    g = torch.Generator().manual_seed(1)
+    u8 = (127 + torch.randint(0, 2, (n, 1, 2, 2), generator=g)).to(torch.uint8)
+    mix = GaussianMixture([1.0], [[0.5] * D], std)
     info = DataInfo("images", (1, 2, 2), "zero_one")
-    mv = bits_per_dim_eval(
-        _Oracle(mix, VESDE(0.01, 50.0)),
-        _Images(u8),
-        info,
-        {**OPTS, "repeats": 3},
-        n,
-        seed=0,
-        device="cpu",
-    )
+
+    def run(repeats: int):
+        model = _Oracle(mix, VESDE(1e-4, 50.0))
+        opts = {**OPTS, "repeats": repeats}
+        return bits_per_dim_eval(model, _Images(u8), info, opts, n, seed=seed, device="cpu")
+
+    mv, once = run(3), run(1)
+    g = torch.Generator().manual_seed(seed)
+    per = torch.stack(
+        [
+            -mixture_logpdf(dequantize(u8, g), [1.0], [[0.5] * D], std) / (D * math.log(2)) + 8
+            for _ in range(3)
+        ]
+    )  # (repeats, n)
     assert mv.extra["repeats"] == 3 and mv.n_samples == n
-    assert mv.stderr is not None and mv.stderr > 0
+    assert once.value == pytest.approx(float(per[0].mean()), abs=0.01)
+    assert mv.value == pytest.approx(float(per.mean()), abs=0.01)
+    # The three draws differ: the mean is more than the tolerance away from each one of them.
+    assert min(abs(float(per.mean() - p.mean())) for p in per) > 0.02
+    # The standard error is over images, of each image's mean over the repeats.
+    assert mv.stderr == pytest.approx(float(per.mean(0).std() / math.sqrt(n)), rel=0.05)

