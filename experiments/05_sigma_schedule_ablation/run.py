@@ -30,10 +30,7 @@ ROOT = HERE.parents[1]
 ORACLE = ["model=oracle", "data=gmm", "sde=ve", "sampler=pc", "batch_size=4096"]
 TRAINED = [
     "experiment=toy_gmm",
-    "sampler=pc",
-    # toy_gmm sets annealed-Langevin keys on its sampler; PCDriver takes neither
-    "~sampler.n_steps_each",
-    "~sampler.num_scales",
+    "sampler=pc",  # with PC's own settings, not toy_gmm's annealed-Langevin keys
     "callbacks=none",
     "logger=csv",
     "++trainer.enable_progress_bar=false",

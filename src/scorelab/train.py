@@ -194,7 +194,8 @@ def train(cfg: DictConfig) -> dict:
         # pre-empted (SIGTERM/SIGUSR1): last.ckpt is saved; say so and skip the final validation
         # and samples, which would spend the grace period on a half-trained model
         preempted = next((c.requested for c in callbacks if getattr(c, "requested", None)), None)
-        if not preempted and trainer.limit_val_batches != 0:
+        validated = getattr(module, "last_val_step", None) == int(trainer.global_step)
+        if not preempted and trainer.limit_val_batches != 0 and not validated:
             # val/* of the final weights (the last periodic validation may be older)
             for res in trainer.validate(module, datamodule=datamodule, verbose=False):
                 metrics.update(_scalars(res))

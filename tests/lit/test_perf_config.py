@@ -52,7 +52,7 @@ def test_perf_configs_switch_on_the_fast_path_over_the_experiment(
     assert cfg.trainer.precision == "bf16-mixed"
     assert cfg.optimizer.fused is True
     # Everything else of the experiment is untouched.
-    assert cfg.module.ema_decay == 0.995 and cfg.data.batch_size == 128
+    assert cfg.module.ema_decay == 0.99 and cfg.data.batch_size == 128
 
 
 def test_compiled_module_keeps_the_eager_state_dict(tmp_path):

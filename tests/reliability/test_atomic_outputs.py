@@ -82,6 +82,10 @@ WRITES_ALLOWED = {
     "src/scorelab/soak.py::soak",
     # A kernel control file (/proc/self/clear_refs).
     "benchmarks/bench_nets.py::__enter__",
+    # Synthetic CIFAR-10 input files in a throw-away temporary directory (not results).
+    "benchmarks/bench_train.py::write_fake_cifar",
+    # Subprocess logs streamed while the child runs (not results).
+    "experiments/07_mnist_budget/run.py::_run",
 }
 
 

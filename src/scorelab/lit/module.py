@@ -340,6 +340,7 @@ class ScoreModule(L.LightningModule):
             metric.update(per[mask]) if mask.any() else None
 
     def on_validation_epoch_end(self) -> None:
+        self.last_val_step = int(self.global_step)  # which weights the latest val/* describe
         if self.val_loss.update_count > 0:
             self.log("val/loss", self.val_loss.compute(), prog_bar=True, sync_dist=False)
         for name, metric in zip(self.bucket_names(), self.val_bucket_loss):
