@@ -4,6 +4,9 @@ step; ``stop`` writes a debug checkpoint and the offending batch, then stops wit
 from __future__ import annotations
 
 import copy
+import math
+import re
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -69,11 +72,24 @@ def _equal(a, b) -> bool:
     return a == b
 
 
+def poison_gradient(module, k: int) -> None:
+    """Make one weight's gradient inf on backward pass number ``k`` while the loss stays finite
+    (an overflow in the backward pass only)."""
+    calls = [0]
+    param = next(module.model.parameters())
+
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        return grad * float("inf") if calls[0] == k + 1 else grad
+
+    param.register_hook(hook)
+
+
 class StateAroundBatches(L.Callback):
     """Snapshots of optimizer, scheduler, EMA and weights before and after every batch."""
 
     def __init__(self) -> None:
-        self.before, self.after, self.skipped = [], [], []
+        self.before, self.after, self.skipped, self.losses = [], [], [], []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.before.append(_snapshot(pl_module))
@@ -81,9 +97,11 @@ class StateAroundBatches(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.after.append(_snapshot(pl_module))
         self.skipped.append(int(pl_module.skipped_steps))
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.losses.append(float(loss))
 
 
-@pytest.mark.parametrize("where", ["data", "loss"])
+@pytest.mark.parametrize("where", ["data", "loss", "gradient"])
 def test_skip_leaves_optimizer_schedule_and_ema_bit_identical(tmp_path: Path, where: str) -> None:
     cfg = compose_train(tmp_path, ["module.nonfinite=skip", "module.warmup_steps=10"], steps=6)
     module, dm = build_module(cfg), build_datamodule(cfg)
@@ -91,9 +109,22 @@ def test_skip_leaves_optimizer_schedule_and_ema_bit_identical(tmp_path: Path, wh
     callbacks = [record, PoisonBatch(BAD_STEP)] if where == "data" else [record]
     if where == "loss":
         poison_loss(module, BAD_STEP)
-    trainer = bare_trainer(6, callbacks=callbacks)
-    with pytest.warns(UserWarning, match=f"non-finite loss at step {BAD_STEP} .*step skipped"):
+    if where == "gradient":
+        poison_gradient(module, BAD_STEP)
+    # One epoch of at most 20 batches: if skipped steps never end (weights gone non-finite), the
+    # run stops and the step count below fails, instead of looping for ever.
+    trainer = bare_trainer(6, callbacks=callbacks, max_epochs=1, limit_train_batches=20)
+    what = "gradient" if where == "gradient" else "loss"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         trainer.fit(module, datamodule=dm)
+    # Checked after fit returns: a failure inside Lightning's stack takes minutes to report.
+    said = [str(w.message) for w in caught if "non-finite" in str(w.message)]
+    assert len(said) == 1, said
+    assert re.match(f"non-finite {what} at step {BAD_STEP} .*step skipped", said[0]), said
+
+    # A finite loss with an inf gradient is caught by the gradient norm alone.
+    assert math.isfinite(record.losses[BAD_STEP]) == (where == "gradient")
 
     assert record.skipped == [0] * BAD_STEP + [1] * 4  # 7 batches for 6 optimizer steps
     assert int(module.skipped_steps) == 1 and trainer.global_step == 6
