@@ -11,7 +11,8 @@ It writes ``results.json`` and ``results.md`` (one row per run, rewritten after 
 copies each run's 100-sample grid to ``grid_<recipe>_<steps>.png``. With several step counts it
 also plots MNIST-FID and the classifier score against steps and wall time (``budget.png``).
 
-    python experiments/07_mnist_budget/run.py --recipes vp_eps edm edm_lr4e-3 edm_ema99 edm_ema99_lr1e-3 --steps 1500
+    python experiments/07_mnist_budget/run.py --steps 1500 \
+        --recipes vp_eps edm edm_lr4e-3 edm_ema99 edm_ema99_lr1e-3
     python experiments/07_mnist_budget/run.py --recipes edm_ema99_lr1e-3 --steps 1000 4000 16000
 """
 
