@@ -240,7 +240,7 @@ class ImageDataModule(L.LightningDataModule):
             self._build_in_memory()
 
     @torch.no_grad()
-    def train_moments(self, max_n: int = 10_000) -> tuple[Tensor, Tensor, float]:
+    def train_moments(self, max_n: int = 10_000) -> tuple[Tensor, Tensor, float | None]:
         """Per-pixel mean and variance ``(C, H, W)`` float64 of the training images as training
         sees them, and the number of images used (at most ``max_n``, evenly spaced over the
         split). Exact in the dequantisation noise, the random flip and the scaling: read from

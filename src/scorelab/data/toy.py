@@ -122,13 +122,13 @@ class ToyDataModule(L.LightningDataModule):
         kwargs = {} if self.noise is None else {"noise": self.noise}
         return fn(n, generator=generator, **kwargs).to(device=device, dtype=torch.float32)
 
-    def train_moments(self, max_n: int = 10_000) -> tuple[Tensor, Tensor, float]:
+    def train_moments(self, max_n: int = 10_000) -> tuple[Tensor, Tensor, float | None]:
         """Per-coordinate mean and variance ``(D,)`` float64 of the training distribution, and
-        the number of examples they come from: exact for ``gmm`` (count ``inf``), else from
+        the number of examples they come from: exact for ``gmm`` (count None), else from
         ``max_n`` points drawn with a fixed seed. Touches no sampler state."""
         if self.distribution is not None:
             mean, var = self.distribution.moments()
-            return mean, var, float("inf")
+            return mean, var, None
         x = self.sample(max_n, torch.Generator().manual_seed(derive_seed(self.seed, 9))).double()
         return x.mean(0), x.var(0), float(max_n)
 

@@ -238,7 +238,7 @@ class OracleScoreModel(nn.Module):
         from scorelab.sampling.start import DataMoments
 
         mean, var = self.mixture.moments()
-        return DataMoments.of(mean.float(), var.float(), float("inf"))
+        return DataMoments.of(mean.float(), var.float(), None)
 
     def forward(self, x: Tensor, noise: Tensor) -> Tensor:
         return self._sigma(x, noise) if self.is_discrete else self._time(x, noise)

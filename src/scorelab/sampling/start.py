@@ -25,8 +25,8 @@ from scorelab.utils import check_positive
 class DataMoments(nn.Module):
     """Per-coordinate mean and variance of the data, each of shape ``data_shape``.
 
-    ``count`` is how many examples they were computed from: 0 while unknown, ``inf`` when exact
-    (an analytic mixture).
+    ``count`` is how many examples they were computed from (0 while unknown); ``exact`` marks
+    moments known in closed form (an analytic mixture).
     """
 
     def __init__(self, data_shape: tuple[int, ...]) -> None:
@@ -35,19 +35,20 @@ class DataMoments(nn.Module):
         self.register_buffer("mean", torch.zeros(shape))
         self.register_buffer("var", torch.zeros(shape))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("exact", torch.zeros((), dtype=torch.bool))
 
     @classmethod
-    def of(cls, mean: Tensor, var: Tensor, count: float) -> DataMoments:
+    def of(cls, mean: Tensor, var: Tensor, count: float | None) -> DataMoments:
         m = cls(tuple(mean.shape))
         m.set_(mean, var, count)
         return m
 
     @property
     def known(self) -> bool:
-        return bool(self.count > 0)
+        return bool(self.exact) or bool(self.count > 0)
 
-    def set_(self, mean: Tensor, var: Tensor, count: float) -> None:
-        """Fill in the moments; ``var`` must be >= 0 and ``count`` > 0 (``inf``: exact)."""
+    def set_(self, mean: Tensor, var: Tensor, count: float | None) -> None:
+        """Fill in the moments; ``var`` must be >= 0 and ``count`` > 0, or None when exact."""
         mean, var = torch.as_tensor(mean), torch.as_tensor(var)
         if mean.shape != self.mean.shape or var.shape != self.var.shape:
             raise ValueError(
@@ -56,10 +57,12 @@ class DataMoments(nn.Module):
             )
         if not bool(torch.isfinite(mean).all()) or not bool((var >= 0).all()):
             raise ValueError("data moments must be finite with variance >= 0")
-        check_positive("count", count)
+        if count is not None:
+            check_positive("count", count)
         self.mean.copy_(mean)
         self.var.copy_(var)
-        self.count.fill_(float(count))
+        self.count.fill_(0.0 if count is None else float(count))
+        self.exact.fill_(count is None)
 
     def data_std(self) -> float:
         """The data's scale: the root-mean-square of the per-coordinate standard deviations."""
@@ -74,9 +77,8 @@ class DataMoments(nn.Module):
         return mean, sd
 
     def describe(self) -> dict:
-        n = float(self.count)
         return {
-            "source": "exact (analytic)" if math.isinf(n) else f"{int(n)} training examples",
+            "source": "exact (analytic)" if self.exact else f"{int(self.count)} training examples",
             "mean_norm": float(self.mean.double().norm()),
             "data_std": self.data_std(),
         }
