@@ -92,6 +92,71 @@ def test_model_state_dict_loads_strictly(name: str, nets: dict) -> None:
     torch.testing.assert_close(qkv[c : 2 * c, :, 0, 0], w_k.t())
 
 
+def _rule(name: str, names: set[str]) -> tuple[str, int]:
+    """How the official tensor ``name`` must appear in our state dict, from the official naming
+    alone: an attention block (the one with a NIN_3) has q, k, v in NIN_0, NIN_1, NIN_2, which
+    become chunks 0, 1, 2 of one fused qkv tensor; any other NIN weight W is (in, out) and
+    becomes a 1x1 convolution (out, in, 1, 1); everything else is copied unchanged."""
+    prefix, layer, _ = name.rsplit(".", 2)
+    if layer in ("NIN_0", "NIN_1", "NIN_2") and f"{prefix}.NIN_3.W" in names:
+        return "chunk", int(layer[-1])
+    if name.endswith(".W") and layer.startswith("NIN_"):
+        return "nin", -1
+    return "copy", -1
+
+
+def _expected_tensor(ours: torch.Tensor, rule: tuple[str, int]) -> torch.Tensor:
+    """The part of our tensor that holds one official tensor, in the official layout."""
+    kind, i = rule
+    if kind == "copy":
+        return ours
+    if kind == "nin":
+        assert ours.shape[2:] == (1, 1)
+        return ours[:, :, 0, 0].t()
+    c = ours.shape[0] // 3
+    part = ours[i * c : (i + 1) * c]
+    return part[:, :, 0, 0].t() if part.ndim == 4 else part
+
+
+def _assert_every_tensor_from_its_source(
+    name: str, net: torch.nn.Module, ours: dict[str, torch.Tensor], source: dict[str, torch.Tensor]
+) -> None:
+    """Each official tensor (fixture order, transform from its name) equals its place in ours,
+    and together they fill every entry of ours exactly (sizes add up, qkv in three parts)."""
+    fx = fixture(name)
+    names = {n for n, _, _ in fx["parameters"]}
+    layout = {p.name: p.ours for p in official_parameter_layout(net)}
+    filled: dict[str, int] = {}
+    for n, _, _ in fx["parameters"]:
+        rule = _rule(n, names)
+        got = _expected_tensor(ours[layout[n]], rule)
+        assert torch.equal(got, source[n]), f"{n} -> {layout[n]} ({rule[0]})"
+        filled[layout[n]] = filled.get(layout[n], 0) + source[n].numel()
+    assert filled == {k: v.numel() for k, v in ours.items()}
+    # Every attention's three projections: q, k and v each checked above, none shared.
+    n_attn = sum(n.endswith("NIN_3.W") for n in names)
+    assert sum(k.endswith("qkv.weight") for k in ours) == n_attn
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_every_tensor_is_its_source_transformed(name: str, nets: dict) -> None:
+    """Raw weights and EMA weights, tensor by tensor: copies, NIN transposes, all of q, k, v."""
+    ckpt = fake_checkpoint(name)
+    model = {k.removeprefix("module."): v for k, v in ckpt["model"].items()}
+    raw = convert_score_sde_checkpoint(ckpt, nets[name], use_ema=False)
+    _assert_every_tensor_from_its_source(name, nets[name], raw, model)
+    # The EMA: shadow_params[i] is the i-th trainable parameter in the official order (the
+    # fixture's); the frozen ones (NCSN++'s Fourier W) come from 'model'.
+    shadow = iter(ckpt["ema"]["shadow_params"])
+    ema_source = {
+        n: next(shadow) if trainable else model[n]
+        for n, _, trainable in fixture(name)["parameters"]
+    }
+    assert next(shadow, None) is None
+    ema = convert_score_sde_checkpoint(ckpt, nets[name], use_ema=True)
+    _assert_every_tensor_from_its_source(name, nets[name], ema, ema_source)
+
+
 def test_ema_shadow_params_follow_parameter_order(nets: dict) -> None:
     net = nets["ncsnpp"]
     ckpt = fake_checkpoint("ncsnpp")
