@@ -64,25 +64,24 @@ def test_explicit_wandb_group_wins():
     assert cfg.logger.wandb.group == "ablation-1"
 
 
-def _module(task: str, args: list[str]) -> subprocess.CompletedProcess:
+def _train(args: list[str]) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "-m", f"scorelab.{task}", *args],
+        [sys.executable, "-m", "scorelab.train", *args],
         cwd=REPO,
         env={**subprocess_env(), "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 0, f"{task}: {proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     return proc
 
 
-def test_joblib_multirun_then_report_on_its_output(tmp_path: Path):
+def test_joblib_multirun_then_report_on_its_output(tmp_path: Path, capsys):
     """A real ``-m`` sweep through the joblib launcher (two processes), then ``scorelab.report``
     on the multirun directory it wrote: one row per learning rate, each the job's val/loss."""
     logs = tmp_path / "logs"
-    _module(
-        "train",
+    _train(
         [
             "-m",
             "hydra/launcher=joblib",
@@ -109,9 +108,13 @@ def test_joblib_multirun_then_report_on_its_output(tmp_path: Path):
         loss[float(lr)] = m["metrics"]["val/loss"]
     assert set(loss) == {1e-3, 1e-2}
 
-    table = _module(
-        "report", [str(sweep), "--rows", "optimizer.lr", "--metric", "val/loss", "--format", "csv"]
-    ).stdout
+    # The report's command line, in-process (a fresh interpreter costs seconds).
+    from scorelab.report import main
+
+    assert (
+        main([str(sweep), "--rows", "optimizer.lr", "--metric", "val/loss", "--format", "csv"]) == 0
+    )
+    table = capsys.readouterr().out
     rows = {float(r["optimizer.lr"]): r for r in csv.DictReader(io.StringIO(table))}
     assert set(rows) == set(loss)
     for lr, row in rows.items():
