@@ -20,12 +20,16 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def fake_official_ncsnv2(path: Path) -> dict:
-    """An NCSNv2 checkpoint.pth list with the official names and shapes (random values)."""
+    """An NCSNv2 checkpoint.pth list with the official names and shapes (random values, small
+    enough that the 29.7M-parameter network's activations stay finite: unit-variance weights
+    overflow float32 within a few layers)."""
     fx = json.loads((FIXTURES / "official_ncsnv2_cifar10_keys.json").read_text())
     g = torch.Generator().manual_seed(0)
     entries = fx["buffers"] + fx["parameters"]
-    model = {"module." + n: torch.randn(*s, generator=g) for n, s, *_ in entries}
-    ema = {n: v + 1.0 for n, v in model.items() if not n.endswith("sigmas")}
+    model = {"module." + n: 0.02 * torch.randn(*s, generator=g) for n, s, *_ in entries}
+    # The EMA weights: the raw ones negated (told apart from them, and still zero-mean: a shift
+    # of every weight makes the activations grow by the fan-in per layer).
+    ema = {n: -v for n, v in model.items() if not n.endswith("sigmas")}
     torch.save([model, {}, 3, 1234, ema], path)
     return model
 
@@ -39,7 +43,7 @@ def test_convert_ncsnv2_then_sample(tmp_path):
     ema = module.ema.module.net.state_dict()
     # The official stem convolution is called begin_conv.
     assert torch.equal(ours["stem.weight"], model_sd["module.begin_conv.weight"])
-    assert torch.equal(ema["stem.weight"], model_sd["module.begin_conv.weight"] + 1.0)
+    assert torch.equal(ema["stem.weight"], -model_sd["module.begin_conv.weight"])
     assert torch.load(out, weights_only=True)["global_step"] == 1234
 
     run = tmp_path / "sample"
@@ -54,8 +58,11 @@ def test_convert_ncsnv2_then_sample(tmp_path):
         ],
         timeout=400,
     )
-    # Random official weights give meaningless pixels; the shape and the NFE are what we check.
-    assert np.load(run / "samples.npz")["samples"].shape == (2, 3, 32, 32)
+    # Random official weights give meaningless pixels; the shape, the README's [0, 1] range and
+    # the NFE are what we check.
+    samples = np.load(run / "samples.npz")["samples"]
+    assert samples.shape == (2, 3, 32, 32) and samples.dtype == np.float32
+    assert samples.min() >= 0.0 and samples.max() <= 1.0
     assert json.loads((run / "sample_info.json").read_text())["nfe"] == 3
     assert (run / "samples_grid.png").is_file()
 
