@@ -46,7 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from scorelab.runs import write_text_atomic  # noqa: E402
+from scorelab.io import write_text_atomic  # noqa: E402
 
 SDE_NETS = ["ncsnpp", "ncsnpp_deep", "ddpmpp", "ddpmpp_deep", "ddpm"]
 # Other networks of the repository, benchmarked when their modules exist.

@@ -43,7 +43,7 @@ from bench_nets import (  # noqa: E402
 )
 
 from scorelab.conversion.score_sde import convert_score_sde_state_dict  # noqa: E402
-from scorelab.runs import write_text_atomic  # noqa: E402
+from scorelab.io import write_text_atomic  # noqa: E402
 
 # Official config fields that our yaml files do not carry.
 _EXTRA = dict(

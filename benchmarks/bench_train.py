@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_nets  # noqa: E402
 
-from scorelab.runs import write_text_atomic  # noqa: E402
+from scorelab.io import write_text_atomic  # noqa: E402
 
 RESULT: dict = {}  # filled by StepTimer
 

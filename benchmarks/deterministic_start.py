@@ -24,8 +24,8 @@ import torch
 
 from scorelab import toy
 from scorelab.generate import AnnealedLangevinDriver, EDMHeunDriver, ODEDriver
+from scorelab.io import write_json_atomic, write_text_atomic
 from scorelab.nets.precond import OracleScoreModel
-from scorelab.runs import write_json_atomic, write_text_atomic
 from scorelab.schedules import max_pairwise_distance
 from scorelab.sde import VESDE, VPSDE, subVPSDE
 

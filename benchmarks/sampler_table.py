@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from scorelab import schedules, toy
+from scorelab.io import write_text_atomic
 from scorelab.metrics.toy import mode_weights, sliced_wasserstein
-from scorelab.runs import write_text_atomic
 from scorelab.sampling.api import (
     LangevinCorrector,
     ancestral_sampler,

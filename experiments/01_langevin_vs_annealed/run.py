@@ -15,9 +15,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from scorelab.io import write_text_atomic  # noqa: E402
 from scorelab.metrics.toy import mode_weights  # noqa: E402
 from scorelab.plots import save_figure
-from scorelab.runs import study_parser, write_text_atomic  # noqa: E402
+from scorelab.runs import study_parser  # noqa: E402
 from scorelab.sampling import annealed_langevin, langevin  # noqa: E402
 from scorelab.schedules import geometric_sigmas  # noqa: E402
 from scorelab.toy import ncsn_toy_mixture, oracle_sigma_score  # noqa: E402

@@ -16,10 +16,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
+from scorelab.io import write_text_atomic  # noqa: E402
 from scorelab.losses import DiscreteDSMLoss, SlicedScoreMatchingLoss  # noqa: E402
 from scorelab.nets.mlp import MLP  # noqa: E402
 from scorelab.plots import save_figure
-from scorelab.runs import study_parser, write_text_atomic  # noqa: E402
+from scorelab.runs import study_parser  # noqa: E402
 from scorelab.toy import ncsn_toy_mixture  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

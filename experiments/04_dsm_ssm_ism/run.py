@@ -13,13 +13,14 @@ from pathlib import Path
 
 import torch
 
+from scorelab.io import write_text_atomic
 from scorelab.losses import (
     DiscreteDSMLoss,
     ImplicitScoreMatchingLoss,
     SlicedScoreMatchingLoss,
 )
 from scorelab.nets.mlp import MLP
-from scorelab.runs import study_parser, write_text_atomic
+from scorelab.runs import study_parser
 from scorelab.toy import ncsn_toy_mixture
 
 HERE = Path(__file__).resolve().parent

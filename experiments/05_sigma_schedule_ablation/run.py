@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scorelab.io import write_json_atomic, write_text_atomic
 from scorelab.metrics.toy import mode_weight_error, mode_weights, sliced_wasserstein
 from scorelab.report import report
-from scorelab.runs import study_parser, write_json_atomic, write_text_atomic
+from scorelab.runs import study_parser
 from scorelab.toy import ncsn_toy_mixture
 
 HERE = Path(__file__).resolve().parent

@@ -22,6 +22,7 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from scorelab import schedules, toy  # noqa: E402
+from scorelab.io import write_text_atomic  # noqa: E402
 from scorelab.metrics.toy import (  # noqa: E402
     exact_nll,
     mode_weight_error,
@@ -29,7 +30,7 @@ from scorelab.metrics.toy import (  # noqa: E402
     sliced_wasserstein,
 )
 from scorelab.plots import save_figure
-from scorelab.runs import study_parser, write_text_atomic  # noqa: E402
+from scorelab.runs import study_parser  # noqa: E402
 from scorelab.sampling import (  # noqa: E402
     LangevinCorrector,
     ancestral_sampler,

@@ -20,8 +20,8 @@ import lightning
 import torch
 from hydra import compose, initialize_config_dir
 
+from scorelab.io import atomic_torch_save
 from scorelab.lit.build import build_module, to_plain
-from scorelab.lit.checkpoint_io import atomic_torch_save
 from scorelab.runs import CONF_DIR
 
 FORMATS = ("ncsn", "ncsnv2", "score_sde")

@@ -35,6 +35,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from scorelab.io import write_json_atomic
 from scorelab.lit.build import (
     ConfigError,
     build_datamodule,
@@ -48,7 +49,7 @@ from scorelab.lit.metric_suite import (
     check_samples,
     data_info,
 )
-from scorelab.runs import CONF_DIR, entry_point, run_cli, task_overrides, write_json_atomic
+from scorelab.runs import CONF_DIR, entry_point, run_cli, task_overrides
 
 BPD = "bpd"
 

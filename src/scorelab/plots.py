@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from scorelab.runs import atomic_output
+from scorelab.io import atomic_output
 
 
 def save_figure(fig, path: str | Path, **kwargs) -> Path:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from scorelab.runs import write_text_atomic
+from scorelab.io import write_text_atomic
 
 FORMATS = ("md", "latex", "csv")
 DEFAULT = "(default)"

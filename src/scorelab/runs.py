@@ -1,23 +1,21 @@
-"""What every entry point shares: Hydra resolvers, run names, result files and error handling."""
+"""What every entry point shares: Hydra resolvers, run names, command-line checks and error
+handling (result files are written with :mod:`scorelab.io`)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
-import json
-import os
 import re
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
+
+from scorelab.io import write_json_atomic
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -59,58 +57,6 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path`` (same suffix) and rename it onto ``path`` when
-    the block succeeds.
-
-    A kill or an error part-way leaves either the previous file or the new one, never half
-    of one, and no temporary file behind. Every result file (JSON, tables, figures, arrays)
-    is written this way."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent
-    )
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (see :func:`atomic_output`)."""
-    with atomic_output(path) as tmp, open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return Path(path)
-
-
-def write_json_atomic(obj: Any, path: str | Path, *, indent: int = 2) -> Path:
-    """Write JSON atomically (see :func:`write_text_atomic`)."""
-    text = json.dumps(obj, indent=indent, sort_keys=True, default=_jsonable) + "\n"
-    return write_text_atomic(path, text)
-
-
-def _jsonable(v: Any) -> Any:
-    if hasattr(v, "item"):
-        return v.item()
-    if isinstance(v, Path):
-        return str(v)
-    return str(v)
-
-
-def save_npz_atomic(path: str | Path, **arrays: np.ndarray) -> Path:
-    """``np.savez`` to ``path`` atomically (see :func:`atomic_output`)."""
-    with atomic_output(path) as tmp:
-        np.savez(tmp, **arrays)
-    return Path(path)
 
 
 def task_overrides() -> list[str]:

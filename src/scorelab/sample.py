@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from scorelab.io import read_checkpoint, save_npz_atomic, write_json_atomic
 from scorelab.lit.build import (
     ConfigError,
     build_noise,
@@ -26,18 +27,9 @@ from scorelab.lit.build import (
     build_score_model,
     data_shape,
     load_module,
-    read_checkpoint,
 )
 from scorelab.plots import save_samples_figure
-from scorelab.runs import (
-    CONF_DIR,
-    entry_point,
-    group_choice,
-    run_cli,
-    save_npz_atomic,
-    task_overrides,
-    write_json_atomic,
-)
+from scorelab.runs import CONF_DIR, entry_point, group_choice, run_cli, task_overrides
 
 
 def write_samples(x: Tensor, out: str | Path, *, reference: Tensor | None = None) -> dict:

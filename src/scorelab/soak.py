@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
+from scorelab.io import write_text_atomic
 from scorelab.lit.rng import RNG_KEY
-from scorelab.runs import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -23,16 +23,10 @@ from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
-from scorelab.lit.build import (
-    ConfigError,
-    build_datamodule,
-    build_module,
-    read_checkpoint,
-    validate_config,
-)
-from scorelab.lit.callbacks import RunCheckpoint, read_end
-from scorelab.lit.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
-from scorelab.runs import CONF_DIR, entry_point, run_cli, task_overrides, write_json_atomic
+from scorelab.io import read_checkpoint, remove_stale_temporaries, write_json_atomic
+from scorelab.lit.build import ConfigError, build_datamodule, build_module, validate_config
+from scorelab.lit.callbacks import AtomicCheckpointIO, RunCheckpoint, read_end
+from scorelab.runs import CONF_DIR, entry_point, run_cli, task_overrides
 
 # The module updates its weights and EMA inside training_step (manual optimisation), so a
 # checkpoint taken after the step is the state we want; Lightning's advice does not apply.

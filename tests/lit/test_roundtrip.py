@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from cli import TOY_CLI, run_cli
 
-from scorelab.lit.build import load_module, read_checkpoint
+from scorelab.io import read_checkpoint
+from scorelab.lit.build import load_module
 
 
 def test_train_checkpoint_sample_roundtrip(tmp_path):

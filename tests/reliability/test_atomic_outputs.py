@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scorelab.runs import atomic_output, save_npz_atomic, write_json_atomic, write_text_atomic
+from scorelab.io import atomic_output, save_npz_atomic, write_json_atomic, write_text_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,7 +70,7 @@ WRITE_FUNCTIONS = {
 # Functions allowed to write outside ``atomic_output``, and why.
 WRITES_ALLOWED = {
     # Hand-made temporary + fsync + rename: the checkpoint writer atomic_output is built beside.
-    "src/scorelab/lit/checkpoint_io.py::atomic_torch_save",
+    "src/scorelab/io.py::atomic_torch_save",
     # Temporary file renamed over the target.
     "src/scorelab/data/prepare.py::write_idx",
     "src/scorelab/metrics/fid.py::save_statistics",
@@ -175,7 +175,7 @@ def _scan_source(text: str) -> list[str]:
 def test_no_result_file_is_written_in_place(folder: str) -> None:
     """``Path.write_text``, ``open(..., "w")``, ``json.dump``, ``np.save(z)``, ``torch.save`` and
     ``fig.savefig`` truncate the old file first; a kill mid-write then leaves half a result.
-    Everything goes through :mod:`scorelab.runs` (or a temporary renamed into place) instead."""
+    Everything goes through :mod:`scorelab.io` (or a temporary renamed into place) instead."""
     offenders = []
     for path in sorted((REPO / folder).rglob("*.py")):
         offenders += in_place_writes(path, str(path.relative_to(REPO)))

@@ -16,8 +16,9 @@ import torch
 from reliability_helpers import compose_train
 
 import scorelab.train
-from scorelab.lit.build import CheckpointError, load_module, read_checkpoint
-from scorelab.lit.checkpoint_io import AtomicCheckpointIO
+from scorelab.io import CheckpointError, read_checkpoint
+from scorelab.lit.build import load_module
+from scorelab.lit.callbacks import AtomicCheckpointIO
 from scorelab.soak import REPO, subprocess_env
 from scorelab.train import train
 
@@ -55,7 +56,7 @@ def test_crash_inside_save_keeps_the_previous_last_ckpt(
 
 WRITER = """
 import sys, torch
-from scorelab.lit.checkpoint_io import atomic_torch_save
+from scorelab.io import atomic_torch_save
 k = 0
 while True:
     k += 1

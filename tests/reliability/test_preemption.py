@@ -15,8 +15,7 @@ from reliability_helpers import compose_train
 
 from run_helpers import bare_trainer
 from scorelab.lit.build import build_datamodule, build_module
-from scorelab.lit.callbacks import PreemptionHandler
-from scorelab.lit.checkpoint_io import AtomicCheckpointIO
+from scorelab.lit.callbacks import AtomicCheckpointIO, PreemptionHandler
 
 
 class SignalAt(L.Callback):

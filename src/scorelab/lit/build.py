@@ -15,12 +15,18 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError
 
-from scorelab.lit.checkpoint_io import check_checkpoint_file, describe_state_mismatch
+from scorelab.io import (
+    CheckpointError,
+    check_checkpoint_file,
+    describe_state_mismatch,
+    read_checkpoint,
+)
 from scorelab.lit.module import ScoreModule
 from scorelab.nets.conditioning import STEP_SCALE, cond_input
 from scorelab.nets.precond import OracleScoreModel
-from scorelab.schedules import NoiseLevels
+from scorelab.schedules import NoiseLevels, max_pairwise_distance
 from scorelab.sde import SDE
+from scorelab.toy import GaussianMixture
 
 # Keys of the data config read by other groups, not passed to the DataModule.
 DATA_META_KEYS = ("default_sigma_max", "init_low", "init_high")
@@ -86,8 +92,6 @@ def build_noise(cfg: DictConfig) -> NoiseLevels | SDE:
 
 def auto_sigma_max(cfg: DictConfig, n: int = 2000) -> float:
     """NCSNv2 Technique 1 on ``n`` training points: the largest pairwise distance."""
-    from scorelab.schedules import max_pairwise_distance
-
     dm = build_datamodule(cfg)
     dm.setup("fit")
     x = next(iter(dm.train_dataloader()))
@@ -104,8 +108,6 @@ def build_score_model(cfg: DictConfig, noise: NoiseLevels | SDE):
     """The parametrised score network, or the exact oracle for ``model=oracle``."""
     m = cfg.model
     if m.get("oracle", False):
-        from scorelab.toy import GaussianMixture
-
         d = cfg.data
         if d.get("name") != "gmm":
             raise ConfigError(
@@ -233,28 +235,6 @@ def build_module(cfg: DictConfig | dict) -> ScoreModule:
 
 
 # ----------------------------------------------------------------------------- checkpoints
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit; names the file."""
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """``torch.load(weights_only=True)`` with one-line errors naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt ({type(err).__name__}: {first[:200]}); "
-            "use another checkpoint (e.g. last.ckpt of the same run) or retrain"
-        ) from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise CheckpointError(f"checkpoint {path} has no 'state_dict': not a scorelab checkpoint")
-    return ckpt
-
-
 def load_module(path: str | Path, overrides: dict | None = None) -> ScoreModule:
     """Rebuild the ScoreModule saved at ``path`` (config inside the checkpoint) and load it.
 

@@ -1,5 +1,5 @@
 """Callbacks: checkpoints whose last.ckpt always holds the final step, sample grids during
-training, and a clean save on pre-emption signals."""
+training, and a clean save on pre-emption signals; the checkpoint plugin that writes atomically."""
 
 from __future__ import annotations
 
@@ -11,9 +11,23 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from scorelab.io import atomic_torch_save, read_checkpoint
 from scorelab.plots import save_samples_figure
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO that writes through :func:`scorelab.io.atomic_torch_save` (a
+    kill during a save never leaves a truncated file) and reads with
+    :func:`scorelab.io.read_checkpoint` (``weights_only=True``, one-line errors)."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict:
+        return read_checkpoint(path)
 
 
 class SampleGrid(L.Callback):

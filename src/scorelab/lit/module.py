@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from scorelab.lit.checkpoint_io import atomic_torch_save, describe_state_mismatch
+from scorelab.io import CheckpointError, atomic_torch_save, describe_state_mismatch
 from scorelab.lit.ema import EMAModel
 from scorelab.lit.rng import RNG_KEY, ForkedRNG, collect_rng_states, restore_rng_states
 from scorelab.nets.precond import ScoreModel
@@ -402,8 +402,6 @@ class ScoreModule(L.LightningModule):
         # Lightning's strict load prints one line per tensor.
         mismatch = describe_state_mismatch(self.state_dict(), checkpoint.get("state_dict", {}))
         if mismatch:
-            from scorelab.lit.build import CheckpointError
-
             trainer = self._trainer
             path = getattr(trainer, "ckpt_path", None) if trainer is not None else None
             raise CheckpointError(

@@ -25,14 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from scorelab.lit.checkpoint_io import atomic_torch_save
+from scorelab.io import atomic_torch_save, write_text_atomic
 from scorelab.metrics.mnist import (
     DEFAULT_CLASSIFIER_PATH,
     MnistClassifier,
     classifier_logits_and_features,
     load_mnist_classifier,
 )
-from scorelab.runs import write_text_atomic
 
 __all__ = ["evaluate_accuracy", "load_mnist_split", "main", "train_classifier", "train_step"]
 

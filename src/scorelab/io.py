@@ -1,17 +1,80 @@
-"""Atomic checkpoint writes (a kill during a save never leaves a truncated file), a cheap
-structural check of a checkpoint file, and a one-line description of state-dict mismatches."""
+"""Files on disk: atomic writes of results and checkpoints, and checkpoint reading.
+
+A kill during a write never leaves half a file: every result (JSON, tables, figures, arrays)
+goes through :func:`atomic_output` and every checkpoint through :func:`atomic_torch_save`.
+Checkpoints are read with ``torch.load(weights_only=True)`` only, with one-line errors naming
+the file. This module imports nothing else of scorelab, so every layer may use it.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+
+# ----------------------------------------------------------------------------- result files
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` (same suffix) and rename it onto ``path`` when
+    the block succeeds.
+
+    A kill or an error part-way leaves either the previous file or the new one, never half
+    of one, and no temporary file behind. Every result file (JSON, tables, figures, arrays)
+    is written this way."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent
+    )
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(path) as tmp, open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return Path(path)
+
+
+def write_json_atomic(obj: Any, path: str | Path, *, indent: int = 2) -> Path:
+    """Write JSON atomically (see :func:`write_text_atomic`)."""
+    text = json.dumps(obj, indent=indent, sort_keys=True, default=_jsonable) + "\n"
+    return write_text_atomic(path, text)
+
+
+def _jsonable(v: Any) -> Any:
+    if hasattr(v, "item"):
+        return v.item()
+    return str(v)
+
+
+def save_npz_atomic(path: str | Path, **arrays: np.ndarray) -> Path:
+    """``np.savez`` to ``path`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(path) as tmp:
+        np.savez(tmp, **arrays)
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit; names the file."""
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -72,6 +135,24 @@ def check_checkpoint_file(path: str | Path) -> str | None:
     return None
 
 
+def read_checkpoint(path: str | Path) -> dict:
+    """``torch.load(weights_only=True)`` with one-line errors naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt ({type(err).__name__}: {first[:200]}); "
+            "use another checkpoint (e.g. last.ckpt of the same run) or retrain"
+        ) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"checkpoint {path} has no 'state_dict': not a scorelab checkpoint")
+    return ckpt
+
+
 def describe_state_mismatch(own: Mapping[str, Any], saved: Mapping[str, Any]) -> str | None:
     """One line listing missing, unexpected and differently shaped keys of ``saved`` against
     ``own`` (both state dicts), or None when they fit."""
@@ -94,16 +175,3 @@ def describe_state_mismatch(own: Mapping[str, Any], saved: Mapping[str, Any]) ->
     if shapes:
         parts.append(f"shape mismatches {len(shapes)}: {'; '.join(shapes[:5])}")
     return " | ".join(parts) if parts else None
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO that writes through :func:`atomic_torch_save` and reads with
-    ``weights_only=True``."""
-
-    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        atomic_torch_save(checkpoint, path)
-
-    def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict:
-        from scorelab.lit.build import read_checkpoint
-
-        return read_checkpoint(path)
