@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from scorelab.io import write_json_atomic
+from scorelab.likelihood import bits_per_dim, dequantize, ode_likelihood
 from scorelab.lit.build import (
     ConfigError,
     build_datamodule,
@@ -49,7 +50,9 @@ from scorelab.lit.metric_suite import (
     check_samples,
     data_info,
 )
+from scorelab.lit.sampling_model import build_sampling_model, draw, load_checkpoint_module
 from scorelab.runs import CONF_DIR, entry_point, run_cli, task_overrides
+from scorelab.sde import SDE
 
 BPD = "bpd"
 
@@ -162,8 +165,6 @@ def bits_per_dim_eval(model, dm, info, opts: dict, n: int, seed: int, device: st
     the scaling (zero_one: +8, minus_one_one: +7) is applied by
     :func:`scorelab.likelihood.bits_per_dim`.
     """
-    from scorelab.likelihood import bits_per_dim, dequantize, ode_likelihood
-
     t0 = time.time()
     data = bpd_data(dm, info, str(opts["split"]), n)
     sde = model.noise
@@ -247,8 +248,6 @@ def _options(cfg: DictConfig) -> dict:
 def _model_for_bpd(cfg: DictConfig):
     """(score model, data config) of the checkpoint or the oracle, for bpd without sampling."""
     if cfg.get("ckpt_path"):
-        from scorelab.sample import load_checkpoint_module
-
         module = load_checkpoint_module(cfg)
         model = module.ema_model() if cfg.get("use_ema", True) else module.model
         return model, module.config["data"]
@@ -258,8 +257,6 @@ def _model_for_bpd(cfg: DictConfig):
 
 
 def _check_bpd_model(model) -> None:
-    from scorelab.sde import SDE
-
     if not isinstance(model.noise, SDE):
         raise ConfigError(
             "bpd needs a model trained with an SDE (sde=ve, vp or subvp); this one uses discrete "
@@ -269,8 +266,6 @@ def _check_bpd_model(model) -> None:
 
 def evaluate(cfg: DictConfig) -> dict:
     """Sample (or read samples), compute the metrics, write metrics.json; returns its content."""
-    from scorelab.sample import build_sampling_model, draw
-
     start = time.time()
     device = _device()
     sample_names, want_bpd = _split_metrics(cfg)

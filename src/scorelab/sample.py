@@ -11,157 +11,21 @@ scatter plot, and ``sample_info.json`` (sampler, NFE, wall time) into the run di
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
-from torch import Tensor
+from omegaconf import DictConfig
 
-from scorelab.io import read_checkpoint, save_npz_atomic, write_json_atomic
-from scorelab.lit.build import (
-    ConfigError,
-    build_noise,
-    build_sampler,
-    build_score_model,
-    data_shape,
-    load_module,
-)
-from scorelab.plots import save_samples_figure
-from scorelab.runs import CONF_DIR, entry_point, group_choice, run_cli, task_overrides
-
-
-def write_samples(x: Tensor, out: str | Path, *, reference: Tensor | None = None) -> dict:
-    """Save ``x`` (images in [0, 1] or points) as samples.npz plus a figure."""
-    out = Path(out)
-    npz = save_npz_atomic(out / "samples.npz", samples=x.detach().float().cpu().numpy())
-    name = "samples_grid.png" if x.ndim == 4 else "samples_scatter.png"
-    fig = save_samples_figure(x.detach().float().cpu(), out / name, reference=reference)
-    return {"samples_npz": npz, "figure": fig}
-
-
-# Config groups a checkpoint carries: the command line may change their keys on top of the
-# checkpoint's (sde.N=2000), not swap the group for another option (sde=vp). The sampler is free.
-CHECKPOINT_GROUPS = ("data", "model", "sde", "loss")
-
-
-def command_line(cfg: DictConfig, overrides: list[str] | None = None) -> list[str]:
-    """``overrides`` if given, else the current Hydra job's. A config composed in code (no
-    Hydra job) has no command line: a sampler in it counts as picked."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if overrides is not None:
-        return list(overrides)
-    if HydraConfig.initialized():
-        return task_overrides()
-    return ["sampler=(composed)"] if cfg.get("sampler") is not None else []
-
-
-def sampler_for_checkpoint(
-    cfg: DictConfig, ckpt: dict, overrides: list[str] | None = None
-) -> DictConfig | None:
-    """The sampler to use on a checkpoint: its own, with the ``sampler.*`` keys of the command
-    line on top, unless the command line picks another one (``sampler=NAME``), which comes with
-    its group's settings. Picking the checkpoint's own sampler (``sampler=ald`` on an ALD-trained
-    run) keeps its experiment-specific settings (e.g. NCSNv2's step_lr and final denoising); an
-    experiment's sampler (``experiment=NAME`` alone) does not replace the checkpoint's.
-    ``overrides``: see :func:`command_line`."""
-    overrides = command_line(cfg, overrides)
-    own = (ckpt.get("scorelab_config") or {}).get("sampler")
-    picked = group_choice(overrides, "sampler") is not None
-    if not own or (picked and own.get("_target_") != cfg.sampler.get("_target_")):
-        return cfg.get("sampler")
-    merged = OmegaConf.create(own)
-    for item in overrides:
-        key = item.split("=", 1)[0].lstrip("+~")
-        if key.startswith("sampler."):
-            OmegaConf.update(
-                merged, key[len("sampler.") :], OmegaConf.select(cfg, key), force_add=True
-            )
-    return merged
-
-
-def checkpoint_overrides(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
-    """What the command line changes in the config of the checkpoint ``cfg.ckpt_path``: the
-    sampler (see :func:`sampler_for_checkpoint`) and keys of its other groups (``sde.N=2000``),
-    for :func:`scorelab.lit.build.load_module`. Everything else, an experiment's settings
-    included, comes from the checkpoint. Picking another data, model, sde or loss is refused.
-    ``overrides``: see :func:`command_line`."""
-    overrides = command_line(cfg, overrides)
-    changes: dict = {}
-    for item in overrides:
-        key = item.split("=", 1)[0].lstrip("+~")
-        group = key.split(".")[0]
-        if group not in CHECKPOINT_GROUPS or item.startswith("~"):
-            continue
-        if key == group:
-            raise ConfigError(
-                f"ckpt_path={cfg.ckpt_path} carries its own {group}, which {item!r} cannot "
-                f"replace; drop it (a key such as {group}.NAME=VALUE changes one setting)"
-            )
-        changes[key] = OmegaConf.select(cfg, key)
-    if any(item.split("=", 1)[0].lstrip("+~").split(".")[0] == "sampler" for item in overrides):
-        changes["sampler"] = sampler_for_checkpoint(cfg, read_checkpoint(cfg.ckpt_path), overrides)
-    return changes
-
-
-def load_checkpoint_module(cfg: DictConfig, overrides: list[str] | None = None):
-    """The module of ``cfg.ckpt_path`` in eval mode: the checkpoint's own config with the
-    command line's changes (:func:`checkpoint_overrides`) on top."""
-    module = load_module(cfg.ckpt_path, checkpoint_overrides(cfg, overrides))
-    module.eval()
-    return module
-
-
-def build_sampling_model(cfg: DictConfig, overrides: list[str] | None = None):
-    """(score model, sampler, example shape, to-unit-range fn, meta) for a checkpoint or the
-    oracle. Refuses a sampler that does not fit before any sampling. ``overrides``: the
-    command line (see :func:`command_line`)."""
-    if cfg.get("ckpt_path"):
-        module = load_checkpoint_module(cfg, overrides)
-        model = module.ema_model() if cfg.get("use_ema", True) else module.model
-        if module.sampler is None:
-            raise ConfigError("the checkpoint has no sampler configured; pass sampler=NAME")
-        return model, module.sampler, module.data_shape, module.to_unit_range, module.config
-    if not cfg.model.get("oracle", False):
-        raise ConfigError(
-            "give ckpt_path=PATH to sample a trained model, or model=oracle data=gmm (or "
-            "model=oracle experiment=toy_gmm) for the exact score of a mixture"
-        )
-    if cfg.get("sampler") is None:
-        raise ConfigError("model=oracle needs a sampler: pass sampler=ald, pc, ode, heun, ...")
-    noise = build_noise(cfg)
-    model = build_score_model(cfg, noise)
-    sampler = build_sampler(cfg)
-    try:
-        sampler.check(model)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    return model, sampler, data_shape(cfg), (lambda x: x), OmegaConf.to_container(cfg, resolve=True)
-
-
-def draw(model, sampler, shape, n: int, batch_size: int, seed: int, device: str = "cpu"):
-    """``n`` samples in batches; returns (samples (n, ...), total NFE of one batch, wall time)."""
-    if n < 1:
-        raise ConfigError(f"n_samples must be >= 1, got {n}")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    gen = torch.Generator(device=device).manual_seed(seed)
-    chunks, nfe, t0 = [], 0, time.time()
-    model = model.to(device)
-    for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
-        with torch.no_grad():
-            res = sampler(model, (b, *shape), device=device, generator=gen, progress=True)
-        chunks.append(res.x.detach())
-        nfe = max(nfe, int(res.nfe))
-    return torch.cat(chunks), nfe, time.time() - t0
+from scorelab.io import write_json_atomic
+from scorelab.lit.sampling_model import build_sampling_model, draw
+from scorelab.outputs import write_samples
+from scorelab.runs import CONF_DIR, entry_point, run_cli
 
 
 def sample(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Draw ``cfg.n_samples`` and write them; ``overrides``: the command line, which goes on top
-    of a checkpoint's own config (see :func:`command_line`)."""
+    of a checkpoint's own config (see :func:`scorelab.lit.sampling_model.command_line`)."""
     model, sampler, shape, to_unit, _ = build_sampling_model(cfg, overrides)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     x, nfe, wall = draw(

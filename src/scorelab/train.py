@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from scorelab.io import read_checkpoint, remove_stale_temporaries, write_json_atomic
 from scorelab.lit.build import ConfigError, build_datamodule, build_module, validate_config
 from scorelab.lit.callbacks import AtomicCheckpointIO, RunCheckpoint, read_end
+from scorelab.outputs import write_samples
 from scorelab.runs import CONF_DIR, entry_point, run_cli, task_overrides
 
 # The module updates its weights and EMA inside training_step (manual optimisation), so a
@@ -213,8 +214,6 @@ def train(cfg: DictConfig) -> dict:
             result["error"] = f"{preempted} received; last.ckpt saved: rerun the command to resume"
         wants_samples = int(cfg.n_samples) > 0 and module.sampler is not None and not preempted
         if trainer.is_global_zero and wants_samples:
-            from scorelab.sample import write_samples
-
             gen = torch.Generator(device=module.device).manual_seed(int(cfg.seed))
             t0 = time.time()
             res = module.sample(int(cfg.n_samples), generator=gen, progress=True)

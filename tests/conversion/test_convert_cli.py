@@ -72,7 +72,7 @@ def test_sampling_a_checkpoint_with_its_own_sampler_keeps_its_settings(tmp_path)
     from omegaconf import OmegaConf
 
     from run_helpers import compose_cfg
-    from scorelab.sample import sampler_for_checkpoint
+    from scorelab.lit.sampling_model import sampler_for_checkpoint
 
     train_cfg = compose_cfg("train", ["experiment=ncsnv2_cifar10"], tmp_path)
     ckpt = {"scorelab_config": OmegaConf.to_container(train_cfg, resolve=True)}

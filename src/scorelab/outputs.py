@@ -1,0 +1,25 @@
+"""What a run leaves of its samples on disk: ``samples.npz`` and a figure.
+
+Shared by training (the end-of-run samples) and ``scorelab.sample``; below Lightning, so any
+layer may write samples the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import Tensor
+
+from scorelab.io import save_npz_atomic
+from scorelab.plots import save_samples_figure
+
+
+def write_samples(x: Tensor, out: str | Path, *, reference: Tensor | None = None) -> dict:
+    """Save ``x`` (images ``(N, C, H, W)`` in [0, 1], or points ``(N, D)``) into ``out`` as
+    ``samples.npz`` (array ``samples``) plus a grid or scatter figure (``reference``: data
+    points drawn behind a scatter). Returns ``{"samples_npz": path, "figure": path}``."""
+    out = Path(out)
+    npz = save_npz_atomic(out / "samples.npz", samples=x.detach().float().cpu().numpy())
+    name = "samples_grid.png" if x.ndim == 4 else "samples_scatter.png"
+    fig = save_samples_figure(x.detach().float().cpu(), out / name, reference=reference)
+    return {"samples_npz": npz, "figure": fig}
