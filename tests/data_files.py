@@ -13,7 +13,8 @@ import torchvision.datasets.celeba
 import torchvision.datasets.cifar
 from PIL import Image
 
-from scorelab.data.prepare import MNIST_FILES, mnist_raw_dir, write_idx
+from scorelab.data.layout import MNIST_FILES, mnist_raw_dir
+from scorelab.data.prepare import write_idx
 
 N_MNIST_TRAIN, N_MNIST_TEST = 64, 16
 

