@@ -51,7 +51,7 @@ bench-nets: $(STAMP) ## Benchmark every network (img/s, memory, FLOPs, fraction 
 	$(PY) benchmarks/bench_nets.py $(BENCH_ARGS)
 
 soak: $(STAMP) ## Kill-and-resume soak test (not in CI)
-	$(PY) -m scorelab.soak
+	$(PY) benchmarks/soak.py
 
 clean: ## Remove caches and run outputs (keeps the venv and data)
 	rm -rf outputs multirun logs wandb lightning_logs .pytest_cache .ruff_cache

@@ -14,7 +14,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 $PY -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
-timeout ${SOAK_S:-90} $PY -m scorelab.soak --runs 2 --steps 40 --every 10 --accelerator gpu \
+timeout ${SOAK_S:-90} $PY benchmarks/soak.py --runs 2 --steps 40 --every 10 --accelerator gpu \
     --out "$OUT" || echo "soak: exit $?"
 timeout ${TRAIN_S:-240} $PY benchmarks/bench_train.py --device cuda --steps 300 --warmup 60 \
     --out "$OUT" perf=fast || echo "bench_train: exit $?"

@@ -1,13 +1,26 @@
-"""Compose run configs in-process, the way the entry points do, with small toy settings."""
+"""Compose run configs in-process, the way the entry points do, with small toy settings; run
+the entry points as subprocesses of this checkout."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from scorelab.runs import CONF_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def subprocess_env() -> dict[str, str]:
+    """This environment with the checkout's ``src`` first on ``PYTHONPATH``, for
+    ``python -m scorelab.<entry point>`` subprocesses."""
+    src = str(REPO / "src")
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": src if not path else f"{src}{os.pathsep}{path}"}
+
 
 # Small, fast settings for toy training runs in tests (CLI overrides).
 TOY_FAST = [

@@ -17,12 +17,11 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from run_helpers import TOY_FAST, compose_cfg
+from run_helpers import REPO, TOY_FAST, compose_cfg, subprocess_env
 from scorelab.lit.build import ConfigError
 from scorelab.lit.sampling_model import load_checkpoint_module
 from scorelab.runs import CONF_DIR, own_group_settings
 from scorelab.sample import sample
-from scorelab.soak import REPO, subprocess_env
 
 # toy_gmm's sampler: annealed Langevin, n_steps_each x num_scales evaluations.
 TOY_ALD_NFE = 20 * 50

@@ -6,9 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from reliability_helpers import run
-
-from scorelab.soak import run_dir
+from reliability_helpers import run, run_dir
 
 
 @pytest.fixture(scope="session")

@@ -78,8 +78,8 @@ WRITES_ALLOWED = {
     # An empty weights file in a throw-away TemporaryDirectory.
     "src/scorelab/metrics/fid_weights.py::_skeleton",
     # Subprocess logs streamed while the child runs (not results).
-    "src/scorelab/soak.py::run_to_end",
-    "src/scorelab/soak.py::soak",
+    "benchmarks/soak.py::run_to_end",
+    "benchmarks/soak.py::soak",
     # A kernel control file (/proc/self/clear_refs).
     "benchmarks/bench_nets.py::__enter__",
     # Synthetic CIFAR-10 input files in a throw-away temporary directory (not results).

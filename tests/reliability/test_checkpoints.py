@@ -16,10 +16,10 @@ import torch
 from reliability_helpers import compose_train
 
 import scorelab.train
+from run_helpers import REPO, subprocess_env
 from scorelab.io import CheckpointError, read_checkpoint
 from scorelab.lit.build import load_module
 from scorelab.lit.callbacks import AtomicCheckpointIO
-from scorelab.soak import REPO, subprocess_env
 from scorelab.train import train
 
 

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from reliability_helpers import train_tiny
+from reliability_helpers import compare_weights, run_dir, train_command, train_tiny
 
+from run_helpers import REPO, subprocess_env
 from scorelab.lit.callbacks import END_KEY
 from scorelab.runs import CONF_DIR
 from scorelab.sample import sample
-from scorelab.soak import REPO, compare_weights, run_dir, subprocess_env, train_command
 
 # Samples at the end of training, with a cheap annealed Langevin (2 x 10 steps).
 SAMPLES = ("n_samples=32", "sampler.n_steps_each=2", "sampler.num_scales=10")

@@ -13,9 +13,17 @@ import signal
 from pathlib import Path
 
 import torch
-from reliability_helpers import EVERY, STEPS, popen, run, train_tiny
-
-from scorelab.soak import checkpoint_step, compare_weights, run_dir, wait_for_step
+from reliability_helpers import (
+    EVERY,
+    STEPS,
+    checkpoint_step,
+    compare_weights,
+    popen,
+    run,
+    run_dir,
+    train_tiny,
+    wait_for_step,
+)
 
 # Everything a resume restores, by checkpoint key (the data module's key is its class name).
 # Left out: "callbacks" and "scorelab_config" hold the run's own paths, "loops" Lightning's

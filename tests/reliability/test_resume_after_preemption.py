@@ -9,9 +9,7 @@ import time
 from pathlib import Path
 
 import torch
-from reliability_helpers import EVERY, STEPS, popen, run
-
-from scorelab.soak import progress_step, run_dir
+from reliability_helpers import EVERY, STEPS, popen, progress_step, run, run_dir
 
 
 def test_sigterm_before_the_first_save_then_rerun_updates_last_ckpt(tmp_path: Path) -> None:

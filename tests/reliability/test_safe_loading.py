@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import torch
+from reliability_helpers import TOY_ARGS, run_dir
 
-from scorelab.soak import REPO, TOY_ARGS, run_dir, subprocess_env
+from run_helpers import REPO, subprocess_env
 
 
 def test_real_checkpoint_loads_with_weights_only(tiny_ckpt: Path) -> None:

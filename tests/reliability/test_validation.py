@@ -17,9 +17,9 @@ import pytest
 from hydra.errors import MissingConfigException
 from reliability_helpers import compose_train
 
+from run_helpers import REPO, subprocess_env
 from scorelab.data.prepare import MNIST_FILES, mnist_raw_dir
 from scorelab.runs import unknown_group_option
-from scorelab.soak import REPO, subprocess_env
 from scorelab.train import train
 
 IMAGE = ("data=mnist", "model=unet_small")

@@ -14,9 +14,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from run_helpers import TOY_FAST
+from run_helpers import REPO, TOY_FAST, subprocess_env
 from scorelab.runs import CONF_DIR, sweep_group
-from scorelab.soak import REPO, subprocess_env
 
 
 def _compose(overrides: list[str]):
