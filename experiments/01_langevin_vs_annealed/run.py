@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -15,10 +16,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: _study
+from _study import study_parser  # noqa: E402
+
 from scorelab.io import write_text_atomic  # noqa: E402
 from scorelab.metrics.toy import mode_weights  # noqa: E402
 from scorelab.plots import save_figure
-from scorelab.runs import study_parser  # noqa: E402
 from scorelab.sampling import annealed_langevin, langevin  # noqa: E402
 from scorelab.schedules import geometric_sigmas  # noqa: E402
 from scorelab.toy import ncsn_toy_mixture, oracle_sigma_score  # noqa: E402

@@ -6,6 +6,7 @@ python experiments/02_score_accuracy_low_density/run.py [--smoke] [--out DIR]
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,11 +17,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: _study
+from _study import study_parser  # noqa: E402
+
 from scorelab.io import write_text_atomic  # noqa: E402
 from scorelab.losses import DiscreteDSMLoss, SlicedScoreMatchingLoss  # noqa: E402
 from scorelab.nets.mlp import MLP  # noqa: E402
 from scorelab.plots import save_figure
-from scorelab.runs import study_parser  # noqa: E402
 from scorelab.toy import ncsn_toy_mixture  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from itertools import cycle
 from pathlib import Path
 
@@ -16,12 +17,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: _study
+from _study import study_parser  # noqa: E402
+
 from scorelab.data.images import MNISTDataModule  # noqa: E402
 from scorelab.io import write_text_atomic  # noqa: E402
 from scorelab.losses import SlicedScoreMatchingLoss  # noqa: E402
 from scorelab.nets.mlp import MLP  # noqa: E402
 from scorelab.plots import save_figure
-from scorelab.runs import study_parser  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

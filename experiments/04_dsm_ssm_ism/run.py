@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: _study
+from _study import study_parser  # noqa: E402
 
 from scorelab.io import write_text_atomic
 from scorelab.losses import (
@@ -20,7 +24,6 @@ from scorelab.losses import (
     SlicedScoreMatchingLoss,
 )
 from scorelab.nets.mlp import MLP
-from scorelab.runs import study_parser
 from scorelab.toy import ncsn_toy_mixture
 
 HERE = Path(__file__).resolve().parent

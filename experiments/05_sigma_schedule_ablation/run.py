@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: _study
+from _study import study_parser  # noqa: E402
+
 from scorelab.io import write_json_atomic, write_text_atomic
 from scorelab.metrics.toy import mode_weight_error, mode_weights, sliced_wasserstein
 from scorelab.report import report
-from scorelab.runs import study_parser
 from scorelab.toy import ncsn_toy_mixture
 
 HERE = Path(__file__).resolve().parent

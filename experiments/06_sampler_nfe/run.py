@@ -10,6 +10,7 @@ import functools
 import json
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: _study
+from _study import study_parser  # noqa: E402
+
 from scorelab import schedules, toy  # noqa: E402
 from scorelab.io import write_text_atomic  # noqa: E402
 from scorelab.metrics.toy import (  # noqa: E402
@@ -30,7 +34,6 @@ from scorelab.metrics.toy import (  # noqa: E402
     sliced_wasserstein,
 )
 from scorelab.plots import save_figure
-from scorelab.runs import study_parser  # noqa: E402
 from scorelab.sampling import (  # noqa: E402
     LangevinCorrector,
     ancestral_sampler,

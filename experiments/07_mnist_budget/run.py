@@ -29,8 +29,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(HERE.parent))  # experiments/: _study
+from _study import study_parser  # noqa: E402
+
 from scorelab.io import atomic_output, write_text_atomic  # noqa: E402
-from scorelab.runs import study_parser  # noqa: E402
 
 # Each recipe is a list of overrides of `python -m scorelab.train`.
 EDM_995 = ["experiment=mnist_demo", "optimizer.lr=2e-3", "module.ema_decay=0.995"]

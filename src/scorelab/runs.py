@@ -3,7 +3,6 @@ handling (result files are written with :mod:`scorelab.io`)."""
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import re
 import sys
@@ -206,12 +205,3 @@ def _record_failure(cfg, err: BaseException, start: float) -> None:
         f"run failed ({type(err).__name__}: {err}); recorded in {out / 'metrics.json'}",
         file=sys.stderr,
     )
-
-
-def study_parser(doc: str, here: Path) -> argparse.ArgumentParser:
-    """The command line the study scripts (``experiments/*/run.py``) share: ``--smoke`` for
-    tiny sizes (what the tests run) and ``--out`` (default ``<study>/results``)."""
-    p = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="tiny sizes (tests)")
-    p.add_argument("--out", type=Path, default=Path(here) / "results")
-    return p
