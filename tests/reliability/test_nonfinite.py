@@ -206,9 +206,7 @@ def test_skip_stops_after_too_many_bad_steps_in_a_row(
 
 def test_bad_steps_apart_do_not_add_up(tmp_path: Path) -> None:
     """Two bad batches separated by good ones never make a run of two: limit 2 is not hit."""
-    cfg = compose_train(
-        tmp_path, ["module.nonfinite=skip", "module.max_skips_in_a_row=2"], steps=6
-    )
+    cfg = compose_train(tmp_path, ["module.nonfinite=skip", "module.max_skips_in_a_row=2"], steps=6)
     module, dm = build_module(cfg), build_datamodule(cfg)
     trainer = bare_trainer(6, callbacks=[PoisonBatch(1), PoisonBatch(3)], max_epochs=1)
     with warnings.catch_warnings():
