@@ -502,3 +502,38 @@ class EDMHeunDriver(_DeterministicDriver):
         # On SDE models the sampler runs in VE-equivalent coordinates y = x / alpha(t); its
         # last level is σ = 0, where alpha = 1, so the result needs no rescaling.
         return res
+
+
+class DPMSolverDriver(EDMHeunDriver):
+    """DPM-Solver++ multistep (2M or 3M) on the same Karras σ schedule and start as
+    ``sampler=heun``: one score evaluation per level, so ``num_steps`` levels cost ``num_steps``
+    NFE. ``form``: ``dpm-solver`` (the published updates) or ``taylor`` (see
+    :func:`scorelab.sampling.dpm_solver.dpmpp_multistep`)."""
+
+    name = "dpmpp"
+
+    def __init__(self, num_steps: int = 20, order: int = 2, form: str = "dpm-solver", **kw):
+        from scorelab.sampling.dpm_solver import FORMS
+
+        if isinstance(order, bool) or order not in (1, 2, 3):
+            raise ValueError(
+                f"sampler.order must be 1, 2 or 3 for DPM-Solver++ multistep, got {order}"
+            )
+        if form not in FORMS:
+            raise ValueError(f"sampler.form must be one of {FORMS}, got {form!r}")
+        super().__init__(num_steps=num_steps, **kw)
+        self.order, self.form = order, form
+
+    def __call__(self, model, shape, *, device="cpu", generator=None, progress=False):
+        from scorelab.sampling.dpm_solver import dpmpp_multistep
+
+        sigmas = self.sigmas(model).to(device)
+        sigma0 = float(sigmas[0])
+        x = self.initial_state(
+            model, shape, std=sigma0, alpha=1.0, prior_std=sigma0, device=device,
+            generator=generator,
+        )  # fmt: skip
+        with _progress(self.num_steps, self.name, progress) as cb:
+            return dpmpp_multistep(
+                model.sigma_score(), x, sigmas, order=self.order, form=self.form, callback=cb
+            )

@@ -114,7 +114,7 @@ def test_unknown_config_option_is_one_line_before_hydra(tmp_path: Path) -> None:
         compose_train(tmp_path, ["sampler=bogus"])
     assert unknown_group_option(["sampler=bogus", "seed=1"]) == (
         "unknown sampler option 'bogus' in 'sampler=bogus'; choose one of: ald, ancestral, em, "
-        "heun, langevin, ode, pc, reverse_diffusion"
+        "dpmpp, heun, langevin, ode, pc, reverse_diffusion"
     )
     assert "'bogus' in 'model=mlp,bogus'" in unknown_group_option(["model=mlp,bogus"])
     for fine in (["sampler=pc", "model=mlp,unet_small", "sampler=null", "seed=3"],
