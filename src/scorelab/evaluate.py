@@ -41,7 +41,7 @@ from scorelab.lit.build import (
     build_noise,
     build_score_model,
 )
-from scorelab.lit.metric_suite import (
+from scorelab.metrics.suite import (
     MetricConfigError,
     MetricValue,
     build_metric_suite,
