@@ -12,7 +12,7 @@ Three sources of samples:
   ``(N, C, H, W)`` in [0, 1] or uint8, points ``(N, D)``) or a folder of image files, evaluated
   against ``data=...``.
 
-Metrics (``metrics=null`` takes the data's defaults, see :mod:`scorelab.lit.metric_suite`):
+Metrics (``metrics=null`` takes the data's defaults, see :mod:`scorelab.metrics.suite`):
 points → ``sliced_w2, mmd, mode_weight_error, exact_nll``; MNIST → ``mnist_fid,
 classifier_score, mode_coverage``; CIFAR-10 / CelebA → ``fid, is, kid``. ``bpd`` adds bits/dim of
 the test split through the probability-flow ODE (nats/dim for points).
@@ -41,7 +41,7 @@ from scorelab.lit.build import (
     build_noise,
     build_score_model,
 )
-from scorelab.lit.metric_suite import (
+from scorelab.metrics.suite import (
     MetricConfigError,
     MetricValue,
     build_metric_suite,

@@ -15,15 +15,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError
 
+from scorelab.data import DATA_META_KEYS
 from scorelab.lit.checkpoint_io import check_checkpoint_file, describe_state_mismatch
 from scorelab.lit.module import ScoreModule
 from scorelab.nets.conditioning import STEP_SCALE, cond_input
 from scorelab.nets.precond import OracleScoreModel
 from scorelab.schedules import NoiseLevels
 from scorelab.sde import SDE
-
-# Keys of the data config read by other groups, not passed to the DataModule.
-DATA_META_KEYS = ("default_sigma_max", "init_low", "init_high")
 
 
 class ConfigError(ValueError):
