@@ -68,6 +68,31 @@ def _data_moments(model) -> DataMoments | None:
     return moments if moments is not None and moments.known else None
 
 
+def _need_int(name: str, value, minimum: int = 1, hint: str = "") -> None:
+    """Refuse ``sampler.<name>`` unless it is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}{hint}")
+
+
+def _need_positive(name: str, value, hint: str = "", *, nullable: bool = False) -> None:
+    """Refuse ``sampler.<name>`` unless it is a finite number > 0 (or null if ``nullable``)."""
+    if value is None and nullable:
+        return
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (ok and 0 < value < float("inf")):
+        raise ValueError(f"{name}={value!r} must be a number > 0{' or null' * nullable}{hint}")
+
+
+def _check_eps_below_T(name: str, eps, model) -> None:
+    """``eps`` (the smallest time) must lie inside the SDE's (0, T)."""
+    noise = model.noise
+    if eps is not None and not isinstance(noise, NoiseLevels) and not eps < noise.T:
+        raise ValueError(
+            f"sampler.eps={eps} must be in (0, T) = (0, {noise.T:g}) for this SDE; use null "
+            "(1e-5 for VE, 1e-3 for VP/sub-VP)"
+        )
+
+
 def _plain(v) -> bool:
     return isinstance(v, int | float | str | bool | type(None))
 
@@ -182,6 +207,9 @@ class LangevinDriver(_Driver):
         self, n_steps: int = 1000, step_size: float = 1e-4, sigma: float | None = None, **init
     ):
         super().__init__(**{"init": "uniform", **init})
+        _need_int("n_steps", n_steps, hint=" (Langevin steps)")
+        _need_positive("step_size", step_size, " (the Langevin step; 1e-4 is the default)")
+        _need_positive("sigma", sigma, " (the model's smallest level)", nullable=True)
         self.n_steps, self.step_size, self.sigma = n_steps, step_size, sigma
 
     def __call__(self, model, shape, *, device="cpu", generator=None, progress=False):
@@ -238,6 +266,15 @@ class AnnealedLangevinDriver(_Driver):
         super().__init__(**{"init": "uniform", **init})
         if sigma_min is not None and not sigma_min > 0:
             raise ValueError(f"sigma_min must be > 0 or null (from the data), got {sigma_min}")
+        _need_int("n_steps_each", n_steps_each, hint=" (Langevin steps per level; NCSN uses 100)")
+        _need_int("num_scales", num_scales, 2, " (levels on SDE models; 100 is the default)")
+        _need_positive("eps", eps, " (the paper's step ε)", nullable=True)
+        _need_positive("step_lr", step_lr, " (the official code's step, = ε/2)", nullable=True)
+        if eps is not None and step_lr is not None:
+            raise ValueError(
+                f"eps={eps} and step_lr={step_lr} both set the Langevin step (step_lr = eps/2); "
+                "give one and set the other to null"
+            )
         self.n_steps_each, self.eps, self.step_lr = n_steps_each, eps, step_lr
         self.final_denoise, self.num_scales, self.sigma_min = final_denoise, num_scales, sigma_min
         self.sigma_min_used: float | None = None
@@ -315,11 +352,13 @@ class PCDriver(_Driver):
         super().__init__(**init)
         if n_steps is not None and n_steps < 1:
             raise ValueError(f"n_steps must be >= 1 or null (the SDE's N), got {n_steps}")
+        _need_positive("eps", eps, " (the smallest time; null: 1e-5 VE, 1e-3 VP)", nullable=True)
         self.predictor, self.corrector = predictor, corrector
         self.n_steps, self.eps, self.denoise, self.name = n_steps, eps, denoise, name
 
     def check(self, model) -> None:
         sde = _sde_of(model, self.name)
+        _check_eps_below_T("eps", self.eps, model)
         pred = getattr(self.predictor, "func", self.predictor)
         if "Ancestral" in getattr(pred, "__name__", "") and isinstance(sde, subVPSDE):
             raise ValueError(
@@ -327,9 +366,14 @@ class PCDriver(_Driver):
                 "sampler=reverse_diffusion or pc"
             )
         # the step objects validate their knobs (snr, n_steps ...) when built: build them now
-        self.predictor(sde, model.time_score())
-        if self.corrector is not None:
-            self.corrector(sde, model.time_score())
+        for part in ("predictor", "corrector"):
+            step = getattr(self, part)
+            if step is None:
+                continue
+            try:
+                step(sde, model.time_score())
+            except ValueError as err:
+                raise ValueError(f"sampler.{part}: {err}") from None
 
     def __call__(self, model, shape, *, device="cpu", generator=None, progress=False):
         from scorelab.sampling.pc import NoneCorrector, pc_sampler
@@ -374,10 +418,22 @@ class ODEDriver(_DeterministicDriver):
         **init,
     ):
         super().__init__(**init)
+        from scorelab.sampling.ode import ADAPTIVE_METHODS, FIXED_METHODS
+
+        if method not in (*ADAPTIVE_METHODS, *FIXED_METHODS):
+            raise ValueError(
+                f"method={method!r} is not an ODE solver; use one of "
+                f"{', '.join((*ADAPTIVE_METHODS, *FIXED_METHODS))}"
+            )
+        _need_positive("rtol", rtol, " (the adaptive solver's tolerance; 1e-5 is the default)")
+        _need_positive("atol", atol, " (the adaptive solver's tolerance; 1e-5 is the default)")
+        _need_int("n_steps", n_steps, hint=" (steps of the fixed-step methods)")
+        _need_positive("eps", eps, " (the smallest time)", nullable=True)
         self.method, self.rtol, self.atol, self.eps, self.n_steps = method, rtol, atol, eps, n_steps
 
     def check(self, model) -> None:
         _sde_of(model, self.name)
+        _check_eps_below_T("eps", self.eps, model)
 
     def __call__(self, model, shape, *, device="cpu", generator=None, progress=False):
         from scorelab.sampling.ode import ode_sampler
@@ -445,6 +501,17 @@ class EDMHeunDriver(_DeterministicDriver):
             raise ValueError(
                 f"clamp_sigma_max must be > clamp_sigma_min = {clamp_sigma_min}, got "
                 f"{clamp_sigma_max}"
+            )
+        _need_int("num_steps", num_steps, hint=" (EDM uses 18)")
+        _need_positive("rho", rho, " (the Karras schedule's exponent; EDM uses 7)")
+        if not (isinstance(s_churn, int | float) and 0 <= s_churn < float("inf")):
+            raise ValueError(f"s_churn={s_churn!r} must be >= 0 (0: deterministic; EDM's 40-80)")
+        for key, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+            _need_positive(key, v, " (null: the model's own, clamped)", nullable=True)
+        if None not in (sigma_min, sigma_max) and not sigma_max > sigma_min:
+            raise ValueError(
+                f"sigma_max must be > sigma_min = {sigma_min}, got sigma_max = {sigma_max}; "
+                "swap them"
             )
         self.num_steps, self.sigma_min, self.sigma_max = num_steps, sigma_min, sigma_max
         self.rho, self.s_churn = rho, s_churn

