@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 
 from scorelab.sampling.start import DataMoments, gaussian_start
-from scorelab.schedules import NoiseLevels, geometric_sigmas, karras_sigmas
-from scorelab.sde import SDE, subVPSDE
+from scorelab.schedules import karras_sigmas
+from scorelab.sde import SDE, as_sde
 
 
 @contextmanager
@@ -42,23 +42,12 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def _sde_of(model, name: str) -> SDE:
-    noise = model.noise
-    if isinstance(noise, NoiseLevels):
-        raise ValueError(
-            f"sampler={name} needs an SDE model (sde=ve, vp or subvp), but this model uses "
-            "discrete noise levels (sde=ncsn); use sampler=ald, langevin or heun"
-        )
-    return noise
+    return as_sde(model.noise, f"sampler={name} needs an SDE model")
 
 
 def _sigma_range(model) -> tuple[float, float]:
     """(σ_min, σ_max) of the model's noise, in VE-equivalent terms."""
-    noise = model.noise
-    if isinstance(noise, NoiseLevels):
-        return noise.sigma_min, noise.sigma_max
-    t = torch.tensor([1e-5, noise.T], dtype=torch.float64)
-    s = noise.sigma(t)
-    return float(s[0]), float(s[1])
+    return model.noise.sigma_range()
 
 
 def _data_moments(model) -> DataMoments | None:
@@ -243,31 +232,16 @@ class AnnealedLangevinDriver(_Driver):
         self.sigma_min_used: float | None = None
 
     def check(self, model) -> None:
-        if self.sigma_min is None:
-            return
-        if isinstance(model.noise, NoiseLevels):
-            raise ValueError(
-                "sampler.sigma_min sets the smallest level on SDE models; a model with discrete "
-                "levels (sde=ncsn) samples its own: set sampler.sigma_min=null"
-            )
-        lo, hi = _sigma_range(model)
-        if not lo <= self.sigma_min < hi:
-            raise ValueError(
-                f"sampler.sigma_min={self.sigma_min} must lie in the model's range "
-                f"[{lo:.4g}, {hi:.4g}); choose one inside it or null (from the data's scale)"
-            )
+        if self.sigma_min is not None:
+            model.noise.annealing_sigmas(self.num_scales, self.sigma_min)
 
     def sigmas(self, model) -> Tensor:
-        if isinstance(model.noise, NoiseLevels):
-            return model.noise.sigmas
-        lo, hi = _sigma_range(model)
-        if self.sigma_min is not None:
-            lo = self.sigma_min
-        else:
-            moments = _data_moments(model)
-            if moments is not None:
-                lo = min(max(lo, SIGMA_MIN_OVER_DATA_STD * moments.data_std()), hi / 2)
-        return geometric_sigmas(hi, lo, self.num_scales)
+        """The model's own levels (discrete), else geometric levels from σ(T) down."""
+        data_min, moments = None, _data_moments(model)
+        if moments is not None:
+            lo, hi = _sigma_range(model)
+            data_min = min(max(lo, SIGMA_MIN_OVER_DATA_STD * moments.data_std()), hi / 2)
+        return model.noise.annealing_sigmas(self.num_scales, self.sigma_min, default_min=data_min)
 
     def __call__(self, model, shape, *, device="cpu", generator=None, progress=False):
         from scorelab.sampling.langevin import annealed_langevin
@@ -320,12 +294,6 @@ class PCDriver(_Driver):
 
     def check(self, model) -> None:
         sde = _sde_of(model, self.name)
-        pred = getattr(self.predictor, "func", self.predictor)
-        if "Ancestral" in getattr(pred, "__name__", "") and isinstance(sde, subVPSDE):
-            raise ValueError(
-                "sampler=ancestral is defined for VE and VP only, not subVP; use "
-                "sampler=reverse_diffusion or pc"
-            )
         # the step objects validate their knobs (snr, n_steps ...) when built: build them now
         self.predictor(sde, model.time_score())
         if self.corrector is not None:
