@@ -45,11 +45,6 @@ def _sde_of(model, name: str) -> SDE:
     return as_sde(model.noise, f"sampler={name} needs an SDE model")
 
 
-def _sigma_range(model) -> tuple[float, float]:
-    """(σ_min, σ_max) of the model's noise, in VE-equivalent terms."""
-    return model.noise.sigma_range()
-
-
 def _data_moments(model) -> DataMoments | None:
     """The data's mean and variance the model carries, if known: exact for the oracle of a
     mixture, saved from the training data in a trained model's checkpoint."""
@@ -176,8 +171,8 @@ class LangevinDriver(_Driver):
     def __call__(self, model, shape, *, device="cpu", generator=None, progress=False):
         from scorelab.sampling.langevin import langevin
 
-        sigma = self.sigma if self.sigma is not None else _sigma_range(model)[0]
-        x = self.start(shape, _sigma_range(model)[1], device, generator)
+        sigma = self.sigma if self.sigma is not None else model.noise.sigma_range()[0]
+        x = self.start(shape, model.noise.sigma_range()[1], device, generator)
         with _progress(self.n_steps, self.name, progress) as cb:
             return langevin(
                 model.sigma_score(),
@@ -239,7 +234,7 @@ class AnnealedLangevinDriver(_Driver):
         """The model's own levels (discrete), else geometric levels from σ(T) down."""
         data_min, moments = None, _data_moments(model)
         if moments is not None:
-            lo, hi = _sigma_range(model)
+            lo, hi = model.noise.sigma_range()
             data_min = min(max(lo, SIGMA_MIN_OVER_DATA_STD * moments.data_std()), hi / 2)
         return model.noise.annealing_sigmas(self.num_scales, self.sigma_min, default_min=data_min)
 
@@ -420,7 +415,7 @@ class EDMHeunDriver(_DeterministicDriver):
 
     def sigma_range(self, model) -> tuple[float, float]:
         """(σ_min, σ_max) of the Karras schedule for ``model``."""
-        lo, hi = _sigma_range(model)
+        lo, hi = model.noise.sigma_range()
         if self.sigma_min is not None:
             lo = self.sigma_min
         elif self.clamp_sigma_min is not None:

@@ -1,4 +1,4 @@
-"""Stochastic differential equations of the score SDE framework (Song et al. 2021).
+"""The noise processes: the SDEs of the score SDE framework (Song et al. 2021) and NCSN's levels.
 
 Each SDE is a small object over tensors of any shape ``(B, ...)``. Time ``t`` is ``(B,)`` in
 ``[0, T]``; per-sample scalars are broadcast with :func:`scorelab.utils.append_dims`.
@@ -7,10 +7,9 @@ All three SDEs have affine Gaussian transition kernels, ``x_t = alpha(t) x_0 + s
 ``sigma(t) = std(t) / alpha(t)`` is the equivalent variance-exploding noise level, which lets
 σ-conditioned samplers (annealed Langevin, EDM-Heun) run on any of them.
 
-NCSN's discrete levels (:class:`NoiseLevels`) answer the same :class:`NoiseProcess` methods. Every
-method takes the *noise argument* ``cond`` (B,) that callers pass with ``x``: the time t of an
-SDE, σ itself for discrete levels (there x_σ = x_0 + σ z, so alpha = 1 and std = σ). Losses,
-samplers and callbacks call these methods; what only one kind can do (the reverse-time SDE, the
+NCSN's discrete levels (:class:`NoiseLevels`) answer the same :class:`NoiseProcess` methods, in
+the *noise argument* ``cond`` (B,) callers pass with ``x``: t for an SDE, σ itself for levels
+(x_σ = x_0 + σ z: alpha = 1, std = σ). What only some processes have (the reverse-time SDE, the
 level index, DDPM's ᾱ, ancestral steps) raises a one-line ValueError naming the fix elsewhere.
 """
 
@@ -42,13 +41,10 @@ def _check_N(N: int) -> int:
 
 class NoiseProcess(ABC):
     """What every noise process answers: VE, VP, sub-VP and NCSN's discrete levels alike.
+    ``cond`` (B,) is the caller's noise argument: t for an SDE, σ for :class:`NoiseLevels`."""
 
-    ``cond`` (B,) is the caller's noise argument: t for an SDE, σ for :class:`NoiseLevels`.
-    """
+    N: int  # discretisation steps (levels)
 
-    N: int
-
-    # ----- marginals and the σ range -----
     @abstractmethod
     def marginal_coeffs(self, cond: Tensor) -> tuple[Tensor, Tensor]:
         """``(alpha, std)``, each (B,), with x = alpha x_0 + std z at ``cond``."""
@@ -73,23 +69,21 @@ class NoiseProcess(ABC):
 
     @abstractmethod
     def grid(self) -> Tensor:
-        """The noise arguments of the process's own N-step discretisation, (N,), noisiest
-        first: t_i = i T/(N-1) for an SDE, the levels σ_1 > … > σ_L for discrete levels."""
+        """Noise arguments of the own discretisation, (N,), noisiest first: t_i = i T/(N-1)
+        (SDE) or the levels σ_1 > … > σ_L."""
 
     @abstractmethod
     def with_num_steps(self, N: int) -> NoiseProcess:
-        """A copy discretised with ``N`` steps (levels), its other parameters kept."""
+        """A copy with ``N`` steps (levels), its other parameters kept."""
 
     @abstractmethod
     def noise_fraction(self, cond: Tensor) -> Tensor:
-        """Where ``cond`` (B,) lies in the process's range, in [0, 1] (uniform in t for an SDE,
-        in log σ for discrete levels)."""
+        """Where ``cond`` (B,) lies in the range, in [0, 1]: uniform in t (SDE) or log σ."""
 
     @abstractmethod
     def bucket_names(self, n: int) -> list[str]:
         """Names of ``n`` equal parts of the range :meth:`noise_fraction` splits."""
 
-    # ----- the prior -----
     @property
     @abstractmethod
     def prior_std(self) -> float:
@@ -115,49 +109,59 @@ class NoiseProcess(ABC):
     # ----- conversions between parametrisations -----
     @abstractmethod
     def to_sigma_score(self, score_fn: ScoreFn) -> ScoreFn:
-        """σ-conditioned score ``fn(y, sigma)`` of the VE-equivalent process from a score
-        ``score_fn(x, cond)`` in this process's noise argument."""
+        """σ-conditioned score ``fn(y, sigma)`` of the VE-equivalent process from ``score_fn``."""
 
     @abstractmethod
     def from_sigma_score(self, sigma_score_fn: ScoreFn) -> ScoreFn:
         """Inverse of :meth:`to_sigma_score`."""
 
     def score_from_eps(self, eps: Tensor, cond: Tensor) -> Tensor:
-        """Score −ε/std from a noise prediction ε (B, ...) at ``cond``."""
-        _, std = self.marginal_coeffs(cond)
-        return -eps / append_dims(std, eps.ndim)
+        """s = −ε/std from a noise prediction ε (B, ...)."""
+        return -eps / append_dims(self.marginal_coeffs(cond)[1], eps.ndim)
 
     def eps_from_score(self, score: Tensor, cond: Tensor) -> Tensor:
-        """Noise prediction ε = −std·s from a score (B, ...) at ``cond``."""
-        _, std = self.marginal_coeffs(cond)
-        return -append_dims(std, score.ndim) * score
+        """ε = −std·s."""
+        return -append_dims(self.marginal_coeffs(cond)[1], score.ndim) * score
 
     def denoised_from_score(self, x: Tensor, score: Tensor, cond: Tensor) -> Tensor:
-        """Tweedie's E[x_0 | x] = (x + std² s)/alpha at ``cond``."""
-        alpha, std = self.marginal_coeffs(cond)
-        return (x + append_dims(std**2, x.ndim) * score) / append_dims(alpha, x.ndim)
+        """Tweedie's E[x_0 | x] = (x + std² s)/alpha."""
+        alpha, std = (append_dims(c, x.ndim) for c in self.marginal_coeffs(cond))
+        return (x + std**2 * score) / alpha
 
     def score_from_denoised(self, x: Tensor, denoised: Tensor, cond: Tensor) -> Tensor:
-        """Inverse of :meth:`denoised_from_score`: s = (alpha D − x)/std²."""
-        alpha, std = self.marginal_coeffs(cond)
-        return (append_dims(alpha, x.ndim) * denoised - x) / append_dims(std**2, x.ndim)
+        """s = (alpha D − x)/std², the inverse of :meth:`denoised_from_score`."""
+        alpha, std = (append_dims(c, x.ndim) for c in self.marginal_coeffs(cond))
+        return (alpha * denoised - x) / std**2
 
     # ----- step sizes of the samplers -----
     def corrector_alpha(self, cond: Tensor, like: Tensor) -> Tensor:
-        """α of the Langevin corrector's step 2 α (r ‖z‖/‖s‖)², (B,): 1 unless the process has
-        DDPM's discrete alphas."""
+        """α (B,) of the Langevin corrector's step 2 α (r ‖z‖/‖s‖)²: 1 without DDPM's alphas."""
         return torch.ones(cond.shape, device=like.device, dtype=like.dtype)
 
     def ancestral_step(self, x: Tensor, score: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
-        """One ancestral step of the process's own discretisation: ``(x_mean, std)``."""
+        """One ancestral step of the own discretisation: ``(x_mean, std)``."""
         raise ValueError(
             f"sampler=ancestral is defined for VE and VP only, got sde={type(self).__name__}; "
             "use ReverseDiffusionPredictor (sampler=reverse_diffusion) or EulerMaruyamaPredictor"
         )
 
-    # ----- what only one kind of process has -----
+    def annealing_sigmas(
+        self, num_scales: int, sigma_min: float | None = None, *, default_min: float | None = None
+    ) -> Tensor:
+        """Annealed Langevin's levels: ``num_scales`` geometric ones from σ_max down to
+        ``sigma_min`` (inside :meth:`sigma_range`), else ``default_min``, else σ_min."""
+        lo, hi = self.sigma_range()
+        if sigma_min is not None and not lo <= sigma_min < hi:
+            raise ValueError(
+                f"sampler.sigma_min={sigma_min} must lie in the model's range "
+                f"[{lo:.4g}, {hi:.4g}); choose one inside it or null (from the data's scale)"
+            )
+        lo = next((v for v in (sigma_min, default_min) if v is not None), lo)
+        return geometric_sigmas(hi, lo, num_scales)
+
+    # ----- what only some processes have: a one-line ValueError on the others -----
     def dsm_sigmas(self, need: str) -> Tensor:
-        """The discrete levels (L,), descending, that discrete-level DSM draws from."""
+        """The levels (L,), descending, that discrete-level DSM draws from."""
         raise ValueError(
             f"{need} needs discrete σ levels (sde=ncsn), but sde is {type(self).__name__}; "
             "use loss=dsm_discrete with sde=ncsn, loss=dsm with SDEs"
@@ -165,7 +169,7 @@ class NoiseProcess(ABC):
 
     @property
     def alphas_cumprod(self) -> Tensor:
-        """DDPM's ᾱ_i (N,), of VP and sub-VP only."""
+        """DDPM's ᾱ_i (N,), of VP and sub-VP."""
         raise ValueError(
             f"sde must be a VPSDE or subVPSDE for the ε parametrisation, got {type(self).__name__}"
         )
@@ -173,27 +177,6 @@ class NoiseProcess(ABC):
     @abstractmethod
     def check_net_cond(self, kind: str) -> None:
         """Refuse a network conditioning kind this process cannot feed."""
-
-    def annealing_sigmas(
-        self, num_scales: int, sigma_min: float | None = None, *, default_min: float | None = None
-    ) -> Tensor:
-        """σ levels (descending) for annealed Langevin dynamics: ``num_scales`` geometric levels
-        from σ_max down to ``sigma_min`` (which must lie in :meth:`sigma_range`), else to
-        ``default_min``, else to σ_min."""
-        lo, hi = self.sigma_range()
-        if sigma_min is not None:
-            if not lo <= sigma_min < hi:
-                raise ValueError(
-                    f"sampler.sigma_min={sigma_min} must lie in the model's range "
-                    f"[{lo:.4g}, {hi:.4g}); choose one inside it or null (from the data's scale)"
-                )
-            lo = sigma_min
-        elif default_min is not None:
-            lo = default_min
-        return geometric_sigmas(hi, lo, num_scales)
-
-    def describe(self) -> dict:
-        return {"name": type(self).__name__, "N": self.N}
 
 
 class SDE(NoiseProcess):
@@ -363,9 +346,6 @@ class VESDE(SDE):
         prev = torch.where(i == 0, torch.zeros_like(sigma), sigmas[(i - 1).clamp(min=0)])
         return torch.zeros_like(x), torch.sqrt(sigma**2 - prev**2)
 
-    def describe(self) -> dict:
-        return {**super().describe(), "sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
-
 
 class _BetaSDE(SDE):
     """Shared parts of VP and sub-VP: linear beta(t) = beta_min + t (beta_max - beta_min)."""
@@ -412,9 +392,6 @@ class _BetaSDE(SDE):
     @property
     def prior_std(self) -> float:
         return 1.0
-
-    def describe(self) -> dict:
-        return {**super().describe(), "beta_min": self.beta_0, "beta_max": self.beta_1}
 
 
 class VPSDE(_BetaSDE):
@@ -590,11 +567,3 @@ class NoiseLevels(NoiseProcess):
                 "levels (sde=ncsn) samples its own: set sampler.sigma_min=null"
             )
         return self.sigmas
-
-    def describe(self) -> dict:
-        return {
-            "name": "NoiseLevels",
-            "sigma_max": self.sigma_max,
-            "sigma_min": self.sigma_min,
-            "num_scales": self.num_scales,
-        }

@@ -69,9 +69,8 @@ class Corrector:
 # ----------------------------------------------------------------------------------------------
 
 
-class EulerMaruyamaPredictor(Predictor):
-    """x ← x - [f - g² s] Δt + g √Δt z with Δt = T/N (or the probability-flow ODE's Euler step,
-    drift f - ½ g² s and no noise, when ``probability_flow``)."""
+class _ReversePredictor(Predictor):
+    """A predictor stepping the reverse-time SDE, or the probability-flow ODE."""
 
     def __init__(
         self,
@@ -84,6 +83,11 @@ class EulerMaruyamaPredictor(Predictor):
         super().__init__(sde, score_fn, generator=generator)
         self.rsde = sde.reverse(score_fn, probability_flow)
         self.probability_flow = probability_flow
+
+
+class EulerMaruyamaPredictor(_ReversePredictor):
+    """x ← x - [f - g² s] Δt + g √Δt z with Δt = T/N (or the probability-flow ODE's Euler step,
+    drift f - ½ g² s and no noise, when ``probability_flow``)."""
 
     def step(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         dt = -self.sde.T / self.sde.N
@@ -95,20 +99,8 @@ class EulerMaruyamaPredictor(Predictor):
         return x_mean + noise, x_mean
 
 
-class ReverseDiffusionPredictor(Predictor):
+class ReverseDiffusionPredictor(_ReversePredictor):
     """Reverse of the SDE's own discretisation: x ← x - f_i + G_i² s + G_i z."""
-
-    def __init__(
-        self,
-        sde: SDE,
-        score_fn: ScoreFn,
-        probability_flow: bool = False,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__(sde, score_fn, generator=generator)
-        self.rsde = sde.reverse(score_fn, probability_flow)
-        self.probability_flow = probability_flow
 
     def step(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         f, G = self.rsde.discretize(x, t)
