@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 
 from scorelab.sampling.start import DataMoments, gaussian_start
-from scorelab.schedules import NoiseLevels, geometric_sigmas, karras_sigmas
-from scorelab.sde import SDE, subVPSDE
+from scorelab.schedules import karras_sigmas
+from scorelab.sde import SDE, as_sde
 
 
 @contextmanager
@@ -42,23 +42,7 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def _sde_of(model, name: str) -> SDE:
-    noise = model.noise
-    if isinstance(noise, NoiseLevels):
-        raise ValueError(
-            f"sampler={name} needs an SDE model (sde=ve, vp or subvp), but this model uses "
-            "discrete noise levels (sde=ncsn); use sampler=ald, langevin or heun"
-        )
-    return noise
-
-
-def _sigma_range(model) -> tuple[float, float]:
-    """(σ_min, σ_max) of the model's noise, in VE-equivalent terms."""
-    noise = model.noise
-    if isinstance(noise, NoiseLevels):
-        return noise.sigma_min, noise.sigma_max
-    t = torch.tensor([1e-5, noise.T], dtype=torch.float64)
-    s = noise.sigma(t)
-    return float(s[0]), float(s[1])
+    return as_sde(model.noise, f"sampler={name} needs an SDE model")
 
 
 def _data_moments(model) -> DataMoments | None:
@@ -83,12 +67,11 @@ def _need_positive(name: str, value, hint: str = "", *, nullable: bool = False) 
         raise ValueError(f"{name}={value!r} must be a number > 0{' or null' * nullable}{hint}")
 
 
-def _check_eps_below_T(name: str, eps, model) -> None:
+def _check_eps_below_T(eps, sde: SDE) -> None:
     """``eps`` (the smallest time) must lie inside the SDE's (0, T)."""
-    noise = model.noise
-    if eps is not None and not isinstance(noise, NoiseLevels) and not eps < noise.T:
+    if eps is not None and not eps < sde.T:
         raise ValueError(
-            f"sampler.eps={eps} must be in (0, T) = (0, {noise.T:g}) for this SDE; use null "
+            f"sampler.eps={eps} must be in (0, T) = (0, {sde.T:g}) for this SDE; use null "
             "(1e-5 for VE, 1e-3 for VP/sub-VP)"
         )
 
@@ -215,8 +198,8 @@ class LangevinDriver(_Driver):
     def __call__(self, model, shape, *, device="cpu", generator=None, progress=False):
         from scorelab.sampling.langevin import langevin
 
-        sigma = self.sigma if self.sigma is not None else _sigma_range(model)[0]
-        x = self.start(shape, _sigma_range(model)[1], device, generator)
+        sigma = self.sigma if self.sigma is not None else model.noise.sigma_range()[0]
+        x = self.start(shape, model.noise.sigma_range()[1], device, generator)
         with _progress(self.n_steps, self.name, progress) as cb:
             return langevin(
                 model.sigma_score(),
@@ -280,31 +263,16 @@ class AnnealedLangevinDriver(_Driver):
         self.sigma_min_used: float | None = None
 
     def check(self, model) -> None:
-        if self.sigma_min is None:
-            return
-        if isinstance(model.noise, NoiseLevels):
-            raise ValueError(
-                "sampler.sigma_min sets the smallest level on SDE models; a model with discrete "
-                "levels (sde=ncsn) samples its own: set sampler.sigma_min=null"
-            )
-        lo, hi = _sigma_range(model)
-        if not lo <= self.sigma_min < hi:
-            raise ValueError(
-                f"sampler.sigma_min={self.sigma_min} must lie in the model's range "
-                f"[{lo:.4g}, {hi:.4g}); choose one inside it or null (from the data's scale)"
-            )
+        if self.sigma_min is not None:
+            model.noise.annealing_sigmas(self.num_scales, self.sigma_min)
 
     def sigmas(self, model) -> Tensor:
-        if isinstance(model.noise, NoiseLevels):
-            return model.noise.sigmas
-        lo, hi = _sigma_range(model)
-        if self.sigma_min is not None:
-            lo = self.sigma_min
-        else:
-            moments = _data_moments(model)
-            if moments is not None:
-                lo = min(max(lo, SIGMA_MIN_OVER_DATA_STD * moments.data_std()), hi / 2)
-        return geometric_sigmas(hi, lo, self.num_scales)
+        """The model's own levels (discrete), else geometric levels from σ(T) down."""
+        data_min, moments = None, _data_moments(model)
+        if moments is not None:
+            lo, hi = model.noise.sigma_range()
+            data_min = min(max(lo, SIGMA_MIN_OVER_DATA_STD * moments.data_std()), hi / 2)
+        return model.noise.annealing_sigmas(self.num_scales, self.sigma_min, default_min=data_min)
 
     def __call__(self, model, shape, *, device="cpu", generator=None, progress=False):
         from scorelab.sampling.langevin import annealed_langevin
@@ -358,13 +326,7 @@ class PCDriver(_Driver):
 
     def check(self, model) -> None:
         sde = _sde_of(model, self.name)
-        _check_eps_below_T("eps", self.eps, model)
-        pred = getattr(self.predictor, "func", self.predictor)
-        if "Ancestral" in getattr(pred, "__name__", "") and isinstance(sde, subVPSDE):
-            raise ValueError(
-                "sampler=ancestral is defined for VE and VP only, not subVP; use "
-                "sampler=reverse_diffusion or pc"
-            )
+        _check_eps_below_T(self.eps, sde)
         # the step objects validate their knobs (snr, n_steps ...) when built: build them now
         for part in ("predictor", "corrector"):
             step = getattr(self, part)
@@ -432,8 +394,7 @@ class ODEDriver(_DeterministicDriver):
         self.method, self.rtol, self.atol, self.eps, self.n_steps = method, rtol, atol, eps, n_steps
 
     def check(self, model) -> None:
-        _sde_of(model, self.name)
-        _check_eps_below_T("eps", self.eps, model)
+        _check_eps_below_T(self.eps, _sde_of(model, self.name))
 
     def __call__(self, model, shape, *, device="cpu", generator=None, progress=False):
         from scorelab.sampling.ode import ode_sampler
@@ -519,7 +480,7 @@ class EDMHeunDriver(_DeterministicDriver):
 
     def sigma_range(self, model) -> tuple[float, float]:
         """(σ_min, σ_max) of the Karras schedule for ``model``."""
-        lo, hi = _sigma_range(model)
+        lo, hi = model.noise.sigma_range()
         if self.sigma_min is not None:
             lo = self.sigma_min
         elif self.clamp_sigma_min is not None:

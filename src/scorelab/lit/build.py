@@ -20,8 +20,7 @@ from scorelab.lit.checkpoint_io import check_checkpoint_file, describe_state_mis
 from scorelab.lit.module import ScoreModule
 from scorelab.nets.conditioning import STEP_SCALE, cond_input
 from scorelab.nets.precond import OracleScoreModel
-from scorelab.schedules import NoiseLevels
-from scorelab.sde import SDE
+from scorelab.sde import NoiseProcess, as_sde
 
 
 class ConfigError(ValueError):
@@ -74,7 +73,7 @@ def build_datamodule(cfg: DictConfig):
     return dm
 
 
-def build_noise(cfg: DictConfig) -> NoiseLevels | SDE:
+def build_noise(cfg: DictConfig) -> NoiseProcess:
     """The SDE or discrete σ levels. ``sigma_max: auto`` takes the NCSNv2 rule on the data."""
     s = OmegaConf.to_container(cfg.sde, resolve=True)
     if s.get("sigma_max") == "auto":
@@ -98,7 +97,7 @@ def auto_sigma_max(cfg: DictConfig, n: int = 2000) -> float:
     return float(round(max_pairwise_distance(torch.cat(chunks)[:n]), 2))
 
 
-def build_score_model(cfg: DictConfig, noise: NoiseLevels | SDE):
+def build_score_model(cfg: DictConfig, noise: NoiseProcess):
     """The parametrised score network, or the exact oracle for ``model=oracle``."""
     m = cfg.model
     if m.get("oracle", False):
@@ -123,7 +122,7 @@ def build_score_model(cfg: DictConfig, noise: NoiseLevels | SDE):
     return build_parametrization(m.get("parametrization") or {}, net, noise)
 
 
-def build_parametrization(node: Any, net: torch.nn.Module, noise: NoiseLevels | SDE):
+def build_parametrization(node: Any, net: torch.nn.Module, noise: NoiseProcess):
     """``model.parametrization`` (a ``_partial_`` target such as ScoreModel or EDMPrecond)
     around ``net``. A node without ``_target_`` (checkpoints saved before the parametrisations
     were Hydra targets) is a ScoreModel, its ``time_scale`` read as the conditioning kind."""
@@ -163,19 +162,20 @@ def _plain(v: Any) -> Any:
     return OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
 
 
-def build_loss(cfg: DictConfig, noise: NoiseLevels | SDE):
+def build_loss(cfg: DictConfig, noise: NoiseProcess):
     lc = OmegaConf.to_container(cfg.loss, resolve=True)
     wants_discrete = bool(lc.pop("discrete_levels", False))
     factory = build(lc, "loss")
-    discrete = isinstance(noise, NoiseLevels)
-    if discrete != wants_discrete:
-        kind = "discrete σ levels (sde=ncsn)" if wants_discrete else "an SDE (sde=ve, vp, subvp)"
-        raise ConfigError(
-            f"loss={cfg.loss._target_.rsplit('.', 1)[-1]} needs {kind}, but sde is "
-            f"{type(noise).__name__}; use loss=dsm_discrete with sde=ncsn, loss=dsm with SDEs"
-        )
+    need = f"loss={cfg.loss._target_.rsplit('.', 1)[-1]}"
+    try:  # discrete-level DSM draws from the levels; the other losses need an SDE
+        if wants_discrete:
+            arg = noise.dsm_sigmas(need)
+        else:
+            arg = as_sde(noise, f"{need} needs an SDE", "use loss=dsm_discrete with sde=ncsn")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     try:
-        return factory(noise.sigmas if discrete else noise)
+        return factory(arg)
     except ValueError as err:
         raise ConfigError(f"loss: {err}") from None
 

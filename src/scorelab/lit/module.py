@@ -18,7 +18,6 @@ from scorelab.lit.ema import EMAModel
 from scorelab.lit.rng import RNG_KEY, ForkedRNG, collect_rng_states, restore_rng_states
 from scorelab.nets.precond import ScoreModel
 from scorelab.sampling.start import DataMoments
-from scorelab.schedules import NoiseLevels
 
 NONFINITE_POLICIES = ("skip", "stop", "off")
 # torch.compile modes; "reduce-overhead" replays the step's kernels as CUDA graphs, which the
@@ -173,10 +172,6 @@ class ScoreModule(L.LightningModule):
         self._val_rng = ForkedRNG()
 
     # ------------------------------------------------------------------ helpers
-    @property
-    def is_discrete(self) -> bool:
-        return isinstance(self.model.noise, NoiseLevels)
-
     def _prep(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
@@ -322,22 +317,11 @@ class ScoreModule(L.LightningModule):
     # ------------------------------------------------------------------ validation
     def _bucket(self, noise: Tensor) -> Tensor:
         """Bucket index (B,) of each noise level: equal parts of log σ (discrete) or of t."""
-        if self.is_discrete:
-            levels = self.model.noise
-            lo, hi = math.log(levels.sigma_min), math.log(levels.sigma_max)
-            frac = (torch.log(noise) - lo) / max(hi - lo, 1e-12)
-        else:
-            frac = noise / self.model.noise.T
+        frac = self.model.noise.noise_fraction(noise)
         return (frac * self.val_buckets).long().clamp(0, self.val_buckets - 1)
 
     def bucket_names(self) -> list[str]:
-        n = self.val_buckets
-        if self.is_discrete:
-            lv = self.model.noise
-            lo, hi = math.log(lv.sigma_min), math.log(lv.sigma_max)
-            edges = [math.exp(lo + (hi - lo) * k / n) for k in range(n + 1)]
-            return [f"sigma_{edges[k]:.3g}-{edges[k + 1]:.3g}" for k in range(n)]
-        return [f"t_{k / n:.2f}-{(k + 1) / n:.2f}" for k in range(n)]
+        return self.model.noise.bucket_names(self.val_buckets)
 
     def on_validation_start(self) -> None:
         # Validation draws its noise from a fixed seed, so the validation loss is comparable
