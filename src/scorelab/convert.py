@@ -69,6 +69,18 @@ def convert(
 ) -> Path:
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {FORMATS}, got {fmt!r}")
+    if not Path(official_path).is_file():  # before the network is built
+        what = "is a directory" if Path(official_path).is_dir() else "not found"
+        raise FileNotFoundError(f"official checkpoint {what}: {official_path}; give the file")
+    if Path(out).is_dir():
+        raise ValueError(
+            f"--out {out} is a directory; give a file name, e.g. {Path(out) / 'converted.ckpt'}"
+        )
+    known = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+    if experiment not in known:
+        raise ValueError(
+            f"--experiment {experiment!r} is not an experiment; choose one of: {', '.join(known)}"
+        )
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(
             "train",

@@ -12,7 +12,7 @@ Three sources of samples:
   ``(N, C, H, W)`` in [0, 1] or uint8, points ``(N, D)``) or a folder of image files, evaluated
   against ``data=...``.
 
-Metrics (``metrics=null`` takes the data's defaults, see :mod:`scorelab.lit.metric_suite`):
+Metrics (``metrics=null`` takes the data's defaults, see :mod:`scorelab.metrics.suite`):
 points → ``sliced_w2, mmd, mode_weight_error, exact_nll``; MNIST → ``mnist_fid,
 classifier_score, mode_coverage``; CIFAR-10 / CelebA → ``fid, is, kid``. ``bpd`` adds bits/dim of
 the test split through the probability-flow ODE (nats/dim for points).
@@ -43,14 +43,19 @@ from scorelab.lit.build import (
     build_noise,
     build_score_model,
 )
-from scorelab.lit.metric_suite import (
+from scorelab.lit.sampling_model import (
+    build_sampling_model,
+    check_request,
+    draw,
+    load_checkpoint_module,
+)
+from scorelab.metrics.suite import (
     MetricConfigError,
     MetricValue,
     build_metric_suite,
     check_samples,
     data_info,
 )
-from scorelab.lit.sampling_model import build_sampling_model, draw, load_checkpoint_module
 from scorelab.runs import CONF_DIR, entry_point, run_cli, task_overrides
 from scorelab.sde import SDE
 
@@ -81,7 +86,10 @@ def load_samples(path: str | Path) -> tuple[Tensor, dict]:
         x = torch.from_numpy(arr)
         info_file = p.parent / "sample_info.json"
     else:
-        raise ConfigError(f"samples_path={p} does not exist")
+        raise ConfigError(
+            f"samples_path={p} does not exist; give the samples.npz that scorelab.sample wrote, "
+            "or a folder of images"
+        )
     if x.dtype == torch.uint8:
         x = x.float() / 255.0
     elif x.is_floating_point():
@@ -135,7 +143,40 @@ def _bpd_options(cfg: DictConfig) -> dict:
         raise ConfigError(f"bpd.repeats must be >= 1 (the paper uses 5), got {opts['repeats']}")
     if int(opts["batch_size"]) < 1:
         raise ConfigError(f"bpd.batch_size must be >= 1, got {opts['batch_size']}")
+    from scorelab.likelihood import DIVERGENCES
+    from scorelab.sampling.ode import ADAPTIVE_METHODS, FIXED_METHODS
+
+    methods = (*ADAPTIVE_METHODS, *FIXED_METHODS)
+    if opts["method"] not in methods:
+        raise ConfigError(
+            f"bpd.method={opts['method']!r} is not an ODE solver; use one of {', '.join(methods)}"
+        )
+    if opts["divergence"] not in DIVERGENCES:
+        raise ConfigError(
+            f"bpd.divergence={opts['divergence']!r} must be one of {', '.join(DIVERGENCES)}"
+        )
+    for key in ("rtol", "atol"):
+        if not float(opts[key]) > 0:
+            raise ConfigError(f"bpd.{key}={opts[key]} must be > 0 (the solver's tolerance; 1e-5)")
+    if not 0 < float(opts["eps"]) < 1:
+        raise ConfigError(
+            f"bpd.eps={opts['eps']} must be in (0, T) = (0, 1) (the ODE's end time; 1e-5)"
+        )
+    if opts["n"] is not None and int(opts["n"]) < 2:
+        raise ConfigError(
+            f"bpd.n={opts['n']} must be >= 2 (test examples, for a standard error) or null"
+        )
     return opts
+
+
+def _check_bpd_split(split: str, info) -> None:
+    """The held-out split bits/dim is computed on must exist for the data."""
+    allowed = ("test",) if info.is_points else ("train", "test")
+    if str(info.name).startswith("celeba"):
+        allowed = ("train", "valid", "test")
+    if split not in allowed:
+        what = "toy data has one held-out split" if info.is_points else "image data has splits"
+        raise ConfigError(f"bpd.split={split!r}: {what} {', '.join(map(repr, allowed))}")
 
 
 def bpd_data(dm, info, split: str, n: int) -> Tensor:
@@ -242,7 +283,17 @@ def _split_metrics(cfg: DictConfig) -> tuple[list[str] | None, bool]:
 
 def _options(cfg: DictConfig) -> dict:
     keys = ("toy", "mnist", "fid", "is", "kid")
-    return {k: OmegaConf.to_container(cfg[k], resolve=True) for k in keys if cfg.get(k)}
+    opts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in keys if cfg.get(k)}
+    toy = opts.get("toy") or {}
+    for key, low, what in (
+        ("n_reference", 2, "reference points drawn from the distribution"),
+        ("n_projections", 1, "sliced-W2 directions"),
+        ("mmd_max_n", 2, "points per side of the MMD"),
+    ):
+        v = toy.get(key)
+        if v is not None and int(v) < low:
+            raise ConfigError(f"toy.{key}={v} must be >= {low} ({what})")
+    return opts
 
 
 def _model_for_bpd(cfg: DictConfig):
@@ -266,6 +317,7 @@ def _check_bpd_model(model) -> None:
 
 def evaluate(cfg: DictConfig) -> dict:
     """Sample (or read samples), compute the metrics, write metrics.json; returns its content."""
+    check_request(cfg, n_samples=False)
     start = time.time()
     device = _device()
     sample_names, want_bpd = _split_metrics(cfg)
@@ -306,12 +358,18 @@ def evaluate(cfg: DictConfig) -> dict:
     if want_bpd:
         _check_bpd_model(model)
         bpd_opts = _bpd_options(cfg)
+        n_bpd = int(bpd_opts["n"]) if bpd_opts["n"] is not None else n
+        if n_bpd < 2:
+            raise ConfigError(
+                f"bpd is computed on n_samples={n} test examples; it needs >= 2 (set bpd.n)"
+            )
         dm = (
             suite.dm
             if suite is not None
             else build_datamodule(OmegaConf.create({"data": data_cfg}))
         )
         info = suite.info if suite is not None else data_info(data_cfg, dm)
+        _check_bpd_split(str(bpd_opts["split"]), info)
         if not info.is_points:
             dm.check_files()
 
@@ -337,7 +395,6 @@ def evaluate(cfg: DictConfig) -> dict:
             "sampling_wall_time_s": sampling_wall,
         }
     if want_bpd:
-        n_bpd = int(bpd_opts["n"]) if bpd_opts["n"] is not None else n
         mv = bits_per_dim_eval(model, dm, info, bpd_opts, n_bpd, int(cfg.seed), device)
         rec = mv.as_dict()
         rec.update(sampler={"name": "probability_flow_ode_likelihood", **rec["solver"]})

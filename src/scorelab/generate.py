@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 
 from scorelab.sampling.start import DataMoments, gaussian_start
-from scorelab.schedules import NoiseLevels, geometric_sigmas, karras_sigmas
-from scorelab.sde import SDE, subVPSDE
+from scorelab.schedules import karras_sigmas
+from scorelab.sde import SDE, as_sde
 
 
 @contextmanager
@@ -42,23 +42,7 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def _sde_of(model, name: str) -> SDE:
-    noise = model.noise
-    if isinstance(noise, NoiseLevels):
-        raise ValueError(
-            f"sampler={name} needs an SDE model (sde=ve, vp or subvp), but this model uses "
-            "discrete noise levels (sde=ncsn); use sampler=ald, langevin or heun"
-        )
-    return noise
-
-
-def _sigma_range(model) -> tuple[float, float]:
-    """(σ_min, σ_max) of the model's noise, in VE-equivalent terms."""
-    noise = model.noise
-    if isinstance(noise, NoiseLevels):
-        return noise.sigma_min, noise.sigma_max
-    t = torch.tensor([1e-5, noise.T], dtype=torch.float64)
-    s = noise.sigma(t)
-    return float(s[0]), float(s[1])
+    return as_sde(model.noise, f"sampler={name} needs an SDE model")
 
 
 def _data_moments(model) -> DataMoments | None:
@@ -66,6 +50,30 @@ def _data_moments(model) -> DataMoments | None:
     mixture, saved from the training data in a trained model's checkpoint."""
     moments = getattr(model, "data_moments", None)
     return moments if moments is not None and moments.known else None
+
+
+def _need_int(name: str, value, minimum: int = 1, hint: str = "") -> None:
+    """Refuse ``sampler.<name>`` unless it is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}{hint}")
+
+
+def _need_positive(name: str, value, hint: str = "", *, nullable: bool = False) -> None:
+    """Refuse ``sampler.<name>`` unless it is a finite number > 0 (or null if ``nullable``)."""
+    if value is None and nullable:
+        return
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (ok and 0 < value < float("inf")):
+        raise ValueError(f"{name}={value!r} must be a number > 0{' or null' * nullable}{hint}")
+
+
+def _check_eps_below_T(eps, sde: SDE) -> None:
+    """``eps`` (the smallest time) must lie inside the SDE's (0, T)."""
+    if eps is not None and not eps < sde.T:
+        raise ValueError(
+            f"sampler.eps={eps} must be in (0, T) = (0, {sde.T:g}) for this SDE; use null "
+            "(1e-5 for VE, 1e-3 for VP/sub-VP)"
+        )
 
 
 def _plain(v) -> bool:
@@ -182,13 +190,16 @@ class LangevinDriver(_Driver):
         self, n_steps: int = 1000, step_size: float = 1e-4, sigma: float | None = None, **init
     ):
         super().__init__(**{"init": "uniform", **init})
+        _need_int("n_steps", n_steps, hint=" (Langevin steps)")
+        _need_positive("step_size", step_size, " (the Langevin step; 1e-4 is the default)")
+        _need_positive("sigma", sigma, " (the model's smallest level)", nullable=True)
         self.n_steps, self.step_size, self.sigma = n_steps, step_size, sigma
 
     def __call__(self, model, shape, *, device="cpu", generator=None, progress=False):
         from scorelab.sampling.langevin import langevin
 
-        sigma = self.sigma if self.sigma is not None else _sigma_range(model)[0]
-        x = self.start(shape, _sigma_range(model)[1], device, generator)
+        sigma = self.sigma if self.sigma is not None else model.noise.sigma_range()[0]
+        x = self.start(shape, model.noise.sigma_range()[1], device, generator)
         with _progress(self.n_steps, self.name, progress) as cb:
             return langevin(
                 model.sigma_score(),
@@ -238,36 +249,30 @@ class AnnealedLangevinDriver(_Driver):
         super().__init__(**{"init": "uniform", **init})
         if sigma_min is not None and not sigma_min > 0:
             raise ValueError(f"sigma_min must be > 0 or null (from the data), got {sigma_min}")
+        _need_int("n_steps_each", n_steps_each, hint=" (Langevin steps per level; NCSN uses 100)")
+        _need_int("num_scales", num_scales, 2, " (levels on SDE models; 100 is the default)")
+        _need_positive("eps", eps, " (the paper's step ε)", nullable=True)
+        _need_positive("step_lr", step_lr, " (the official code's step, = ε/2)", nullable=True)
+        if eps is not None and step_lr is not None:
+            raise ValueError(
+                f"eps={eps} and step_lr={step_lr} both set the Langevin step (step_lr = eps/2); "
+                "give one and set the other to null"
+            )
         self.n_steps_each, self.eps, self.step_lr = n_steps_each, eps, step_lr
         self.final_denoise, self.num_scales, self.sigma_min = final_denoise, num_scales, sigma_min
         self.sigma_min_used: float | None = None
 
     def check(self, model) -> None:
-        if self.sigma_min is None:
-            return
-        if isinstance(model.noise, NoiseLevels):
-            raise ValueError(
-                "sampler.sigma_min sets the smallest level on SDE models; a model with discrete "
-                "levels (sde=ncsn) samples its own: set sampler.sigma_min=null"
-            )
-        lo, hi = _sigma_range(model)
-        if not lo <= self.sigma_min < hi:
-            raise ValueError(
-                f"sampler.sigma_min={self.sigma_min} must lie in the model's range "
-                f"[{lo:.4g}, {hi:.4g}); choose one inside it or null (from the data's scale)"
-            )
+        if self.sigma_min is not None:
+            model.noise.annealing_sigmas(self.num_scales, self.sigma_min)
 
     def sigmas(self, model) -> Tensor:
-        if isinstance(model.noise, NoiseLevels):
-            return model.noise.sigmas
-        lo, hi = _sigma_range(model)
-        if self.sigma_min is not None:
-            lo = self.sigma_min
-        else:
-            moments = _data_moments(model)
-            if moments is not None:
-                lo = min(max(lo, SIGMA_MIN_OVER_DATA_STD * moments.data_std()), hi / 2)
-        return geometric_sigmas(hi, lo, self.num_scales)
+        """The model's own levels (discrete), else geometric levels from σ(T) down."""
+        data_min, moments = None, _data_moments(model)
+        if moments is not None:
+            lo, hi = model.noise.sigma_range()
+            data_min = min(max(lo, SIGMA_MIN_OVER_DATA_STD * moments.data_std()), hi / 2)
+        return model.noise.annealing_sigmas(self.num_scales, self.sigma_min, default_min=data_min)
 
     def __call__(self, model, shape, *, device="cpu", generator=None, progress=False):
         from scorelab.sampling.langevin import annealed_langevin
@@ -315,21 +320,22 @@ class PCDriver(_Driver):
         super().__init__(**init)
         if n_steps is not None and n_steps < 1:
             raise ValueError(f"n_steps must be >= 1 or null (the SDE's N), got {n_steps}")
+        _need_positive("eps", eps, " (the smallest time; null: 1e-5 VE, 1e-3 VP)", nullable=True)
         self.predictor, self.corrector = predictor, corrector
         self.n_steps, self.eps, self.denoise, self.name = n_steps, eps, denoise, name
 
     def check(self, model) -> None:
         sde = _sde_of(model, self.name)
-        pred = getattr(self.predictor, "func", self.predictor)
-        if "Ancestral" in getattr(pred, "__name__", "") and isinstance(sde, subVPSDE):
-            raise ValueError(
-                "sampler=ancestral is defined for VE and VP only, not subVP; use "
-                "sampler=reverse_diffusion or pc"
-            )
+        _check_eps_below_T(self.eps, sde)
         # the step objects validate their knobs (snr, n_steps ...) when built: build them now
-        self.predictor(sde, model.time_score())
-        if self.corrector is not None:
-            self.corrector(sde, model.time_score())
+        for part in ("predictor", "corrector"):
+            step = getattr(self, part)
+            if step is None:
+                continue
+            try:
+                step(sde, model.time_score())
+            except ValueError as err:
+                raise ValueError(f"sampler.{part}: {err}") from None
 
     def __call__(self, model, shape, *, device="cpu", generator=None, progress=False):
         from scorelab.sampling.pc import NoneCorrector, pc_sampler
@@ -374,10 +380,21 @@ class ODEDriver(_DeterministicDriver):
         **init,
     ):
         super().__init__(**init)
+        from scorelab.sampling.ode import ADAPTIVE_METHODS, FIXED_METHODS
+
+        if method not in (*ADAPTIVE_METHODS, *FIXED_METHODS):
+            raise ValueError(
+                f"method={method!r} is not an ODE solver; use one of "
+                f"{', '.join((*ADAPTIVE_METHODS, *FIXED_METHODS))}"
+            )
+        _need_positive("rtol", rtol, " (the adaptive solver's tolerance; 1e-5 is the default)")
+        _need_positive("atol", atol, " (the adaptive solver's tolerance; 1e-5 is the default)")
+        _need_int("n_steps", n_steps, hint=" (steps of the fixed-step methods)")
+        _need_positive("eps", eps, " (the smallest time)", nullable=True)
         self.method, self.rtol, self.atol, self.eps, self.n_steps = method, rtol, atol, eps, n_steps
 
     def check(self, model) -> None:
-        _sde_of(model, self.name)
+        _check_eps_below_T(self.eps, _sde_of(model, self.name))
 
     def __call__(self, model, shape, *, device="cpu", generator=None, progress=False):
         from scorelab.sampling.ode import ode_sampler
@@ -446,13 +463,24 @@ class EDMHeunDriver(_DeterministicDriver):
                 f"clamp_sigma_max must be > clamp_sigma_min = {clamp_sigma_min}, got "
                 f"{clamp_sigma_max}"
             )
+        _need_int("num_steps", num_steps, hint=" (EDM uses 18)")
+        _need_positive("rho", rho, " (the Karras schedule's exponent; EDM uses 7)")
+        if not (isinstance(s_churn, int | float) and 0 <= s_churn < float("inf")):
+            raise ValueError(f"s_churn={s_churn!r} must be >= 0 (0: deterministic; EDM's 40-80)")
+        for key, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+            _need_positive(key, v, " (null: the model's own, clamped)", nullable=True)
+        if None not in (sigma_min, sigma_max) and not sigma_max > sigma_min:
+            raise ValueError(
+                f"sigma_max must be > sigma_min = {sigma_min}, got sigma_max = {sigma_max}; "
+                "swap them"
+            )
         self.num_steps, self.sigma_min, self.sigma_max = num_steps, sigma_min, sigma_max
         self.rho, self.s_churn = rho, s_churn
         self.clamp_sigma_min, self.clamp_sigma_max = clamp_sigma_min, clamp_sigma_max
 
     def sigma_range(self, model) -> tuple[float, float]:
         """(σ_min, σ_max) of the Karras schedule for ``model``."""
-        lo, hi = _sigma_range(model)
+        lo, hi = model.noise.sigma_range()
         if self.sigma_min is not None:
             lo = self.sigma_min
         elif self.clamp_sigma_min is not None:
@@ -502,3 +530,38 @@ class EDMHeunDriver(_DeterministicDriver):
         # On SDE models the sampler runs in VE-equivalent coordinates y = x / alpha(t); its
         # last level is σ = 0, where alpha = 1, so the result needs no rescaling.
         return res
+
+
+class DPMSolverDriver(EDMHeunDriver):
+    """DPM-Solver++ multistep (2M or 3M) on the same Karras σ schedule and start as
+    ``sampler=heun``: one score evaluation per level, so ``num_steps`` levels cost ``num_steps``
+    NFE. ``form``: ``dpm-solver`` (the published updates) or ``taylor`` (see
+    :func:`scorelab.sampling.dpm_solver.dpmpp_multistep`)."""
+
+    name = "dpmpp"
+
+    def __init__(self, num_steps: int = 20, order: int = 2, form: str = "dpm-solver", **kw):
+        from scorelab.sampling.dpm_solver import FORMS
+
+        if isinstance(order, bool) or order not in (1, 2, 3):
+            raise ValueError(
+                f"sampler.order must be 1, 2 or 3 for DPM-Solver++ multistep, got {order}"
+            )
+        if form not in FORMS:
+            raise ValueError(f"sampler.form must be one of {FORMS}, got {form!r}")
+        super().__init__(num_steps=num_steps, **kw)
+        self.order, self.form = order, form
+
+    def __call__(self, model, shape, *, device="cpu", generator=None, progress=False):
+        from scorelab.sampling.dpm_solver import dpmpp_multistep
+
+        sigmas = self.sigmas(model).to(device)
+        sigma0 = float(sigmas[0])
+        x = self.initial_state(
+            model, shape, std=sigma0, alpha=1.0, prior_std=sigma0, device=device,
+            generator=generator,
+        )  # fmt: skip
+        with _progress(self.num_steps, self.name, progress) as cb:
+            return dpmpp_multistep(
+                model.sigma_score(), x, sigmas, order=self.order, form=self.form, callback=cb
+            )

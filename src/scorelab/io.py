@@ -135,11 +135,34 @@ def check_checkpoint_file(path: str | Path) -> str | None:
     return None
 
 
+def checkpoint_path_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be a checkpoint file, or None (see :func:`check_checkpoint_file`);
+    a directory and a NumPy archive are named as what they are."""
+    p = Path(path)
+    if p.is_dir():
+        inside = p / "checkpoints" / "last.ckpt"
+        hint = (
+            f"{inside}" if inside.is_file() else "the .ckpt file inside it (checkpoints/last.ckpt)"
+        )
+        return f"checkpoint {p} is a directory, not a file; give {hint}"
+    if p.is_file() and p.suffix == ".npz":
+        return (
+            f"checkpoint {p} is a NumPy .npz archive (samples or statistics), not a checkpoint; "
+            "give a run's .ckpt file (checkpoints/last.ckpt)"
+        )
+    return check_checkpoint_file(p)
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """``torch.load(weights_only=True)`` with one-line errors naming the file."""
     path = Path(path)
+    if path.is_dir() or path.suffix == ".npz":
+        raise CheckpointError(checkpoint_path_problem(path))
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    problem = check_checkpoint_file(path)  # the zip directory only: a text file, an empty one
+    if problem:
+        raise CheckpointError(problem)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
@@ -149,7 +172,10 @@ def read_checkpoint(path: str | Path) -> dict:
             "use another checkpoint (e.g. last.ckpt of the same run) or retrain"
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise CheckpointError(f"checkpoint {path} has no 'state_dict': not a scorelab checkpoint")
+        raise CheckpointError(
+            f"checkpoint {path} has no 'state_dict': not a scorelab checkpoint; give a run's "
+            "checkpoints/last.ckpt, or convert official weights with python -m scorelab.convert"
+        )
     return ckpt
 
 

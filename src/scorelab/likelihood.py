@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from scorelab.sampling.base import CountingScore, ScoreFn, check_positive, check_state
-from scorelab.sde import SDE
+from scorelab.sde import SDE, as_sde
 from scorelab.utils import flat_sum
 
 DIVERGENCES = ("hutchinson_rademacher", "hutchinson_gaussian", "exact")
@@ -91,8 +91,7 @@ def ode_likelihood(
     from torchdiffeq import odeint
 
     check_state(x)
-    if not isinstance(sde, SDE):
-        raise ValueError(f"sde must be a scorelab.sde.SDE, got {type(sde).__name__}")
+    sde = as_sde(sde, "ode_likelihood needs an SDE")
     if divergence not in DIVERGENCES:
         raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
     D = x[0].numel()

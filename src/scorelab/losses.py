@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from scorelab.sde import SDE, _BetaSDE
+from scorelab.sde import SDE
 from scorelab.utils import append_dims, flat_mean, flat_sum
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -276,13 +276,11 @@ class EDMLoss:
 
 
 def _check_beta_sde(sde: SDE) -> None:
-    if not isinstance(sde, _BetaSDE):
-        raise ValueError(
-            f"sde must be a VPSDE or subVPSDE for the ε parametrisation, got {type(sde).__name__}"
-        )
+    """DDPM's ᾱ exists on VP and sub-VP only; the other processes refuse here."""
+    _ = sde.alphas_cumprod
 
 
-def _discrete_std(sde: _BetaSDE, t: Tensor) -> tuple[Tensor, Tensor]:
+def _discrete_std(sde: SDE, t: Tensor) -> tuple[Tensor, Tensor]:
     """Step index i (B,) nearest to t and DDPM's std √(1 - ᾱ_i) (B,)."""
     i = sde.timestep_index(t)
     abar = sde.alphas_cumprod.to(device=t.device, dtype=t.dtype)[i]
@@ -302,8 +300,7 @@ def score_from_eps(eps_fn: ScoreFn, sde: SDE, *, discrete: bool = False) -> Scor
         if discrete:
             i, std = _discrete_std(sde, t)
             return -eps_fn(x, i) / append_dims(std, x.ndim)
-        _, std = sde.marginal_coeffs(t)
-        return -eps_fn(x, t) / append_dims(std, x.ndim)
+        return sde.score_from_eps(eps_fn(x, t), t)
 
     return fn
 

@@ -369,6 +369,25 @@ def to_csv(table: Table, digits: int | None = None) -> str:
 RENDER = {"md": to_markdown, "latex": to_latex, "csv": to_csv}
 
 
+def check_keys(runs: list[Run], rows: str, metric: str, cols: str | None = None) -> None:
+    """Refuse a ``--rows``/``--cols`` key that no run sets and a metric no finished run has
+    (a typo would otherwise give a one-cell table of "(default)" or of "missing")."""
+    keys = sorted({k for r in runs for k in r.overrides})
+    for flag, key in (("--rows", rows), ("--cols", cols)):
+        if key is not None and keys and not any(key in r.overrides for r in runs):
+            raise ValueError(
+                f"{flag} {key} is set by none of the {len(runs)} runs; their overrides set: "
+                f"{', '.join(keys)}"
+            )
+    ok = [r for r in runs if r.status == "ok"]
+    if ok and not any(metric in r.metrics for r in ok):
+        have = sorted({m for r in ok for m in r.metrics})
+        raise ValueError(
+            f"--metric {metric} is in none of the {len(ok)} finished runs; their metrics: "
+            f"{', '.join(have) or 'none'}"
+        )
+
+
 def report(
     root: str | Path,
     rows: str,
@@ -385,11 +404,11 @@ def report(
         raise ValueError(f"digits must be >= 1, got {digits}")
     runs = collect_runs(root)
     if not runs:
-        print(
-            f"warning: no runs under {root} (no metrics.json or .hydra/overrides.yaml found); "
-            "the table is empty. Point at a Hydra multirun directory",
-            file=sys.stderr,
+        raise ValueError(
+            f"no runs under {root} (no metrics.json or .hydra/overrides.yaml below it); point at "
+            "a Hydra multirun directory, e.g. logs/train/multiruns/<date_time>"
         )
+    check_keys(runs, rows, metric, cols)
     table = build_table(runs, rows, metric, cols, lower_is_better)
     return RENDER[fmt](table, digits), runs
 
@@ -415,6 +434,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"error: {a.root} is not a directory; give a Hydra multirun directory", file=sys.stderr
         )
         return 2
+    if a.out and Path(a.out).is_dir():
+        print(
+            f"error: --out {a.out} is a directory; give a file name, e.g. "
+            f"{Path(a.out) / 'table.md'}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         text, runs = report(a.root, a.rows, a.metric, a.cols, a.format, a.lower, a.digits)
     except ValueError as err:
@@ -426,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"table: {a.out} ({len(runs)} runs)", file=sys.stderr)
     else:
         sys.stdout.write(text)
-    return 0 if runs else 1
+    return 0
 
 
 if __name__ == "__main__":

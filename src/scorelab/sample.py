@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from scorelab.io import write_json_atomic
-from scorelab.lit.sampling_model import build_sampling_model, draw
+from scorelab.lit.sampling_model import build_sampling_model, check_request, draw
 from scorelab.outputs import write_samples
 from scorelab.runs import CONF_DIR, entry_point, run_cli
 
@@ -26,6 +26,7 @@ from scorelab.runs import CONF_DIR, entry_point, run_cli
 def sample(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Draw ``cfg.n_samples`` and write them; ``overrides``: the command line, which goes on top
     of a checkpoint's own config (see :func:`scorelab.lit.sampling_model.command_line`)."""
+    check_request(cfg)
     model, sampler, shape, to_unit, _ = build_sampling_model(cfg, overrides)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     x, nfe, wall = draw(

@@ -1,5 +1,6 @@
 """Noise-level schedules: NCSN's geometric σ, NCSNv2's rules for choosing it, and EDM's;
-and the moment-matched start of a deterministic sampler.
+and the moment-matched start of a deterministic sampler. (NCSN's discrete levels as a noise
+process are :class:`scorelab.sde.NoiseLevels`.)
 
 All schedules are returned in *descending* order (the order samplers visit them).
 """
@@ -182,34 +183,3 @@ def ncsnv2_schedule(
         "step_size": ncsnv2_step_size(gamma, sigma_min, T),
         "T": T,
     }
-
-
-class NoiseLevels:
-    """A discrete set of noise levels σ_1 > … > σ_L (NCSN / NCSNv2 training and sampling).
-
-    The Hydra `sde=ncsn` choice builds one of these; the continuous-time processes live in
-    :mod:`scorelab.sde`.
-    """
-
-    def __init__(self, sigma_max: float = 1.0, sigma_min: float = 0.01, num_scales: int = 10):
-        self.sigmas = geometric_sigmas(sigma_max, sigma_min, num_scales)
-        self.sigma_max = float(sigma_max)
-        self.sigma_min = float(sigma_min)
-        self.num_scales = int(num_scales)
-
-    def index_of(self, sigma: Tensor) -> Tensor:
-        """Index of the nearest level (in log σ) for each entry of ``sigma`` (B,) -> (B,) long."""
-        table = torch.log(self.sigmas.to(sigma.device, torch.float64))
-        d = (torch.log(sigma.double())[:, None] - table[None]).abs()
-        return d.argmin(dim=1)
-
-    def prior_std(self) -> float:
-        return self.sigma_max
-
-    def describe(self) -> dict:
-        return {
-            "name": "NoiseLevels",
-            "sigma_max": self.sigma_max,
-            "sigma_min": self.sigma_min,
-            "num_scales": self.num_scales,
-        }

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from scorelab.sde import SDE
+from scorelab.sde import NoiseProcess
 
 
 def _as_tensor(v, name: str) -> Tensor:
@@ -158,12 +158,12 @@ class GaussianMixture:
     def log_prob_sigma(self, x: Tensor, sigma: Tensor) -> Tensor:
         return self.log_prob_perturbed(x, 1.0, sigma)
 
-    def score_t(self, x: Tensor, t: Tensor, sde: SDE) -> Tensor:
+    def score_t(self, x: Tensor, t: Tensor, sde: NoiseProcess) -> Tensor:
         """Score of the SDE marginal p_t at time t (B,)."""
         alpha, std = sde.marginal_coeffs(t)
         return self.score_perturbed(x, alpha, std)
 
-    def log_prob_t(self, x: Tensor, t: Tensor, sde: SDE) -> Tensor:
+    def log_prob_t(self, x: Tensor, t: Tensor, sde: NoiseProcess) -> Tensor:
         alpha, std = sde.marginal_coeffs(t)
         return self.log_prob_perturbed(x, alpha, std)
 
@@ -182,8 +182,11 @@ def oracle_sigma_score(mixture: GaussianMixture) -> Callable[[Tensor, Tensor], T
     return fn
 
 
-def oracle_time_score(mixture: GaussianMixture, sde: SDE) -> Callable[[Tensor, Tensor], Tensor]:
-    """Exact time-conditioned score ``fn(x, t)`` of ``sde``'s marginals."""
+def oracle_time_score(
+    mixture: GaussianMixture, sde: NoiseProcess
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """Exact score ``fn(x, cond)`` of the process's marginals, in its noise argument (t, or σ
+    for discrete levels)."""
 
     def fn(x: Tensor, t: Tensor) -> Tensor:
         return mixture.score_t(_flatten_for(mixture, x), t, sde).reshape(x.shape)

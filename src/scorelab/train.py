@@ -18,12 +18,20 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
-from scorelab.io import read_checkpoint, remove_stale_temporaries, write_json_atomic
+from scorelab.io import (
+    CheckpointError,
+    checkpoint_path_problem,
+    describe_state_mismatch,
+    read_checkpoint,
+    remove_stale_temporaries,
+    write_json_atomic,
+)
 from scorelab.lit.build import ConfigError, build_datamodule, build_module, validate_config
 from scorelab.lit.callbacks import AtomicCheckpointIO, RunCheckpoint, read_end
 from scorelab.outputs import write_samples
@@ -47,16 +55,59 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
             )
         return str(last)
     if not Path(ck).is_file():
-        raise ConfigError(f"ckpt_path={ck} does not exist; give an existing .ckpt file")
+        problem = checkpoint_path_problem(ck) if Path(ck).is_dir() else None
+        raise ConfigError(problem or f"ckpt_path={ck} does not exist; give an existing .ckpt file")
     return str(ck)
 
 
+def check_resume_checkpoint(module, ckpt_path: str) -> None:
+    """A checkpoint to resume from must hold a training state (weights, optimizer, loops) that
+    fits this config's module; Lightning would find out only inside ``fit``. Its tensors are
+    memory-mapped, not read."""
+    import torch
+
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - read_checkpoint names the problem in one line
+        ckpt = read_checkpoint(ckpt_path)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path} holds no 'state_dict': not a scorelab checkpoint; give a "
+            "run's checkpoints/last.ckpt"
+        )
+    if "optimizer_states" not in ckpt or "loops" not in ckpt:
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path} holds weights only (no optimizer or loop state, e.g. a "
+            "converted checkpoint), so training cannot resume from it; sample it with "
+            "python -m scorelab.sample, or resume from a run's checkpoints/last.ckpt"
+        )
+    state = dict(ckpt["state_dict"])
+    module.add_missing_data_moments(state)
+    mismatch = describe_state_mismatch(module.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path} does not fit this config's model ({mismatch}); resume with "
+            "the settings of the run that wrote it"
+        )
+
+
+def _instantiate(node, what: str, **kwargs):
+    """``instantiate`` with a constructor's complaint as one line naming the config group."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        raise ConfigError(f"{what}: {' '.join(str(cause).split())}") from None
+
+
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    cbs = (cfg.get("callbacks") or {}).items()
+    return [_instantiate(c, f"callbacks.{name}") for name, c in cbs if c is not None]
 
 
 def build_loggers(cfg: DictConfig) -> list:
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    lgs = (cfg.get("logger") or {}).items()
+    loggers = [_instantiate(c, f"logger.{name}") for name, c in lgs if c is not None]
     for lg in loggers:
         if hasattr(lg, "log_hyperparams"):
             lg.log_hyperparams(_public_config(cfg))
@@ -164,14 +215,20 @@ def train(cfg: DictConfig) -> dict:
             return previous
     L.seed_everything(int(cfg.seed), workers=True)
     module = build_module(cfg)
+    if ckpt_path and finished is None:
+        check_resume_checkpoint(module, ckpt_path)
     datamodule = build_datamodule(cfg)
     if _launch_rank() == 0:
         for stale in remove_stale_temporaries(out / "checkpoints"):
             rank_zero_info(f"removed {stale.name}, left by a save that was killed")
     callbacks = build_callbacks(cfg)
     loggers = build_loggers(cfg)
-    trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    trainer = _instantiate(
+        cfg.trainer,
+        "trainer",
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
     )
     run_ckpt = next((c for c in callbacks if isinstance(c, RunCheckpoint)), None)
     try:

@@ -12,7 +12,7 @@ from torch import nn
 
 from scorelab.evaluate import bits_per_dim_eval
 from scorelab.likelihood import dequantize
-from scorelab.lit.metric_suite import DataInfo
+from scorelab.metrics.suite import DataInfo
 from scorelab.sde import VESDE, VPSDE
 from scorelab.toy import GaussianMixture, ncsn_toy_mixture, oracle_time_score
 

@@ -14,9 +14,9 @@ from PIL import Image
 
 from scorelab.evaluate import evaluate, load_samples
 from scorelab.lit.build import ConfigError
-from scorelab.lit.metric_suite import MetricConfigError, build_metric_suite
 from scorelab.metrics.fid import FeatureStatistics, save_statistics
 from scorelab.metrics.mnist import MnistClassifier
+from scorelab.metrics.suite import MetricConfigError, build_metric_suite
 from scorelab.runs import entry_point
 from scorelab.toy import ncsn_toy_mixture
 

@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from scorelab.evaluate import evaluate
-from scorelab.lit.metric_suite import MetricConfigError, build_metric_suite
 from scorelab.metrics.inception import inception_weights_available
+from scorelab.metrics.suite import MetricConfigError, build_metric_suite
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import torch
 from eval_helpers import TOY_TRAIN, compose_cfg
 
-from scorelab.lit.metric_suite import build_metric_suite
 from scorelab.lit.metrics_callback import SampleMetrics, gather_features
+from scorelab.metrics.suite import build_metric_suite
 from scorelab.metrics.toy import sliced_wasserstein
 from scorelab.toy import ncsn_toy_mixture
 

@@ -35,9 +35,7 @@ def test_experiment_composes_and_builds(name, tmp_path):
     cfg = compose_cfg("train", [f"experiment={name}"], tmp_path)
     module = build_module(cfg)
     x = torch.zeros(2, *data_shape(cfg))
-    noise = torch.full((2,), 0.5)
-    if module.is_discrete:
-        noise = module.model.noise.sigmas[:2].float()
+    noise = module.model.noise.grid()[:2].float()  # the two noisiest levels (σ, or t)
     with torch.no_grad():
         out = module.model(x, noise)
     assert out.shape == x.shape

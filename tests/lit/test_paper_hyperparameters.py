@@ -115,7 +115,7 @@ PARAMS_M = {
     "ddpmpp_cifar10_subvp": 61.8,
 }
 # NCSN and NCSNv2: discrete geometric levels; score SDE: the continuous process of the row.
-LEVELS = "scorelab.schedules.NoiseLevels"
+LEVELS = "scorelab.sde.NoiseLevels"
 SDE_TARGET = {
     "ncsn_mnist": LEVELS,
     "ncsn_cifar10": LEVELS,

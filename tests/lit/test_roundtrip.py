@@ -71,6 +71,20 @@ def test_train_checkpoint_sample_roundtrip(tmp_path):
     assert abs(start["mean_norm"] - 18**0.5) < 1e-5
     assert "samples.npz" in proc.stdout
 
+    # Weights gone non-finite: sampling refuses in one line (exit 3) and writes nothing.
+    ema_weight = next(k for k in raw["state_dict"] if k.startswith("ema.module."))
+    raw["state_dict"][ema_weight].fill_(float("nan"))
+    bad_ckpt = tmp_path / "nan.ckpt"
+    torch.save(raw, bad_ckpt)
+    bad_out = tmp_path / "nan_out"
+    proc = run_cli(
+        "sample", [f"ckpt_path={bad_ckpt}", "n_samples=8", f"hydra.run.dir={bad_out}"], check=False
+    )
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: sampling gave non-finite values in 8 of 8 samples"), line
+    assert not (bad_out / "samples.npz").exists() and not (bad_out / "sample_info.json").exists()
+
 
 def test_oracle_sampling_and_training_share_mixture_overrides(tmp_path):
     mixture = ["data.weights=[0.5,0.5]", "data.means=[[-4.0,0.0],[4.0,0.0]]", "data.stds=[0.5,0.5]"]

@@ -85,19 +85,14 @@ def _features_on_unit_range(model):
     would be too coarse there to resolve features of ln σ).
     """
     noise = model.noise
-    if model.is_discrete:
-        lo, hi = math.log(noise.sigma_min), math.log(noise.sigma_max)
-    else:
-        lo, hi = (
-            math.log(float(noise.sigma(torch.tensor(t, dtype=torch.float64))))
-            for t in (T_EPS, noise.T)
-        )
+    # σ_min, σ_max of the levels, or σ(T_EPS), σ(T) of an SDE
+    lo, hi = (math.log(s) for s in noise.sigma_range())
 
     def to_noise(u):
-        if not model.is_discrete and model.net_cond in ("time", "step"):
+        if model.net_cond in ("time", "step"):  # an SDE's time
             return (T_EPS + (noise.T - T_EPS) * u).float()
         sigma = torch.exp(lo + (hi - lo) * u)
-        return (sigma if model.is_discrete else noise.t_from_sigma(sigma)).float()
+        return noise.t_from_sigma(sigma).float()  # σ itself on discrete levels
 
     def features(u):
         with torch.no_grad():

@@ -26,8 +26,7 @@ from scorelab.lit.build import (
 )
 from scorelab.metrics.toy import mode_weights, sliced_wasserstein
 from scorelab.nets.precond import EDMPrecond, OracleScoreModel
-from scorelab.schedules import NoiseLevels
-from scorelab.sde import VESDE, VPSDE
+from scorelab.sde import VESDE, VPSDE, NoiseLevels
 
 SIGMA_DATA = 0.5
 

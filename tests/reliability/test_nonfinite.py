@@ -165,3 +165,51 @@ def test_stop_saves_debug_checkpoint_and_batch_then_stops(
     # the data-sampler state replays the batch: it points just past it
     assert batch["data_state"]["train_sampler"]["position"] == BAD_STEP + 1
     assert not (tmp_path / "metrics.json").exists()
+
+
+class PoisonFrom(L.Callback):
+    """Put a NaN into every training batch from number ``k`` on (a data set gone bad)."""
+
+    def __init__(self, k: int) -> None:
+        self.k, self.seen = k, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.seen >= self.k:
+            batch[0, 0] = float("nan")
+        self.seen += 1
+
+
+def test_skip_stops_after_too_many_bad_steps_in_a_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under nonfinite=skip a run whose every batch is bad stops (with the debug checkpoint)
+    after module.max_skips_in_a_row steps in a row, instead of skipping for ever."""
+    real = scorelab.train.build_callbacks
+    monkeypatch.setattr(
+        scorelab.train, "build_callbacks", lambda cfg: [*real(cfg), PoisonFrom(BAD_STEP)]
+    )
+    cfg = compose_train(
+        tmp_path, ["module.nonfinite=skip", "module.max_skips_in_a_row=3"], steps=20
+    )
+    with pytest.warns(UserWarning, match="step skipped"), pytest.raises(NonFiniteLossError) as err:
+        train(cfg)
+    msg = str(err.value)
+    assert "\n" not in msg
+    # batches BAD_STEP and BAD_STEP + 1 are skipped with a warning, the third in a row stops
+    assert msg.startswith(f"non-finite loss at step {BAD_STEP} (epoch 0, batch {BAD_STEP + 2},")
+    assert "stopped after 3 skipped steps in a row (module.max_skips_in_a_row=3)" in msg
+    assert str(tmp_path / "debug" / "nonfinite.ckpt") in msg
+    ckpt = torch.load(tmp_path / "debug" / "nonfinite.ckpt", weights_only=True)
+    assert ckpt["global_step"] == BAD_STEP
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_bad_steps_apart_do_not_add_up(tmp_path: Path) -> None:
+    """Two bad batches separated by good ones never make a run of two: limit 2 is not hit."""
+    cfg = compose_train(tmp_path, ["module.nonfinite=skip", "module.max_skips_in_a_row=2"], steps=6)
+    module, dm = build_module(cfg), build_datamodule(cfg)
+    trainer = bare_trainer(6, callbacks=[PoisonBatch(1), PoisonBatch(3)], max_epochs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, datamodule=dm)
+    assert int(module.skipped_steps) == 2 and trainer.global_step == 6

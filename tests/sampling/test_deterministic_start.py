@@ -110,7 +110,7 @@ def test_the_start_has_the_ve_marginal_moments():
         return toy.oracle_time_score(mix, sde)(x, t)
 
     model = OracleScoreModel(mix, sde)
-    model._time = score
+    model._score = score
     ODEDriver(method="euler", n_steps=1)(
         model, (200_000, 2), generator=torch.Generator().manual_seed(0)
     )

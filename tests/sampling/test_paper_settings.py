@@ -13,8 +13,7 @@ from scorelab import toy
 from scorelab.generate import AnnealedLangevinDriver, EDMHeunDriver
 from scorelab.lit.build import build_noise, build_sampler
 from scorelab.nets.precond import OracleScoreModel
-from scorelab.schedules import NoiseLevels
-from scorelab.sde import VESDE, VPSDE, subVPSDE
+from scorelab.sde import VESDE, VPSDE, NoiseLevels, subVPSDE
 
 # 0.3 N((2, 10), diag(1, 0.49)) + 0.7 N((10, 4), diag(1.44, 1))
 MIX = toy.GaussianMixture([0.3, 0.7], [[2.0, 10.0], [10.0, 4.0]], [[1.0, 0.7], [1.2, 1.0]])

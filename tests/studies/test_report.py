@@ -151,13 +151,14 @@ def test_pooling_other_varying_keys_is_reported(sweep: Path, capsys):
     assert "pooled" in capsys.readouterr().err
 
 
-def test_empty_directory_says_so_and_writes_header(tmp_path: Path, capsys):
+def test_empty_directory_is_refused_in_one_line(tmp_path: Path, capsys):
     (tmp_path / "empty").mkdir()
     out = tmp_path / "empty.csv"
     args = [str(tmp_path / "empty"), "--rows", "a", "--metric", "m", "--format", "csv"]
-    assert main([*args, "--out", str(out)]) == 1
-    assert "no runs" in capsys.readouterr().err
-    assert out.read_text().startswith("a,column,metric,mean,std,n,failed,missing,best")
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: no runs under {tmp_path / 'empty'}") and err.count("\n") == 1
+    assert not out.exists()
 
 
 def test_bad_arguments_are_one_line_errors(sweep: Path, tmp_path: Path, capsys):

@@ -32,7 +32,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from scorelab.data.batches import InMemoryBatches, derive_seed
-from scorelab.data.layout import missing_celeba_files, missing_cifar10_files, missing_mnist_files
+from scorelab.data.layout import (
+    corrupt_mnist_files,
+    missing_celeba_files,
+    missing_cifar10_files,
+    missing_mnist_files,
+)
 from scorelab.utils import append_dims
 
 Scaling = Literal["zero_one", "minus_one_one"]
@@ -425,6 +430,18 @@ class MNISTDataModule(ImageDataModule):
 
     def missing_files(self) -> list[Path]:
         return missing_mnist_files(self.root)
+
+    def check_files(self) -> None:
+        """Missing files (see the base class), then IDX files that are truncated or not IDX."""
+        super().check_files()
+        bad = corrupt_mnist_files(self.root)
+        if bad:
+            path, why = bad[0]
+            cmd = self.prepare_command.format(name=self.name, root=self.root)
+            raise ValueError(
+                f"{self.name} data file {path} {why}; delete it and run `{cmd}` (or "
+                "`make data`) to prepare it again"
+            )
 
     def source(self, split: str) -> ImageSource:
         from torchvision.datasets import MNIST

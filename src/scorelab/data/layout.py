@@ -4,6 +4,7 @@ writes them."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 MNIST_FILES = {
@@ -59,3 +60,41 @@ def missing_celeba_files(root: str | Path) -> list[Path]:
         if not ok:
             missing.append(path)
     return missing
+
+
+def _idx_problem(path: Path, ndim: int) -> str | None:
+    """Why ``path`` is not a complete uint8 IDX file with ``ndim`` dimensions, or None. Reads
+    the header only: the magic number, the dimensions, and the size they imply."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(4 + 4 * ndim)
+    if len(head) < 4 + 4 * ndim or head[:4] != bytes((0, 0, 0x08, ndim)):
+        got = head[:4].hex() or "nothing"
+        return f"does not start with the IDX header 000008{ndim:02x} of a uint8 array (got {got})"
+    dims = struct.unpack(f">{ndim}I", head[4:])
+    want = 4 + 4 * ndim + _prod(dims)
+    if size != want:
+        return f"holds {size} bytes, but its header {list(dims)} needs {want} (truncated?)"
+    if ndim == 3 and dims[1:] != (28, 28):
+        return f"holds images of {dims[1]}x{dims[2]}, not MNIST's 28x28"
+    return None
+
+
+def corrupt_mnist_files(root: str | Path) -> list[tuple[Path, str]]:
+    """The MNIST IDX files under ``root`` that exist but cannot be read, with the reason."""
+    raw = mnist_raw_dir(root)
+    bad = []
+    for key, name in MNIST_FILES.items():
+        path = raw / name
+        if path.is_file():
+            problem = _idx_problem(path, 3 if key.endswith("images") else 1)
+            if problem:
+                bad.append((path, problem))
+    return bad
+
+
+def _prod(dims) -> int:
+    out = 1
+    for d in dims:
+        out *= int(d)
+    return out

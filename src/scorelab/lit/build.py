@@ -15,21 +15,19 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError
 
+from scorelab.data import DATA_META_KEYS
 from scorelab.io import (
     CheckpointError,
-    check_checkpoint_file,
+    checkpoint_path_problem,
     describe_state_mismatch,
     read_checkpoint,
 )
 from scorelab.lit.module import ScoreModule
 from scorelab.nets.conditioning import STEP_SCALE, cond_input
 from scorelab.nets.precond import OracleScoreModel
-from scorelab.schedules import NoiseLevels, max_pairwise_distance
-from scorelab.sde import SDE
+from scorelab.schedules import max_pairwise_distance
+from scorelab.sde import NoiseProcess, as_sde
 from scorelab.toy import GaussianMixture
-
-# Keys of the data config read by other groups, not passed to the DataModule.
-DATA_META_KEYS = ("default_sigma_max", "init_low", "init_high")
 
 
 class ConfigError(ValueError):
@@ -82,7 +80,7 @@ def build_datamodule(cfg: DictConfig):
     return dm
 
 
-def build_noise(cfg: DictConfig) -> NoiseLevels | SDE:
+def build_noise(cfg: DictConfig) -> NoiseProcess:
     """The SDE or discrete σ levels. ``sigma_max: auto`` takes the NCSNv2 rule on the data."""
     s = OmegaConf.to_container(cfg.sde, resolve=True)
     if s.get("sigma_max") == "auto":
@@ -104,14 +102,16 @@ def auto_sigma_max(cfg: DictConfig, n: int = 2000) -> float:
     return float(round(max_pairwise_distance(torch.cat(chunks)[:n]), 2))
 
 
-def build_score_model(cfg: DictConfig, noise: NoiseLevels | SDE):
+def build_score_model(cfg: DictConfig, noise: NoiseProcess):
     """The parametrised score network, or the exact oracle for ``model=oracle``."""
     m = cfg.model
     if m.get("oracle", False):
         d = cfg.data
         if d.get("name") != "gmm":
+            what = d.get("name") or str(d.get("_target_", "?")).rsplit(".", 1)[-1]
             raise ConfigError(
-                f"model=oracle needs an analytic mixture (data=gmm), got data.name={d.get('name')}"
+                f"model=oracle needs an analytic mixture (data=gmm), got data {what}; use data=gmm "
+                "(or experiment=toy_gmm), or give ckpt_path=PATH of a model trained on it"
             )
         mix = GaussianMixture(list(d.weights), [list(r) for r in d.means], _plain(d.stds))
         return OracleScoreModel(mix, noise)
@@ -125,7 +125,7 @@ def build_score_model(cfg: DictConfig, noise: NoiseLevels | SDE):
     return build_parametrization(m.get("parametrization") or {}, net, noise)
 
 
-def build_parametrization(node: Any, net: torch.nn.Module, noise: NoiseLevels | SDE):
+def build_parametrization(node: Any, net: torch.nn.Module, noise: NoiseProcess):
     """``model.parametrization`` (a ``_partial_`` target such as ScoreModel or EDMPrecond)
     around ``net``. A node without ``_target_`` (checkpoints saved before the parametrisations
     were Hydra targets) is a ScoreModel, its ``time_scale`` read as the conditioning kind."""
@@ -165,19 +165,20 @@ def _plain(v: Any) -> Any:
     return OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
 
 
-def build_loss(cfg: DictConfig, noise: NoiseLevels | SDE):
+def build_loss(cfg: DictConfig, noise: NoiseProcess):
     lc = OmegaConf.to_container(cfg.loss, resolve=True)
     wants_discrete = bool(lc.pop("discrete_levels", False))
     factory = build(lc, "loss")
-    discrete = isinstance(noise, NoiseLevels)
-    if discrete != wants_discrete:
-        kind = "discrete σ levels (sde=ncsn)" if wants_discrete else "an SDE (sde=ve, vp, subvp)"
-        raise ConfigError(
-            f"loss={cfg.loss._target_.rsplit('.', 1)[-1]} needs {kind}, but sde is "
-            f"{type(noise).__name__}; use loss=dsm_discrete with sde=ncsn, loss=dsm with SDEs"
-        )
+    need = f"loss={cfg.loss._target_.rsplit('.', 1)[-1]}"
+    try:  # discrete-level DSM draws from the levels; the other losses need an SDE
+        if wants_discrete:
+            arg = noise.dsm_sigmas(need)
+        else:
+            arg = as_sde(noise, f"{need} needs an SDE", "use loss=dsm_discrete with sde=ncsn")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     try:
-        return factory(noise.sigmas if discrete else noise)
+        return factory(arg)
     except ValueError as err:
         raise ConfigError(f"loss: {err}") from None
 
@@ -198,6 +199,34 @@ def build_sampler(cfg: DictConfig):
     return build(cfg.sampler, "sampler")
 
 
+def check_optimizer(node: Any) -> None:
+    """The optimizer's numbers, named by their keys (torch's own messages name no key and no
+    fix, and torch checks them only once the optimizer is built)."""
+    o = node or {}
+    lr = o.get("lr")
+    if _is_number(lr) and not lr > 0:
+        raise ConfigError(
+            f"optimizer.lr={lr} must be > 0 (the step size; 2e-4 is the default): a zero rate "
+            "trains nothing and a negative one climbs the loss"
+        )
+    betas = o.get("betas")
+    if betas is not None and len(betas) == 2 and all(_is_number(b) for b in betas):
+        for i, b in enumerate(betas):
+            if not 0 <= b < 1:
+                raise ConfigError(
+                    f"optimizer.betas[{i}]={b} must be in [0, 1) (Adam's moment decays; "
+                    "[0.9, 0.999] is the default)"
+                )
+    for key in ("eps", "weight_decay"):
+        v = o.get(key)
+        if _is_number(v) and v < 0:
+            raise ConfigError(f"optimizer.{key}={v} must be >= 0")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
 def build_module(cfg: DictConfig | dict) -> ScoreModule:
     """The ScoreModule of a config; the sampler is checked against the model here."""
     cfg = as_config(cfg)
@@ -213,6 +242,7 @@ def build_module(cfg: DictConfig | dict) -> ScoreModule:
         raise ConfigError("model=oracle has nothing to train; use python -m scorelab.sample")
     loss = build_loss(cfg, noise)
     check_sigma_data(model, loss)
+    check_optimizer(cfg.optimizer)
     opt = build(cfg.optimizer, "optimizer")
     try:  # torch checks lr, betas, eps ... only when the optimizer is built: do it now
         opt([torch.zeros(1, requires_grad=True)])
@@ -244,7 +274,10 @@ def load_module(path: str | Path, overrides: dict | None = None) -> ScoreModule:
     ckpt = read_checkpoint(path)
     config = ckpt.get("scorelab_config")
     if not config:
-        raise CheckpointError(f"checkpoint {path} carries no scorelab_config; cannot rebuild")
+        raise CheckpointError(
+            f"checkpoint {path} carries no scorelab_config (not written by scorelab.train or "
+            "scorelab.convert); cannot rebuild its model"
+        )
     cfg = OmegaConf.create(config)
     for key, value in (overrides or {}).items():
         OmegaConf.update(cfg, key, value, merge=False)
@@ -277,6 +310,17 @@ def validate_config(cfg: DictConfig) -> None:
                 f"model {net._target_.rsplit('.', 1)[-1]} is an image network but data "
                 f"{d.get('name', d._target_)} is points; use model=mlp for 2-D/low-dim data"
             )
+        levels = cfg.get("sde", {}).get("num_scales") if cfg.get("sde") else None
+        try:
+            classes = net.get("num_classes")
+        except InterpolationKeyError:  # build_score_model names the missing group
+            classes = None
+        if classes is not None and levels is not None and int(classes) != int(levels):
+            raise ConfigError(
+                f"model.net.num_classes={classes} differs from sde.num_scales={levels}: the "
+                "network embeds one entry per noise level; set them equal (model configs "
+                "default to ${sde.num_scales})"
+            )
         if d.get("image_size") is not None and net.get("dim") is not None:
             raise ConfigError(
                 "model=mlp works on points but data is images; use model=unet_small or another "
@@ -284,7 +328,7 @@ def validate_config(cfg: DictConfig) -> None:
             )
     ckpt = cfg.get("ckpt_path")
     if ckpt not in (None, "last"):
-        problem = check_checkpoint_file(ckpt)
+        problem = checkpoint_path_problem(ckpt)
         if problem:
             raise CheckpointError(f"ckpt_path: {problem}")
     seed = cfg.get("seed", 0)
@@ -297,6 +341,26 @@ def validate_config(cfg: DictConfig) -> None:
         steps = cfg.trainer.get("max_steps", -1)
         if steps is not None and int(steps) == 0:
             raise ConfigError("trainer.max_steps=0 trains nothing; use >= 1 (or -1 for epochs)")
+        if steps is not None and int(steps) < -1:
+            raise ConfigError(
+                f"trainer.max_steps={steps} must be >= 1, or -1 (no step limit: "
+                "trainer.max_epochs or max_time ends the run)"
+            )
+        epochs = cfg.trainer.get("max_epochs")
+        if epochs is not None and (int(epochs) == 0 or int(epochs) < -1):
+            raise ConfigError(
+                f"trainer.max_epochs={epochs} must be >= 1, or -1 / null (no epoch limit)"
+                + ("; 0 trains nothing" if int(epochs) == 0 else "")
+            )
+        every = cfg.trainer.get("log_every_n_steps")
+        if every is not None and int(every) < 1:
+            raise ConfigError(f"trainer.log_every_n_steps={every} must be >= 1 (50 is the default)")
+        lvb = cfg.trainer.get("limit_val_batches")
+        if _is_number(lvb) and (lvb < 0 or (isinstance(lvb, float) and lvb > 1)):
+            raise ConfigError(
+                f"trainer.limit_val_batches={lvb} must be an integer >= 0 (batches) or a float "
+                "in [0, 1] (fraction of the validation set); 0 turns validation off"
+            )
         vci = cfg.trainer.get("val_check_interval")
         if vci is not None and not (
             (isinstance(vci, int) and vci >= 1) or (isinstance(vci, float) and 0 < vci <= 1)

@@ -11,7 +11,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from scorelab.lit.metric_suite import MetricSuite, MetricValue, build_metric_suite
+from scorelab.metrics.suite import (
+    MetricSuite,
+    MetricValue,
+    build_metric_suite,
+    check_metric_names,
+)
 
 
 def gather_features(
@@ -49,10 +54,10 @@ class SampleMetrics(L.Callback):
     Args:
         every_n_steps: interval in optimizer steps.
         n_samples: samples per evaluation (over all ranks).
-        metrics: metric names (see :mod:`scorelab.lit.metric_suite`); ``None``: the data's
+        metrics: metric names (:data:`scorelab.metrics.suite.METRICS`); ``None``: the data's
             defaults.
-        options: per-metric settings, as the groups of ``conf/evaluate.yaml`` (``toy``,
-            ``mnist``, ``fid``, ``is``, ``kid``).
+        options: per-metric settings laid over ``conf/metric_options/default.yaml`` (groups
+            ``toy``, ``mnist``, ``fid``, ``is``, ``kid``).
         seed: base seed of the sampling noise (the same at every evaluation, so values of
             different steps differ by the model only).
     """
@@ -74,6 +79,8 @@ class SampleMetrics(L.Callback):
                 "SampleMetrics computes sample metrics; bits/dim is run by "
                 "python -m scorelab.evaluate ckpt_path=... metrics=[bpd]"
             )
+        if metrics is not None:
+            check_metric_names([str(m) for m in metrics])  # now, not after the first interval
         self.every_n_steps, self.n_samples, self.seed = every_n_steps, n_samples, seed
         self.metrics = None if metrics is None else [str(m) for m in metrics]
         self.options = dict(options or {})

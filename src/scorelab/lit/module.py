@@ -18,7 +18,6 @@ from scorelab.lit.ema import EMAModel
 from scorelab.lit.rng import RNG_KEY, ForkedRNG, collect_rng_states, restore_rng_states
 from scorelab.nets.precond import ScoreModel
 from scorelab.sampling.start import DataMoments
-from scorelab.schedules import NoiseLevels
 
 NONFINITE_POLICIES = ("skip", "stop", "off")
 # torch.compile modes; "reduce-overhead" replays the step's kernels as CUDA graphs, which the
@@ -41,7 +40,8 @@ def compile_mode(value: bool | str | None) -> str | None:
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised under ``nonfinite="stop"`` after the debug checkpoint has been written.
+    """Raised under ``nonfinite="stop"`` (or ``"skip"`` after ``max_skips_in_a_row`` bad steps in a
+    row) once the debug checkpoint has been written.
 
     ``exit_code`` tells the entry points to print the one-line message and exit with it."""
 
@@ -72,6 +72,8 @@ class ScoreModule(L.LightningModule):
         ema_decay: EMA decay of the weights (0 disables EMA: the EMA copy tracks the weights).
         nonfinite: policy for a non-finite loss or gradient: ``"skip"`` the step and count it,
             ``"stop"`` after saving a debug checkpoint, or ``"off"`` (no check, no host sync).
+        max_skips_in_a_row: under ``"skip"``, this many non-finite steps in a row stop the run
+            as ``"stop"`` does (a run whose every batch is bad would otherwise never end).
         val_buckets: number of noise-level buckets for the validation loss.
         channels_last: use the channels-last memory format for image networks.
         compile: wrap the score model's forward in ``torch.compile``: ``False``, ``True``
@@ -97,6 +99,7 @@ class ScoreModule(L.LightningModule):
         grad_clip: float = 1.0,
         ema_decay: float = 0.999,
         nonfinite: str = "skip",
+        max_skips_in_a_row: int = 100,
         val_buckets: int = 4,
         channels_last: bool = False,
         compile: bool | str = False,
@@ -110,6 +113,10 @@ class ScoreModule(L.LightningModule):
             raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if isinstance(max_skips_in_a_row, bool) or int(max_skips_in_a_row) < 1:
+            raise ValueError(
+                f"max_skips_in_a_row must be an integer >= 1, got {max_skips_in_a_row}"
+            )
         if grad_clip < 0:
             raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {grad_clip}")
         if val_buckets < 1:
@@ -134,6 +141,8 @@ class ScoreModule(L.LightningModule):
         self.grad_clip = float(grad_clip)
         self.ema_decay = float(ema_decay)
         self.nonfinite = nonfinite
+        self.max_skips_in_a_row = int(max_skips_in_a_row)
+        self.skips_in_a_row = 0  # not saved: a resumed run starts counting afresh
         self.val_buckets = int(val_buckets)
         self.channels_last = channels_last and len(self.data_shape) == 3
         self.config = config or {}
@@ -163,10 +172,6 @@ class ScoreModule(L.LightningModule):
         self._val_rng = ForkedRNG()
 
     # ------------------------------------------------------------------ helpers
-    @property
-    def is_discrete(self) -> bool:
-        return isinstance(self.model.noise, NoiseLevels)
-
     def _prep(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
@@ -207,6 +212,7 @@ class ScoreModule(L.LightningModule):
             opt.step()
             sched.step()
             self.ema.update_parameters(self.model)
+            self.skips_in_a_row = 0
         else:
             # Neither the optimizer (moments, step count), the LR schedule nor the EMA moves.
             opt.zero_grad(set_to_none=True)
@@ -263,13 +269,26 @@ class ScoreModule(L.LightningModule):
             f"{int((~torch.isfinite(x)).sum())} non-finite input values)"
         )
         if self.nonfinite == "skip":
-            from lightning.pytorch.utilities import rank_zero_warn
+            self.skips_in_a_row += 1
+            if self.skips_in_a_row < self.max_skips_in_a_row:
+                from lightning.pytorch.utilities import rank_zero_warn
 
-            rank_zero_warn(
-                f"{msg}; step skipped, optimizer and EMA not updated; skipped so far: "
-                f"{int(self.skipped_steps)}"
+                rank_zero_warn(
+                    f"{msg}; step skipped, optimizer and EMA not updated; skipped so far: "
+                    f"{int(self.skipped_steps)}"
+                )
+                return
+            # Skipping for ever would spin without training: every batch is bad (the data or
+            # the model's state, not one sample), so stop as nonfinite=stop does.
+            how = (
+                f"stopped after {self.skips_in_a_row} skipped steps in a row "
+                f"(module.max_skips_in_a_row={self.max_skips_in_a_row}): every recent batch "
+                "gave non-finite values"
             )
-            return
+            fix = "inspect the saved batch, or raise module.max_skips_in_a_row"
+        else:
+            how = "stopped (module.nonfinite=stop)"
+            fix = "use module.nonfinite=skip to skip such steps"
         trainer = self._trainer
         where = "no trainer: nothing saved"
         if trainer is not None:
@@ -293,30 +312,16 @@ class ScoreModule(L.LightningModule):
                     batch_file,
                 )
             where = f"debug checkpoint {ckpt}, batch {batch_file}"
-        raise NonFiniteLossError(
-            f"{msg}; stopped (module.nonfinite=stop); {where}; use module.nonfinite=skip to skip "
-            "such steps"
-        )
+        raise NonFiniteLossError(f"{msg}; {how}; {where}; {fix}")
 
     # ------------------------------------------------------------------ validation
     def _bucket(self, noise: Tensor) -> Tensor:
         """Bucket index (B,) of each noise level: equal parts of log σ (discrete) or of t."""
-        if self.is_discrete:
-            levels = self.model.noise
-            lo, hi = math.log(levels.sigma_min), math.log(levels.sigma_max)
-            frac = (torch.log(noise) - lo) / max(hi - lo, 1e-12)
-        else:
-            frac = noise / self.model.noise.T
+        frac = self.model.noise.noise_fraction(noise)
         return (frac * self.val_buckets).long().clamp(0, self.val_buckets - 1)
 
     def bucket_names(self) -> list[str]:
-        n = self.val_buckets
-        if self.is_discrete:
-            lv = self.model.noise
-            lo, hi = math.log(lv.sigma_min), math.log(lv.sigma_max)
-            edges = [math.exp(lo + (hi - lo) * k / n) for k in range(n + 1)]
-            return [f"sigma_{edges[k]:.3g}-{edges[k + 1]:.3g}" for k in range(n)]
-        return [f"t_{k / n:.2f}-{(k + 1) / n:.2f}" for k in range(n)]
+        return self.model.noise.bucket_names(self.val_buckets)
 
     def on_validation_start(self) -> None:
         # Validation draws its noise from a fixed seed, so the validation loss is comparable

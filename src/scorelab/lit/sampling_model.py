@@ -122,6 +122,28 @@ def build_sampling_model(cfg: DictConfig, overrides: list[str] | None = None):
     return model, sampler, data_shape(cfg), (lambda x: x), OmegaConf.to_container(cfg, resolve=True)
 
 
+class NonFiniteSamplesError(RuntimeError):
+    """Sampling produced NaN or inf: nothing is written, the entry point exits with code 3."""
+
+    exit_code = 3
+
+
+def check_request(cfg: DictConfig, *, n_samples: bool = True) -> None:
+    """The numbers of a sampling request (``n_samples``, ``batch_size``, ``seed``), refused before
+    any model is built."""
+    n = cfg.get("n_samples")
+    if n_samples and (n is None or int(n) < 1):
+        raise ConfigError(f"n_samples={n} must be >= 1 (the number of samples to draw)")
+    b = cfg.get("batch_size")
+    if b is None or int(b) < 1:
+        raise ConfigError(
+            f"batch_size={b} must be >= 1 (samples drawn at once; lower it for memory)"
+        )
+    seed = cfg.get("seed", 0)
+    if seed is None or not 0 <= int(seed) < 2**32:
+        raise ConfigError(f"seed={seed} must be in [0, 2**32 - 1]")
+
+
 def draw(model, sampler, shape, n: int, batch_size: int, seed: int, device: str = "cpu"):
     """``n`` samples in batches; returns (samples (n, ...), total NFE of one batch, wall time)."""
     if n < 1:
@@ -137,4 +159,14 @@ def draw(model, sampler, shape, n: int, batch_size: int, seed: int, device: str 
             res = sampler(model, (b, *shape), device=device, generator=gen, progress=True)
         chunks.append(res.x.detach())
         nfe = max(nfe, int(res.nfe))
-    return torch.cat(chunks), nfe, time.time() - t0
+    x = torch.cat(chunks)
+    bad = ~torch.isfinite(x)
+    if bad.any():
+        rows = int(bad.reshape(len(x), -1).any(dim=1).sum())
+        raise NonFiniteSamplesError(
+            f"sampling gave non-finite values in {rows} of {len(x)} samples "
+            f"(sampler {sampler.describe().get('name', type(sampler).__name__)}); nothing was "
+            "written; check that the checkpoint's weights are finite, or make the sampler more "
+            "stable (more steps, a smaller corrector snr or step size)"
+        )
+    return x, nfe, time.time() - t0

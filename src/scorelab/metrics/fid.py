@@ -59,6 +59,7 @@ __all__ = [
     "compute_is",
     "compute_kid",
     "compute_precision_recall",
+    "kid_from_features",
     "feature_statistics",
     "frechet_distance",
     "load_statistics",
@@ -348,9 +349,18 @@ def compute_kid(
         fb = _features(reference, ext, FEATURE_LAYER, **kw)
     except ValueError as err:
         raise ValueError(f"{err} (KID subset_size={subset_size}: lower it or pass more)") from err
+    return kid_from_features(fa, fb, subsets, subset_size, seed)
+
+
+def kid_from_features(
+    features: Tensor, reference: Tensor, subsets: int, subset_size: int, seed: int = 2020
+) -> tuple[float, float]:
+    """KID of (N, F) features: unbiased MMD², kernel (x·y / F + 1)³, mean and std over subsets.
+    torch-fidelity's, not torchmetrics': it takes the features we extract (torchmetrics' KID runs
+    its extractor on images) and draws the subsets from ``seed``, not the global RNG."""
     out = kid_features_to_metric(
-        fa,
-        fb,
+        features,
+        reference,
         kid_subsets=subsets,
         kid_subset_size=subset_size,
         kid_kernel="poly",
@@ -360,7 +370,7 @@ def compute_kid(
         rng_seed=seed,
         verbose=False,
     )
-    return out[KEY_METRIC_KID_MEAN], out[KEY_METRIC_KID_STD]
+    return float(out[KEY_METRIC_KID_MEAN]), float(out[KEY_METRIC_KID_STD])
 
 
 def compute_precision_recall(

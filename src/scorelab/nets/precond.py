@@ -10,11 +10,11 @@ small classes do, one per formulation, each in one place:
 - :class:`EDMPrecond`: EDM's preconditioned denoiser D(x, σ) = c_skip x + c_out F(c_in x,
   c_noise) (Karras et al. 2022), turned into the score (D − x)/σ².
 
-Both speak the caller's *noise domain*: σ for discrete :class:`~scorelab.schedules.NoiseLevels`
-(NCSN, NCSNv2), time t for an :class:`~scorelab.sde.SDE`. What they feed the network as ``cond``
-is their ``net_cond``, a kind of :mod:`scorelab.nets.conditioning` (σ, EDM's c_noise, t, 999·t,
-the level index or nothing); a network that expects another kind (its ``cond_input``) is
-refused at construction, so the noise level is never scaled twice.
+Both speak the caller's *noise argument* of their :class:`~scorelab.sde.NoiseProcess`: σ for
+discrete :class:`~scorelab.sde.NoiseLevels` (NCSN, NCSNv2), time t for an SDE. What they feed
+the network as ``cond`` is their ``net_cond``, a kind of :mod:`scorelab.nets.conditioning`
+(σ, EDM's c_noise, t, 999·t, the level index or nothing); a network that expects another kind
+(its ``cond_input``) is refused at construction, so the noise level is never scaled twice.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from scorelab.nets.conditioning import STEP_SCALE, check_cond_input, check_kind
-from scorelab.schedules import NoiseLevels
-from scorelab.sde import SDE, sigma_score_from_time_score, time_score_from_sigma_score
+from scorelab.sde import SDE, NoiseProcess, as_sde
 from scorelab.utils import append_dims
 
 _OUTPUTS = ("score", "scaled", "eps")
@@ -36,12 +35,8 @@ class _Parametrization(nn.Module):
     """What every parametrisation shares: the noise, the cond it feeds, the samplers' views."""
 
     net: nn.Module
-    noise: NoiseLevels | SDE
+    noise: NoiseProcess
     net_cond: str
-
-    @property
-    def is_discrete(self) -> bool:
-        return isinstance(self.noise, NoiseLevels)
 
     def _cond_from(self, noise: Tensor, sigma: Tensor) -> Tensor:
         """``cond`` of kind ``net_cond`` for the caller's ``noise`` (B,) at VE level σ (B,)."""
@@ -60,18 +55,11 @@ class _Parametrization(nn.Module):
 
     def sigma_score(self) -> Callable[[Tensor, Tensor], Tensor]:
         """σ-conditioned score ``fn(x, sigma)`` (VE-equivalent), for Langevin-type samplers."""
-        if self.is_discrete:
-            return self
-        return sigma_score_from_time_score(self.noise, self)
+        return self.noise.to_sigma_score(self)
 
     def time_score(self) -> Callable[[Tensor, Tensor], Tensor]:
         """Time-conditioned score ``fn(x, t)``, for SDE samplers; needs an SDE."""
-        if self.is_discrete:
-            raise ValueError(
-                "this model was trained on discrete noise levels (sde=ncsn); SDE samplers "
-                "(pc, em, reverse_diffusion, ancestral, ode) need an SDE model: use sampler=ald, "
-                "langevin or heun"
-            )
+        as_sde(self.noise, "SDE samplers (pc, em, reverse_diffusion, ancestral, ode) need an SDE")
         return self
 
 
@@ -80,7 +68,7 @@ class ScoreModel(_Parametrization):
 
     Args:
         net: raw network, ``net(x, cond) -> Tensor`` shaped like x.
-        noise: a :class:`NoiseLevels` (callers pass σ) or an :class:`SDE` (callers pass t).
+        noise: the noise process: discrete levels (callers pass σ) or an SDE (callers pass t).
         net_cond: what the network is fed (:mod:`scorelab.nets.conditioning`): ``"sigma"`` (σ),
             ``"c_noise"`` (¼ ln σ), ``"time"`` (t), ``"step"`` (999·t, DDPM's scale),
             ``"index"`` (the nearest discrete level) or ``"none"``; it must be the network's
@@ -91,7 +79,7 @@ class ScoreModel(_Parametrization):
     def __init__(
         self,
         net: nn.Module,
-        noise: NoiseLevels | SDE,
+        noise: NoiseProcess,
         *,
         net_cond: str = "sigma",
         output: str = "scaled",
@@ -99,15 +87,7 @@ class ScoreModel(_Parametrization):
         super().__init__()
         check_kind("net_cond", net_cond)
         check_kind("output", output, _OUTPUTS)
-        if net_cond == "index" and not isinstance(noise, NoiseLevels):
-            raise ValueError(
-                "net_cond='index' needs discrete noise levels (sde=ncsn); for an SDE use "
-                "net_cond='sigma' or 'time'"
-            )
-        if net_cond in ("time", "step") and isinstance(noise, NoiseLevels):
-            raise ValueError(
-                f"net_cond={net_cond!r} needs an SDE; with sde=ncsn use 'sigma' or 'index'"
-            )
+        noise.check_net_cond(net_cond)
         check_cond_input(net, net_cond, "ScoreModel")
         self.net = net
         self.noise = noise
@@ -116,8 +96,6 @@ class ScoreModel(_Parametrization):
 
     def _sigma_std(self, noise: Tensor) -> tuple[Tensor, Tensor]:
         """(VE-equivalent σ, marginal std) for the caller's noise argument."""
-        if self.is_discrete:
-            return noise, noise
         _, std = self.noise.marginal_coeffs(noise)
         return self.noise.sigma(noise), std
 
@@ -167,11 +145,11 @@ class EDMPrecond(_Parametrization):
     ) -> None:
         super().__init__()
         check_kind("net_cond", net_cond, ("c_noise", "sigma", "none"))
-        if not isinstance(noise, SDE):
-            raise ValueError(
-                f"EDMPrecond needs an SDE (sde=edm, ve, vp or subvp), got {type(noise).__name__}; "
-                "discrete levels (sde=ncsn) go with model.parametrization of the NCSN kind"
-            )
+        as_sde(
+            noise,
+            "EDMPrecond needs an SDE",
+            "discrete levels go with model.parametrization of the NCSN kind (ScoreModel)",
+        )
         if not float(sigma_data) > 0:
             raise ValueError(
                 f"sigma_data={sigma_data} must be > 0 (the data's standard deviation; 0.5 for "
@@ -206,7 +184,7 @@ class EDMPrecond(_Parametrization):
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         """Time score ∇ log p_t(x) at ``x`` (B, ...) and t (B,)."""
-        return time_score_from_sigma_score(self.noise, self._sigma_score)(x, t)
+        return self.noise.from_sigma_score(self._sigma_score)(x, t)
 
     def sigma_score(self) -> Callable[[Tensor, Tensor], Tensor]:
         """σ-conditioned score ``fn(y, sigma)``, straight from D (no detour through t)."""
@@ -216,20 +194,16 @@ class EDMPrecond(_Parametrization):
 class OracleScoreModel(nn.Module):
     """The exact score of a Gaussian mixture, with the same interface as :class:`ScoreModel`."""
 
-    def __init__(self, mixture, noise: NoiseLevels | SDE) -> None:
+    def __init__(self, mixture, noise: NoiseProcess) -> None:
         super().__init__()
         from scorelab.toy import oracle_sigma_score, oracle_time_score
 
         self.mixture = mixture
         self.noise = noise
         self._sigma = oracle_sigma_score(mixture)
-        self._time = None if isinstance(noise, NoiseLevels) else oracle_time_score(mixture, noise)
+        self._score = oracle_time_score(mixture, noise)  # in the process's noise argument
         # A parameter-free module still needs a device anchor.
         self.register_buffer("_anchor", torch.zeros(()))
-
-    @property
-    def is_discrete(self) -> bool:
-        return isinstance(self.noise, NoiseLevels)
 
     @property
     def data_moments(self):
@@ -241,12 +215,11 @@ class OracleScoreModel(nn.Module):
         return DataMoments.of(mean.float(), var.float(), None)
 
     def forward(self, x: Tensor, noise: Tensor) -> Tensor:
-        return self._sigma(x, noise) if self.is_discrete else self._time(x, noise)
+        return self._score(x, noise)
 
     def sigma_score(self) -> callable:
         return self._sigma
 
     def time_score(self) -> callable:
-        if self._time is None:
-            raise ValueError("the oracle was built on discrete levels; use sde=ve, vp or subvp")
-        return self._time
+        as_sde(self.noise, "the oracle's time score needs an SDE")
+        return self._score

@@ -19,7 +19,7 @@ from scorelab.sampling.base import (
     check_state,
 )
 from scorelab.sampling.pc import ReverseDiffusionPredictor, check_eps
-from scorelab.sde import SDE
+from scorelab.sde import SDE, as_sde
 
 FIXED_METHODS = ("euler", "heun")
 ADAPTIVE_METHODS = ("dopri5", "rk45", "dopri8", "bosh3", "adaptive_heun")
@@ -63,8 +63,7 @@ def ode_sampler(
     """
     del generator
     check_state(x)
-    if not isinstance(sde, SDE):
-        raise ValueError(f"sde must be a scorelab.sde.SDE, got {type(sde).__name__}")
+    sde = as_sde(sde, "ode_sampler needs an SDE")
     if method not in FIXED_METHODS + ADAPTIVE_METHODS:
         raise ValueError(
             f"method must be one of {FIXED_METHODS + ADAPTIVE_METHODS}, got {method!r}"

@@ -24,7 +24,7 @@ from scorelab.sampling.base import (
     check_state,
     randn_like,
 )
-from scorelab.sde import SDE, VESDE, VPSDE
+from scorelab.sde import SDE, as_sde
 from scorelab.utils import append_dims, flat_norm
 
 
@@ -34,9 +34,7 @@ class Predictor:
     def __init__(
         self, sde: SDE, score_fn: ScoreFn, *, generator: torch.Generator | None = None
     ) -> None:
-        if not isinstance(sde, SDE):
-            raise ValueError(f"sde must be a scorelab.sde.SDE, got {type(sde).__name__}")
-        self.sde = sde
+        self.sde = as_sde(sde, f"{type(self).__name__} needs an SDE")
         self.score_fn = score_fn
         self.generator = generator
 
@@ -56,9 +54,7 @@ class Corrector:
         *,
         generator: torch.Generator | None = None,
     ) -> None:
-        if not isinstance(sde, SDE):
-            raise ValueError(f"sde must be a scorelab.sde.SDE, got {type(sde).__name__}")
-        self.sde = sde
+        self.sde = as_sde(sde, f"{type(self).__name__} needs an SDE")
         self.score_fn = score_fn
         self.snr = check_positive("snr", snr, " (signal-to-noise ratio; 0.16 is typical for VE)")
         self.n_steps = check_int("n_steps", n_steps)
@@ -73,9 +69,8 @@ class Corrector:
 # ----------------------------------------------------------------------------------------------
 
 
-class EulerMaruyamaPredictor(Predictor):
-    """x ← x - [f - g² s] Δt + g √Δt z with Δt = T/N (or the probability-flow ODE's Euler step,
-    drift f - ½ g² s and no noise, when ``probability_flow``)."""
+class _ReversePredictor(Predictor):
+    """A predictor stepping the reverse-time SDE, or the probability-flow ODE."""
 
     def __init__(
         self,
@@ -88,6 +83,11 @@ class EulerMaruyamaPredictor(Predictor):
         super().__init__(sde, score_fn, generator=generator)
         self.rsde = sde.reverse(score_fn, probability_flow)
         self.probability_flow = probability_flow
+
+
+class EulerMaruyamaPredictor(_ReversePredictor):
+    """x ← x - [f - g² s] Δt + g √Δt z with Δt = T/N (or the probability-flow ODE's Euler step,
+    drift f - ½ g² s and no noise, when ``probability_flow``)."""
 
     def step(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         dt = -self.sde.T / self.sde.N
@@ -99,20 +99,8 @@ class EulerMaruyamaPredictor(Predictor):
         return x_mean + noise, x_mean
 
 
-class ReverseDiffusionPredictor(Predictor):
+class ReverseDiffusionPredictor(_ReversePredictor):
     """Reverse of the SDE's own discretisation: x ← x - f_i + G_i² s + G_i z."""
-
-    def __init__(
-        self,
-        sde: SDE,
-        score_fn: ScoreFn,
-        probability_flow: bool = False,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__(sde, score_fn, generator=generator)
-        self.rsde = sde.reverse(score_fn, probability_flow)
-        self.probability_flow = probability_flow
 
     def step(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         f, G = self.rsde.discretize(x, t)
@@ -133,34 +121,11 @@ class AncestralSamplingPredictor(Predictor):
         self, sde: SDE, score_fn: ScoreFn, *, generator: torch.Generator | None = None
     ) -> None:
         super().__init__(sde, score_fn, generator=generator)
-        if not isinstance(sde, VESDE | VPSDE):
-            raise ValueError(
-                f"sde: ancestral sampling is defined for VESDE and VPSDE only, got "
-                f"{type(sde).__name__}; use ReverseDiffusionPredictor or EulerMaruyamaPredictor"
-            )
-        self._table: dict[tuple, Tensor] = {}
-
-    def _discrete(self, name: str, like: Tensor) -> Tensor:
-        key = (name, like.device, like.dtype)
-        if key not in self._table:  # one copy to the device per sampler, not per step
-            self._table[key] = getattr(self.sde, name).to(device=like.device, dtype=like.dtype)
-        return self._table[key]
+        # Refuse a process without ancestral steps now, not at the first step.
+        sde.ancestral_step(torch.zeros(1), torch.zeros(1), torch.full((1,), sde.T))
 
     def step(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        i = self.sde.timestep_index(t)
-        score = self.score_fn(x, t)
-        if isinstance(self.sde, VESDE):
-            sigmas = self._discrete("discrete_sigmas", x)
-            sigma = sigmas[i]
-            prev = torch.where(i == 0, torch.zeros_like(sigma), sigmas[(i - 1).clamp(min=0)])
-            var_step = sigma**2 - prev**2
-            x_mean = x + append_dims(var_step, x.ndim) * score
-            std = torch.sqrt(prev**2 * var_step / sigma**2)
-        else:
-            beta = self._discrete("discrete_betas", x)[i]
-            b = append_dims(beta, x.ndim)
-            x_mean = (x + b * score) / torch.sqrt(1.0 - b)
-            std = torch.sqrt(beta)
+        x_mean, std = self.sde.ancestral_step(x, self.score_fn(x, t), t)
         return x_mean + append_dims(std, x.ndim) * randn_like(x, self.generator), x_mean
 
 
@@ -183,14 +148,8 @@ class LangevinCorrector(Corrector):
     and α = 1 - β_i for VP/sub-VP, 1 for VE; then x ← x + ε s + √(2ε) z.
     """
 
-    def _alpha(self, x: Tensor, t: Tensor) -> Tensor:
-        alphas = getattr(self.sde, "alphas", None)
-        if alphas is None:
-            return torch.ones((), device=x.device, dtype=x.dtype)
-        return alphas.to(device=x.device, dtype=x.dtype)[self.sde.timestep_index(t)]
-
     def step(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        alpha = self._alpha(x, t)
+        alpha = self.sde.corrector_alpha(t, x)
         x_mean = x
         for _ in range(self.n_steps):
             grad = self.score_fn(x, t)
@@ -208,11 +167,7 @@ class AnnealedLangevinCorrector(Corrector):
     """NCSN's annealed Langevin as a corrector: ε = 2 α (r std(t))², x ← x + ε s + √(2ε) z."""
 
     def step(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        alphas = getattr(self.sde, "alphas", None)
-        if alphas is None:
-            alpha = torch.ones_like(t)
-        else:
-            alpha = alphas.to(device=x.device, dtype=x.dtype)[self.sde.timestep_index(t)]
+        alpha = self.sde.corrector_alpha(t, x)
         _, std = self.sde.marginal_coeffs(t)
         step = append_dims(2 * alpha * (self.snr * std) ** 2, x.ndim)
         x_mean = x
@@ -238,31 +193,12 @@ PredictorFactory = Callable[..., Predictor]
 CorrectorFactory = Callable[..., Corrector]
 
 
-def default_eps(sde: SDE) -> float:
-    """Where sampling stops: 1e-5 for VE, 1e-3 for VP and sub-VP (Song et al. 2021)."""
-    return 1e-5 if isinstance(sde, VESDE) else 1e-3
-
-
 def check_eps(eps: float | None, sde: SDE) -> float:
-    eps = default_eps(sde) if eps is None else eps
+    """``eps`` or the SDE's default end time (1e-5 for VE, 1e-3 for VP and sub-VP)."""
+    eps = sde.sampling_eps if eps is None else eps
     if not 0 < eps < sde.T:
         raise ValueError(f"eps must be in (0, sde.T = {sde.T}), got {eps}")
     return float(eps)
-
-
-def with_steps(sde: SDE, n_steps: int | None) -> SDE:
-    """``sde`` itself, or a copy discretised with ``n_steps`` steps (its other parameters kept)."""
-    if n_steps is None or n_steps == sde.N:
-        return sde
-    n_steps = check_int("n_steps", n_steps)
-    params = {k: v for k, v in sde.describe().items() if k not in ("name", "N")}
-    try:
-        return type(sde)(**params, N=n_steps)
-    except TypeError as err:
-        raise ValueError(
-            f"n_steps: cannot rebuild {type(sde).__name__} with N={n_steps}; "
-            "build the SDE with N=n_steps instead"
-        ) from err
 
 
 def _build(factory: Callable, kind: str, sde: SDE, score: ScoreFn, generator) -> object:
@@ -309,10 +245,10 @@ def pc_sampler(
         :class:`SampleResult`; ``nfe = n_steps · (predictor evals + corrector n_steps)``.
     """
     check_state(x)
-    if not isinstance(sde, SDE):
-        raise ValueError(f"sde must be a scorelab.sde.SDE, got {type(sde).__name__}")
+    sde = as_sde(sde, "pc_sampler needs an SDE")
     eps = check_eps(eps, sde)
-    sde = with_steps(sde, n_steps)
+    if n_steps is not None and n_steps != sde.N:
+        sde = sde.with_num_steps(check_int("n_steps", n_steps))
     score = CountingScore(score_fn)
     pred = _build(predictor, "predictor", sde, score, generator)
     corr = _build(corrector, "corrector", sde, score, generator)
