@@ -3,7 +3,9 @@
 A kill during a write never leaves half a file: every result (JSON, tables, figures, arrays)
 goes through :func:`atomic_output` and every checkpoint through :func:`atomic_torch_save`.
 Checkpoints are read with ``torch.load(weights_only=True)`` only, with one-line errors naming
-the file. This module imports nothing else of scorelab, so every layer may use it.
+the file. This module imports nothing else of scorelab, so every layer may use it; torch is
+imported only by the checkpoint functions, so the text writers (``scorelab.report``) start in a
+fraction of a second.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 
 # ----------------------------------------------------------------------------- result files
@@ -80,6 +81,8 @@ class CheckpointError(ValueError):
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same directory, fsync, then rename over
     ``path``. A reader sees either the old file or the complete new one."""
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -155,6 +158,8 @@ def checkpoint_path_problem(path: str | Path) -> str | None:
 
 def read_checkpoint(path: str | Path) -> dict:
     """``torch.load(weights_only=True)`` with one-line errors naming the file."""
+    import torch
+
     path = Path(path)
     if path.is_dir() or path.suffix == ".npz":
         raise CheckpointError(checkpoint_path_problem(path))
