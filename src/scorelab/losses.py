@@ -11,8 +11,8 @@ Every loss is called as ``loss(score_fn, x, *, generator=None) -> LossOutput``:
 The reduction over the data dimensions of one sample is the ``reduce`` argument, ``"sum"`` or
 ``"mean"``; the batch loss is always the mean over the batch of the per-sample losses.
 
-Conventions for the constant factor: the denoising losses (DSM, DDPM-ε) carry no 1/2, as in the
-score SDE code; ESM, ISM and SSM carry the 1/2 of Hyvärinen's objective. NCSN's original code
+Conventions for the constant factor: the denoising losses (DSM, EDM) carry no 1/2, as in the
+score SDE code; ISM and SSM carry the 1/2 of Hyvärinen's objective. NCSN's original code
 multiplies its DSM by 1/2, which only rescales the learning rate.
 
 Losses that differentiate the score with respect to its input (ISM, SSM) build the graph
@@ -271,107 +271,7 @@ class EDMLoss:
 
 
 # ---------------------------------------------------------------------------------------------
-# DDPM's ε-prediction
-# ---------------------------------------------------------------------------------------------
-
-
-def _check_beta_sde(sde: SDE) -> None:
-    """DDPM's ᾱ exists on VP and sub-VP only; the other processes refuse here."""
-    _ = sde.alphas_cumprod
-
-
-def _discrete_std(sde: SDE, t: Tensor) -> tuple[Tensor, Tensor]:
-    """Step index i (B,) nearest to t and DDPM's std √(1 - ᾱ_i) (B,)."""
-    i = sde.timestep_index(t)
-    abar = sde.alphas_cumprod.to(device=t.device, dtype=t.dtype)[i]
-    return i, torch.sqrt(1.0 - abar)
-
-
-def score_from_eps(eps_fn: ScoreFn, sde: SDE, *, discrete: bool = False) -> ScoreFn:
-    """Score function ``s(x, t) = -ε(x, ·)/std(t)`` from an ε-prediction ``eps_fn``.
-
-    Continuous (default): ``eps_fn(x, t)`` and std = ``sde.marginal_coeffs(t)[1]``.
-    Discrete: t is mapped to the DDPM step i = ``sde.timestep_index(t)``, ``eps_fn(x, i)`` gets the
-    long index (B,) and std = √(1 - ᾱ_i) from ``sde.alphas_cumprod``.
-    """
-    _check_beta_sde(sde)
-
-    def fn(x: Tensor, t: Tensor) -> Tensor:
-        if discrete:
-            i, std = _discrete_std(sde, t)
-            return -eps_fn(x, i) / append_dims(std, x.ndim)
-        return sde.score_from_eps(eps_fn(x, t), t)
-
-    return fn
-
-
-def eps_from_score(score_fn: ScoreFn, sde: SDE, *, discrete: bool = False) -> ScoreFn:
-    """Inverse of :func:`score_from_eps`: ``ε(x, t) = -std(t) s(x, t)``.
-
-    With ``discrete=True`` the returned function takes the long step index i (B,) and calls
-    ``score_fn`` at the matching time t_i = i T/(N-1).
-    """
-    _check_beta_sde(sde)
-
-    def fn(x: Tensor, cond: Tensor) -> Tensor:
-        if discrete:
-            t = cond.to(x.dtype) * (sde.T / (sde.N - 1))
-            _, std = _discrete_std(sde, t)
-        else:
-            t = cond
-            _, std = sde.marginal_coeffs(t)
-        return -append_dims(std, x.ndim) * score_fn(x, t)
-
-    return fn
-
-
-class DDPMEpsLoss:
-    """DDPM's ε-prediction objective ``reduce((ε_θ(x_t, ·) - z)²)`` (Ho et al. 2020).
-
-    Continuous (default): t ~ U(eps, T), x_t = α(t) x + std(t) z, ``eps_fn(x_t, t)``. This equals
-    :class:`ContinuousDSMLoss` with variance weighting λ = std² applied to
-    ``score_from_eps(eps_fn, sde)``, draw for draw.
-
-    Discrete: i ~ U{0, …, N-1}, x_i = √ᾱ_i x + √(1-ᾱ_i) z with ᾱ from ``sde.alphas_cumprod``,
-    ``eps_fn(x_i, i)`` with the long index; ``noise`` reports t_i = i T/(N-1).
-
-    Args:
-        sde: a :class:`~scorelab.sde.VPSDE` or :class:`~scorelab.sde.subVPSDE` (the discrete
-            path uses DDPM's ᾱ and so is meant for the VP process).
-        eps: smallest time of the continuous draw, in (0, T).
-        reduce: reduction over data dims, default ``"mean"`` (as DDPM).
-        discrete: use DDPM's N discrete steps instead of continuous time.
-    """
-
-    def __init__(
-        self, sde: SDE, eps: float = 1e-5, reduce: Reduce = "mean", discrete: bool = False
-    ) -> None:
-        _check_beta_sde(sde)
-        self.sde = sde
-        self.eps = _check_eps(eps, sde.T)
-        self.reduce = reduce
-        self._reduce = _reducer(reduce)
-        self.discrete = bool(discrete)
-
-    def __call__(
-        self, eps_fn: ScoreFn, x: Tensor, *, generator: torch.Generator | None = None
-    ) -> LossOutput:
-        if self.discrete:
-            i = torch.randint(0, self.sde.N, (x.shape[0],), generator=generator, device=x.device)
-            abar = self.sde.alphas_cumprod.to(device=x.device, dtype=x.dtype)[i]
-            alpha, std = torch.sqrt(abar), torch.sqrt(1.0 - abar)
-            cond, noise = i, i.to(x.dtype) * (self.sde.T / (self.sde.N - 1))
-        else:
-            cond = noise = _uniform_time(x, self.eps, self.sde.T, generator)
-            alpha, std = self.sde.marginal_coeffs(cond)
-        z = _randn_like(x, generator)
-        x_t = append_dims(alpha, x.ndim) * x + append_dims(std, x.ndim) * z
-        per_sample = self._reduce((eps_fn(x_t, cond) - z) ** 2)
-        return _output(per_sample, noise)
-
-
-# ---------------------------------------------------------------------------------------------
-# Score matching at one fixed noise level: explicit, implicit and sliced
+# Score matching at one fixed noise level: implicit and sliced
 # ---------------------------------------------------------------------------------------------
 
 
@@ -394,33 +294,6 @@ class _FixedSigmaLoss:
     def _per_dim(self, v: Tensor, x: Tensor) -> Tensor:
         """Scale a per-sample sum (B,) to the chosen reduction (divide by D for ``"mean"``)."""
         return v if self.reduce == "sum" else v / x[0].numel()
-
-
-class ExplicitScoreMatchingLoss(_FixedSigmaLoss):
-    """ESM ``½ reduce((s(x, σ) - ∇log p(x))²)`` against a known score (Hyvärinen 2005).
-
-    Args:
-        target_score_fn: the true score, called like the model as ``target_score_fn(x, sigma)``
-            (e.g. :func:`scorelab.toy.oracle_sigma_score`).
-        noise_sigma: if set, x is perturbed by N(0, σ²I) and σ is passed to both scores;
-            otherwise σ = 0 is passed.
-        reduce: reduction over data dims, default ``"sum"``.
-    """
-
-    def __init__(
-        self, target_score_fn: ScoreFn, noise_sigma: float | None = None, reduce: Reduce = "sum"
-    ) -> None:
-        super().__init__(noise_sigma, reduce)
-        self.target_score_fn = target_score_fn
-
-    def __call__(
-        self, score_fn: ScoreFn, x: Tensor, *, generator: torch.Generator | None = None
-    ) -> LossOutput:
-        x, sigma = self._prepare(x, generator)
-        with torch.no_grad():
-            target = self.target_score_fn(x, sigma).to(x.dtype)
-        per_sample = 0.5 * self._reduce((score_fn(x, sigma) - target) ** 2)
-        return _output(per_sample, sigma)
 
 
 class ImplicitScoreMatchingLoss(_FixedSigmaLoss):

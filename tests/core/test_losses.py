@@ -15,15 +15,12 @@ from torch import Tensor, nn
 from scorelab.energy import EnergyScore, MLPEnergy
 from scorelab.losses import (
     ContinuousDSMLoss,
-    DDPMEpsLoss,
     DiscreteDSMLoss,
-    ExplicitScoreMatchingLoss,
     ImplicitScoreMatchingLoss,
     LossOutput,
     SlicedScoreMatchingLoss,
-    eps_from_score,
-    score_from_eps,
 )
+from scorelab.nets.precond import ScoreModel
 from scorelab.schedules import geometric_sigmas
 from scorelab.sde import VESDE, VPSDE, subVPSDE
 from scorelab.toy import GaussianMixture, ncsn_toy_mixture, oracle_sigma_score, oracle_time_score
@@ -163,62 +160,32 @@ class TinyEps(nn.Module):
 
 
 @pytest.mark.parametrize("sde", [VPSDE(), subVPSDE()], ids=type)
-def test_ddpm_eps_loss_equals_variance_weighted_dsm(sde) -> None:
-    """‖ε(x_t) - z‖² = ‖std·s + z‖² with s = -ε/std: DSM with λ = std² = 1 - ᾱ_t (VP)."""
-    eps_fn = TinyEps()
+def test_variance_weighted_dsm_of_an_eps_network_is_ddpm_eps_loss(sde) -> None:
+    """‖std·s + z‖² = ‖ε(x_t, t) - z‖² with s = -ε/std: DSM with λ = std² on an ε network
+    (``ScoreModel(output="eps")``) is DDPM's ε-prediction loss (std² = 1 - ᾱ_t on VP)."""
+    eps_net = TinyEps()
     x = gauss_data(512)
-    ddpm = DDPMEpsLoss(sde)(eps_fn, x, generator=gen(9))
-    dsm = ContinuousDSMLoss(sde, "variance", reduce="mean")(
-        score_from_eps(eps_fn, sde), x, generator=gen(9)
-    )
-    assert torch.equal(ddpm.noise, dsm.noise)
-    assert torch.allclose(ddpm.per_sample, dsm.per_sample, rtol=1e-10, atol=1e-12)
-    assert ddpm.loss > 0.1  # the network is far from optimal: the check is not 0 == 0
-
-
-@pytest.mark.parametrize("discrete", [False, True])
-def test_eps_from_score_inverts_score_from_eps(discrete: bool) -> None:
-    sde = VPSDE()
-    eps_fn = TinyEps()
-    x = gauss_data(32)
-    i = torch.randint(0, sde.N, (32,), generator=gen(10))
-    cond = i if discrete else torch.rand(32, generator=gen(10), dtype=F64) * 0.99 + 0.01
-    back = eps_from_score(score_from_eps(eps_fn, sde, discrete=discrete), sde, discrete=discrete)
-    ref = eps_fn(x, cond)
-    assert torch.allclose(back(x, cond), ref, rtol=1e-10, atol=1e-12)
-
-
-def test_ddpm_discrete_path_uses_alphas_cumprod() -> None:
-    """x_i = √ᾱ_i x + √(1-ᾱ_i) z with ᾱ_i = Π_{j<=i}(1 - β_j), β_j = β(t_j)/N."""
-    sde = VPSDE(N=1000)
-    x = gauss_data(64)
-    seen: dict[str, Tensor] = {}
-
-    def eps_fn(xt: Tensor, i: Tensor) -> Tensor:
-        seen["x"], seen["i"] = xt, i
-        return torch.zeros_like(xt)
-
-    out = DDPMEpsLoss(sde, discrete=True)(eps_fn, x, generator=gen(11))
-    # Replay the draws in the loss's order: the step index, then the noise.
-    g = gen(11)
-    i = torch.randint(0, sde.N, (64,), generator=g)
+    model = ScoreModel(eps_net, sde, net_cond="time", output="eps")
+    dsm = ContinuousDSMLoss(sde, "variance", reduce="mean")(model, x, generator=gen(9))
+    # Replay the draws in the loss's order: the time, then the noise.
+    g = gen(9)
+    t = 1e-5 + (sde.T - 1e-5) * torch.rand(x.shape[0], generator=g, dtype=F64)
     z = torch.randn(x.shape, generator=g, dtype=F64)
-    assert torch.equal(seen["i"], i) and seen["i"].dtype == torch.long
-    t_grid = torch.arange(sde.N, dtype=F64) / (sde.N - 1)
-    betas = (0.1 + t_grid * (20.0 - 0.1)) / sde.N
-    abar = torch.cumprod(1 - betas, 0)[i]
-    assert torch.allclose(abar, sde.alphas_cumprod.double()[i], rtol=1e-5)
-    expected = abar.sqrt()[:, None] * x + (1 - abar).sqrt()[:, None] * z
-    assert torch.allclose(seen["x"], expected, rtol=1e-5, atol=1e-6)
-    assert torch.allclose(out.per_sample, (z**2).mean(1))  # ε ≡ 0 leaves ‖z‖²/D
-    assert torch.allclose(out.noise, i.double() / (sde.N - 1))
-    # The discrete score divides by √(1 - ᾱ_i) at the step of t_i.
-    s = score_from_eps(lambda y, j: torch.ones_like(y), sde, discrete=True)(x, out.noise)
-    assert torch.allclose(s, -1 / (1 - abar).sqrt()[:, None].expand_as(x), rtol=1e-5)
+    assert torch.equal(dsm.noise, t)
+    alpha, std = sde.marginal_coeffs(t)
+    x_t = alpha[:, None] * x + std[:, None] * z
+    eps = eps_net(x_t, t)
+    ddpm = ((eps - z) ** 2).mean(1)
+    assert torch.allclose(dsm.per_sample, ddpm, rtol=1e-10, atol=1e-12)
+    assert dsm.loss > 0.1  # the network is far from optimal: the check is not 0 == 0
+    # The parametrisation's ε convention is the process's, and the process inverts it.
+    score = model(x_t, t)
+    torch.testing.assert_close(score, sde.score_from_eps(eps, t), rtol=1e-12, atol=0)
+    torch.testing.assert_close(sde.eps_from_score(score, t), eps, rtol=1e-10, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
-# ESM / ISM / SSM on Gaussian data with linear scores
+# ISM / SSM on Gaussian data (ESM, against the known score, as the reference) with linear scores
 # ---------------------------------------------------------------------------------------------
 
 # A non-optimal linear score s(x) = W x + b (not even symmetric).
@@ -255,19 +222,31 @@ def test_closed_forms_satisfy_ism_equals_esm_minus_constant() -> None:
 def test_ism_and_esm_monte_carlo_match_closed_forms() -> None:
     x = gauss_data(10_000, seed=12)
     ism = ImplicitScoreMatchingLoss()(linear_score, x)
-    esm = ExplicitScoreMatchingLoss(oracle_sigma_score(GAUSS))(linear_score, x)
+    zero = torch.zeros(x.shape[0], dtype=F64)
+    # ESM: ½‖s - ∇log p‖² against the known score.
+    esm = 0.5 * ((linear_score(x, zero) - oracle_sigma_score(GAUSS)(x, zero)) ** 2).sum(1)
     assert_mc_close(ism.per_sample, ism_closed(W, B_))
-    assert_mc_close(esm.per_sample, esm_closed(W, B_))
+    assert_mc_close(esm, esm_closed(W, B_))
     # Pointwise, ISM - ESM = tr W + s·g - ½‖g‖² with g = ∇log p: mean -½Σ1/s² (5 SE).
-    assert_mc_close(ism.per_sample - esm.per_sample, -0.5 * (1 / S**2).sum())
+    assert_mc_close(ism.per_sample - esm, -0.5 * (1 / S**2).sum())
 
 
-def test_esm_is_zero_at_the_true_score_and_perturbs_with_noise_sigma() -> None:
+@pytest.mark.parametrize("make", [ImplicitScoreMatchingLoss, SlicedScoreMatchingLoss])
+def test_noise_sigma_perturbs_the_data_and_is_passed_to_the_score(make) -> None:
+    """With noise_sigma = σ the score is called at x + σ z and σ, and ``noise`` reports σ."""
     x = gauss_data(128)
-    oracle = oracle_sigma_score(GAUSS)
-    out = ExplicitScoreMatchingLoss(oracle, noise_sigma=0.5)(oracle, x, generator=gen(13))
-    assert torch.all(out.noise == 0.5)
-    assert out.per_sample.abs().max() < 1e-12
+    seen: dict[str, Tensor] = {}
+
+    def score(y: Tensor, sigma: Tensor) -> Tensor:
+        seen["x"], seen["sigma"] = y, sigma
+        return linear_score(y, sigma)
+
+    out = make(noise_sigma=0.5)(score, x, generator=gen(13))
+    assert torch.all(out.noise == 0.5) and torch.all(seen["sigma"] == 0.5)
+    z = torch.randn(x.shape, generator=gen(13), dtype=F64)  # the first draw is the data noise
+    assert torch.allclose(seen["x"], x + 0.5 * z)
+    clean = make()(score, x, generator=gen(13))
+    assert torch.all(clean.noise == 0) and torch.equal(seen["x"].detach(), x)
 
 
 @pytest.mark.parametrize("projection", ["gaussian", "rademacher"])
@@ -350,15 +329,13 @@ BAD = [
     (lambda: ContinuousDSMLoss(VPSDE(), eps=0.0), r"eps .* must be in \(0, T\)"),
     (lambda: ContinuousDSMLoss(VPSDE(), eps=1.0), r"eps .* must be in \(0, T\)"),
     (lambda: ContinuousDSMLoss(VESDE(), reduce="avg"), "reduce must be one of"),
-    (lambda: DDPMEpsLoss(VESDE()), "sde must be a VPSDE or subVPSDE"),
-    (lambda: DDPMEpsLoss(VPSDE(), eps=-1e-3), r"eps .* must be in \(0, T\)"),
-    (lambda: score_from_eps(lambda x, t: x, VESDE()), "sde must be a VPSDE or subVPSDE"),
+    (lambda: ContinuousDSMLoss(VPSDE(), eps=-1e-3), r"eps .* must be in \(0, T\)"),
     (lambda: SlicedScoreMatchingLoss(projection="sphere"), "projection must be one of"),
     (lambda: SlicedScoreMatchingLoss(n_projections=0), "n_projections must be an integer >= 1"),
     (lambda: SlicedScoreMatchingLoss(n_projections=1.5), "n_projections must be an integer"),
     (lambda: SlicedScoreMatchingLoss(noise_sigma=-0.1), "noise_sigma must be None or >= 0"),
     (lambda: ImplicitScoreMatchingLoss(reduce="none"), "reduce must be one of"),
-    (lambda: ExplicitScoreMatchingLoss(linear_score, reduce="x"), "reduce must be one of"),
+    (lambda: SlicedScoreMatchingLoss(reduce="x"), "reduce must be one of"),
 ]
 
 
