@@ -91,6 +91,20 @@ def test_missing_files_error_names_file_and_command(tmp_path: Path) -> None:
         CelebADataModule(root=tmp_path).setup()
 
 
+def test_each_data_set_has_its_own_defaults(tmp_path: Path) -> None:
+    """(image_size, random_flip, num_workers, on_device) of each DataModule left at defaults."""
+    for make, want in (
+        (MNISTDataModule, (28, False, 0, True)),
+        (CIFAR10DataModule, (32, True, 0, True)),
+        (CelebADataModule, (64, True, 4, False)),
+    ):
+        dm = make(root=tmp_path)
+        assert (dm.image_size, dm.random_flip, dm.num_workers, dm.on_device) == want
+        assert dm.dim == dm.channels * want[0] ** 2 and dm.batch_size == dm.eval_batch_size == 128
+    dm = CelebADataModule(root=tmp_path, image_size=32, random_flip=False, num_workers=0)
+    assert (dm.image_size, dm.random_flip, dm.num_workers, dm.on_device) == (32, False, 0, False)
+
+
 @pytest.mark.parametrize(
     ("kw", "match"),
     [

@@ -103,6 +103,8 @@ def test_group_norm_width_and_choices_are_checked() -> None:
         NCSNpp(nf=16, resblock_type="resnet")
     with pytest.raises(ValueError, match="dropout must be in"):
         NCSNpp(nf=16, dropout=1.0)
+    with pytest.raises(TypeError, match=r"DDPM fixes \['resblock_type', 'skip_rescale'\]"):
+        DDPM(nf=16, resblock_type="biggan", skip_rescale=True)
 
 
 def test_input_shape_is_checked() -> None:

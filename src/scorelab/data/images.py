@@ -115,8 +115,10 @@ def _resize_u8(x: Tensor, size: int) -> Tensor:
 class ImageDataModule(L.LightningDataModule):
     """Shared machinery of the image DataModules; see the module docstring.
 
-    Subclasses set ``name``, ``channels``, ``image_size`` and implement :meth:`missing_files`
-    and :meth:`source`.
+    Subclasses set ``name``, ``allowed_image_sizes``, ``native_channels`` and their defaults
+    (``default_image_size`` and, where they differ, ``default_random_flip``,
+    ``default_num_workers`` and ``default_on_device``, taken by arguments left None), and
+    implement :meth:`missing_files` and :meth:`source`.
     """
 
     name = "images"
@@ -124,27 +126,35 @@ class ImageDataModule(L.LightningDataModule):
     allowed_image_sizes: tuple[int, ...] = ()
     native_channels = 3
     eval_split = "test"
+    default_image_size: int
+    default_random_flip = True
+    default_num_workers = 0
+    default_on_device = True
 
     def __init__(
         self,
         *,
-        root: str | Path,
-        image_size: int,
-        scaling: Scaling,
-        dequantize: bool,
-        random_flip: bool,
-        batch_size: int,
-        eval_batch_size: int | None,
-        num_workers: int,
-        val_split: int,
-        on_device: bool,
-        limit: int | None,
-        seed: int,
-        return_labels: bool,
-        device: str | None,
-        channels: int | None,
-        dim: int | None,
+        root: str | Path = "data/raw",
+        image_size: int | None = None,
+        scaling: Scaling = "zero_one",
+        dequantize: bool = False,
+        random_flip: bool | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int | None = None,
+        val_split: int = 0,
+        on_device: bool | None = None,
+        limit: int | None = None,
+        seed: int = 0,
+        return_labels: bool = False,
+        device: str | None = None,
+        channels: int | None = None,
+        dim: int | None = None,
     ) -> None:
+        image_size = self.default_image_size if image_size is None else image_size
+        random_flip = self.default_random_flip if random_flip is None else random_flip
+        num_workers = self.default_num_workers if num_workers is None else num_workers
+        on_device = self.default_on_device if on_device is None else on_device
         super().__init__()
         if image_size not in self.allowed_image_sizes:
             raise ValueError(
@@ -406,27 +416,8 @@ class MNISTDataModule(ImageDataModule):
     name = "mnist"
     allowed_image_sizes = (28, 32)
     native_channels = 1
-
-    def __init__(
-        self,
-        root: str | Path = "data/raw",
-        image_size: int = 28,
-        scaling: Scaling = "zero_one",
-        dequantize: bool = False,
-        random_flip: bool = False,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        val_split: int = 0,
-        on_device: bool = True,
-        limit: int | None = None,
-        seed: int = 0,
-        return_labels: bool = False,
-        device: str | None = None,
-        channels: int | None = None,
-        dim: int | None = None,
-    ) -> None:
-        super().__init__(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
+    default_image_size = 28
+    default_random_flip = False
 
     def missing_files(self) -> list[Path]:
         return missing_mnist_files(self.root)
@@ -461,27 +452,7 @@ class CIFAR10DataModule(ImageDataModule):
 
     name = "cifar10"
     allowed_image_sizes = (32,)
-
-    def __init__(
-        self,
-        root: str | Path = "data/raw",
-        image_size: int = 32,
-        scaling: Scaling = "zero_one",
-        dequantize: bool = False,
-        random_flip: bool = True,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        val_split: int = 0,
-        on_device: bool = True,
-        limit: int | None = None,
-        seed: int = 0,
-        return_labels: bool = False,
-        device: str | None = None,
-        channels: int | None = None,
-        dim: int | None = None,
-    ) -> None:
-        super().__init__(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
+    default_image_size = 32
 
     def missing_files(self) -> list[Path]:
         return missing_cifar10_files(self.root)
@@ -508,27 +479,9 @@ class CelebADataModule(ImageDataModule):
     allowed_image_sizes = (32, 64)
     eval_split = "valid"
     crop_size = 140
-
-    def __init__(
-        self,
-        root: str | Path = "data/raw",
-        image_size: int = 64,
-        scaling: Scaling = "zero_one",
-        dequantize: bool = False,
-        random_flip: bool = True,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 4,
-        val_split: int = 0,
-        on_device: bool = False,
-        limit: int | None = None,
-        seed: int = 0,
-        return_labels: bool = False,
-        device: str | None = None,
-        channels: int | None = None,
-        dim: int | None = None,
-    ) -> None:
-        super().__init__(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
+    default_image_size = 64
+    default_num_workers = 4
+    default_on_device = False
 
     def missing_files(self) -> list[Path]:
         return missing_celeba_files(self.root)

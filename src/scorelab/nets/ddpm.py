@@ -3,17 +3,40 @@
 Both are raw networks ``net(x, cond)`` with a sinusoidal (positional) embedding of ``cond``: the
 official code feeds ``999·t`` for continuous VP/subVP training and the integer step index in
 ``[0, 999]`` for discrete DDPM training (``cond_input="step"``; another kind of
-:mod:`scorelab.nets.conditioning`, such as EDM's ``c_noise``, via ``cond_input``). See
-:class:`scorelab.nets.ncsnpp.NCSNpp` for the layer layout and the remaining arguments.
+:mod:`scorelab.nets.conditioning`, such as EDM's ``c_noise``, via ``cond_input``). They take
+the keyword arguments of :class:`scorelab.nets.ncsnpp.NCSNpp` (see there for the layer layout)
+and differ from it only in their defaults (DDPM++) or in arguments they fix (DDPM).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 from scorelab.nets.ncsnpp import NCSNpp
 
 __all__ = ["DDPM", "DDPMpp"]
+
+#: DDPM++'s defaults where they differ from NCSN++'s.
+DDPMPP_DEFAULTS: dict[str, Any] = {
+    "fir": False,
+    "progressive_input": "none",
+    "embedding_type": "positional",
+}
+#: DDPM's default depth; the rest of its layout is fixed (:data:`DDPM_FIXED`).
+DDPM_DEFAULTS: dict[str, Any] = {"num_res_blocks": 2}
+DDPM_FIXED: dict[str, Any] = {
+    "fir": False,
+    "skip_rescale": False,
+    "resblock_type": "ddpm",
+    "progressive": "none",
+    "progressive_input": "none",
+    "init_scale": 0.0,
+    "embedding_type": "positional",
+    # Unused by this layout; fixed so that passing them is an error rather than a no-op.
+    "fir_kernel": (1, 3, 3, 1),
+    "progressive_combine": "sum",
+    "fourier_scale": 16.0,
+}
 
 
 class DDPMpp(NCSNpp):
@@ -21,52 +44,8 @@ class DDPMpp(NCSNpp):
     nearest/average resampling, no input/output pyramid, skip rescaling, positional embedding.
     The deep variant is ``num_res_blocks=8`` (106.63M)."""
 
-    def __init__(
-        self,
-        *,
-        image_size: int = 32,
-        channels: int = 3,
-        nf: int = 128,
-        ch_mult: Sequence[int] = (1, 2, 2, 2),
-        num_res_blocks: int = 4,
-        attn_resolutions: Sequence[int] = (16,),
-        dropout: float = 0.1,
-        resamp_with_conv: bool = True,
-        conditional: bool = True,
-        fir: bool = False,
-        fir_kernel: Sequence[float] = (1, 3, 3, 1),
-        skip_rescale: bool = True,
-        resblock_type: str = "biggan",
-        progressive: str = "none",
-        progressive_input: str = "none",
-        progressive_combine: str = "sum",
-        init_scale: float = 0.0,
-        embedding_type: str = "positional",
-        fourier_scale: float = 16.0,
-        cond_input: str | None = None,
-    ) -> None:
-        super().__init__(
-            image_size=image_size,
-            channels=channels,
-            nf=nf,
-            ch_mult=ch_mult,
-            num_res_blocks=num_res_blocks,
-            attn_resolutions=attn_resolutions,
-            dropout=dropout,
-            resamp_with_conv=resamp_with_conv,
-            conditional=conditional,
-            fir=fir,
-            fir_kernel=fir_kernel,
-            skip_rescale=skip_rescale,
-            resblock_type=resblock_type,
-            progressive=progressive,
-            progressive_input=progressive_input,
-            progressive_combine=progressive_combine,
-            init_scale=init_scale,
-            embedding_type=embedding_type,
-            fourier_scale=fourier_scale,
-            cond_input=cond_input,
-        )
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{**DDPMPP_DEFAULTS, **kwargs})
 
 
 class DDPM(NCSNpp):
@@ -75,38 +54,11 @@ class DDPM(NCSNpp):
     DDPM residual blocks, stand-alone nearest-upsample / strided-conv downsample layers, no skip
     rescaling, zero-initialised residual-branch outputs and a positional embedding. GroupNorm
     uses ``min(C // 4, 32)`` groups, i.e. DDPM's 32 groups for every width of 128 and more.
+    The arguments of :data:`DDPM_FIXED` are refused (use :class:`NCSNpp` to change them).
     """
 
-    def __init__(
-        self,
-        *,
-        image_size: int = 32,
-        channels: int = 3,
-        nf: int = 128,
-        ch_mult: Sequence[int] = (1, 2, 2, 2),
-        num_res_blocks: int = 2,
-        attn_resolutions: Sequence[int] = (16,),
-        dropout: float = 0.1,
-        resamp_with_conv: bool = True,
-        conditional: bool = True,
-        cond_input: str | None = None,
-    ) -> None:
-        super().__init__(
-            image_size=image_size,
-            channels=channels,
-            nf=nf,
-            ch_mult=ch_mult,
-            num_res_blocks=num_res_blocks,
-            attn_resolutions=attn_resolutions,
-            dropout=dropout,
-            resamp_with_conv=resamp_with_conv,
-            conditional=conditional,
-            fir=False,
-            skip_rescale=False,
-            resblock_type="ddpm",
-            progressive="none",
-            progressive_input="none",
-            init_scale=0.0,
-            embedding_type="positional",
-            cond_input=cond_input,
-        )
+    def __init__(self, **kwargs: Any) -> None:
+        fixed = sorted(set(kwargs) & set(DDPM_FIXED))
+        if fixed:
+            raise TypeError(f"DDPM fixes {fixed}; use scorelab.nets.ncsnpp.NCSNpp to set them")
+        super().__init__(**{**DDPM_DEFAULTS, **kwargs, **DDPM_FIXED})
