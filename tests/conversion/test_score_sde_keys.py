@@ -21,6 +21,7 @@ from scorelab.conversion.score_sde import (
 )
 from scorelab.nets.ddpm import DDPM, DDPMpp
 from scorelab.nets.ncsnpp import NCSNpp
+from thread_helpers import one_thread  # noqa: F401
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 NETS = {"ncsnpp": NCSNpp, "ddpmpp": DDPMpp, "ddpm": DDPM}
@@ -46,15 +47,6 @@ def fake_checkpoint(name: str) -> dict:
     shadow = [params[n] + 1.0 for n, _, trainable in fx["parameters"] if trainable]
     ema = {"decay": 0.999, "num_updates": 10, "shadow_params": shadow}
     return {"model": model, "ema": ema, "optimizer": {}, "step": 10}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Copies of 60M-parameter dicts run faster on one thread of a loaded 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

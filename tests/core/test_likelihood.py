@@ -16,18 +16,11 @@ import torch
 from scorelab import toy
 from scorelab.likelihood import bits_per_dim, dequantize, ode_likelihood
 from scorelab.sde import VESDE, VPSDE
+from thread_helpers import one_thread  # noqa: F401
 
 MIX = toy.ncsn_toy_mixture()
 B = 32
 EPS = 1e-5
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _data() -> torch.Tensor:

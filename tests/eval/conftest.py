@@ -1,14 +1,3 @@
 """One thread per test: the machines running the tests share two cores."""
 
-from __future__ import annotations
-
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from thread_helpers import one_thread  # noqa: F401

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from hydra.utils import instantiate
 
 from run_helpers import compose_cfg
+from thread_helpers import one_torch_thread
 
 # NCSN (Song & Ermon 2019): "Schedule" and "Network": geometric σ 1 → 0.01, L = 10; Adam lr
 # 1e-3, batch 128, 200k iterations, no EMA; uniform dequantization; RefineNet, input 2x - 1,
@@ -155,12 +155,8 @@ def test_experiment_has_the_papers_hyperparameters(name: str, tmp_path: Path) ->
 @pytest.mark.parametrize("name", list(PARAMS_M))
 def test_network_size_matches_the_paper(name: str, tmp_path: Path) -> None:
     cfg = compose_cfg("train", [f"experiment={name}"], tmp_path)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         net = instantiate(cfg.model.net)
-    finally:
-        torch.set_num_threads(n)
     count = sum(p.numel() for p in net.parameters())
     assert round(count / 1e6, 1) == PARAMS_M[name], f"{name}: {count} parameters"
 

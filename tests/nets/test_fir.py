@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from scorelab.nets import fir
+from thread_helpers import one_thread  # noqa: F401
 
 
 def correlate_ref(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -30,15 +31,6 @@ def upfirdn2d_ref(x: torch.Tensor, k: torch.Tensor, up: int, down: int, pad: tup
     kf = torch.flip(k, (0, 1))
     out = torch.stack([correlate_ref(z[:, i : i + 1], kf[None, None])[:, 0] for i in range(c)], 1)
     return out[..., ::down, ::down]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions on a loaded 2-core machine run far faster on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 KERNELS = [(1, 3, 3, 1), (1, 1), (1, 2, 3, 3, 2, 1)]

@@ -9,6 +9,7 @@ import torch
 
 from scorelab.nets.ddpm import DDPM, DDPMpp
 from scorelab.nets.ncsnpp import NCSNpp
+from thread_helpers import one_thread  # noqa: F401
 
 # Official score_sde_pytorch CIFAR-10 configs, counted with model.parameters() (this includes
 # the 128 frozen Fourier frequencies of NCSN++, a buffer here).
@@ -42,15 +43,6 @@ def n_params(net: torch.nn.Module) -> int:
     """Trainable parameters plus the frozen Fourier frequencies (a parameter officially)."""
     frozen = net.fourier.W.numel() if net.fourier is not None else 0
     return sum(p.numel() for p in net.parameters()) + frozen
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions on a loaded 2-core machine run far faster on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("name", list(PAPER))

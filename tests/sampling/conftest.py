@@ -1,11 +1,3 @@
-import pytest
-import torch
+"""One thread per test: the oracle scores are many tiny ops, and the cores are shared."""
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The oracle scores are many tiny ops; one thread avoids contention on shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from thread_helpers import one_thread  # noqa: F401
