@@ -65,3 +65,15 @@ def bare_trainer(max_steps: int, **kwargs):
         **kwargs,
     }
     return L.Trainer(max_steps=max_steps, **settings)
+
+
+# The data config of NCSN's toy mixture, 0.2 N((-5,-5), I) + 0.8 N((5,5), I), as a DataModule
+# config for the metric suite.
+NCSN_GMM_DATA = {
+    "_target_": "scorelab.data.toy.ToyDataModule",
+    "name": "gmm",
+    "weights": [0.2, 0.8],
+    "means": [[-5.0, -5.0], [5.0, 5.0]],
+    "stds": [1.0, 1.0],
+    "dim": 2,
+}

@@ -505,8 +505,6 @@ class EDMHeunDriver(_DeterministicDriver):
         return torch.cat([s, s.new_zeros(1)])
 
     def __call__(self, model, shape, *, device="cpu", generator=None, progress=False):
-        from scorelab.sampling.edm import edm_heun
-
         sigmas = self.sigmas(model).to(device)
         sigma0 = float(sigmas[0])
         x = self.initial_state(
@@ -518,18 +516,18 @@ class EDMHeunDriver(_DeterministicDriver):
             device=device,
             generator=generator,
         )
-        with _progress(self.num_steps, self.name, progress) as cb:
-            res = edm_heun(
-                model.sigma_score(),
-                x,
-                sigmas,
-                s_churn=self.s_churn,
-                callback=cb,
-                generator=generator,
-            )
         # On SDE models the sampler runs in VE-equivalent coordinates y = x / alpha(t); its
         # last level is σ = 0, where alpha = 1, so the result needs no rescaling.
-        return res
+        with _progress(self.num_steps, self.name, progress) as cb:
+            return self.solve(model.sigma_score(), x, sigmas, callback=cb, generator=generator)
+
+    def solve(self, score, x, sigmas, *, callback, generator):
+        """The sampling function on the σ schedule (EDM-Heun here)."""
+        from scorelab.sampling.edm import edm_heun
+
+        return edm_heun(
+            score, x, sigmas, s_churn=self.s_churn, callback=callback, generator=generator
+        )
 
 
 class DPMSolverDriver(EDMHeunDriver):
@@ -541,27 +539,20 @@ class DPMSolverDriver(EDMHeunDriver):
     name = "dpmpp"
 
     def __init__(self, num_steps: int = 20, order: int = 2, form: str = "dpm-solver", **kw):
-        from scorelab.sampling.dpm_solver import FORMS
+        from scorelab.sampling.dpm_solver import check_order_form
 
-        if isinstance(order, bool) or order not in (1, 2, 3):
+        check_order_form(order, form)
+        if kw.get("s_churn", 0.0) != 0.0:
             raise ValueError(
-                f"sampler.order must be 1, 2 or 3 for DPM-Solver++ multistep, got {order}"
+                f"sampler.s_churn={kw['s_churn']} has no meaning for the deterministic "
+                "DPM-Solver++; drop it, or use sampler=heun for EDM's stochastic sampler"
             )
-        if form not in FORMS:
-            raise ValueError(f"sampler.form must be one of {FORMS}, got {form!r}")
         super().__init__(num_steps=num_steps, **kw)
         self.order, self.form = order, form
 
-    def __call__(self, model, shape, *, device="cpu", generator=None, progress=False):
+    def solve(self, score, x, sigmas, *, callback, generator):
         from scorelab.sampling.dpm_solver import dpmpp_multistep
 
-        sigmas = self.sigmas(model).to(device)
-        sigma0 = float(sigmas[0])
-        x = self.initial_state(
-            model, shape, std=sigma0, alpha=1.0, prior_std=sigma0, device=device,
-            generator=generator,
-        )  # fmt: skip
-        with _progress(self.num_steps, self.name, progress) as cb:
-            return dpmpp_multistep(
-                model.sigma_score(), x, sigmas, order=self.order, form=self.form, callback=cb
-            )
+        return dpmpp_multistep(
+            score, x, sigmas, order=self.order, form=self.form, callback=callback
+        )

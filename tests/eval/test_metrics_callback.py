@@ -11,19 +11,12 @@ from types import SimpleNamespace
 import torch
 from eval_helpers import TOY_TRAIN, compose_cfg
 
+from run_helpers import NCSN_GMM_DATA as GMM
 from scorelab.lit.metrics_callback import SampleMetrics, gather_features
 from scorelab.metrics.suite import build_metric_suite
 from scorelab.metrics.toy import sliced_wasserstein
 from scorelab.toy import ncsn_toy_mixture
 
-GMM = {
-    "_target_": "scorelab.data.toy.ToyDataModule",
-    "name": "gmm",
-    "weights": [0.2, 0.8],
-    "means": [[-5.0, -5.0], [5.0, 5.0]],
-    "stds": [1.0, 1.0],
-    "dim": 2,
-}
 OPTIONS = {"toy": {"n_reference": 400, "n_projections": 64, "mmd_max_n": 400}}
 
 

@@ -15,19 +15,12 @@ from PIL import Image
 from test_fid import PooledColours
 
 import scorelab.metrics.suite as suite_module
+from run_helpers import NCSN_GMM_DATA as GMM
 from run_helpers import compose_cfg
 from scorelab.lit.metrics_callback import SampleMetrics
 from scorelab.metrics.fid import compute_kid
 from scorelab.metrics.suite import METRICS, MetricConfigError, build_metric_suite
 
-GMM = {
-    "_target_": "scorelab.data.toy.ToyDataModule",
-    "name": "gmm",
-    "weights": [0.2, 0.8],
-    "means": [[-5.0, -5.0], [5.0, 5.0]],
-    "stds": [1.0, 1.0],
-    "dim": 2,
-}
 CIFAR = {
     "_target_": "scorelab.data.images.CIFAR10DataModule",
     "image_size": 32,

@@ -289,6 +289,8 @@ SAMPLE_CASES = [
     ("sample", ["sampler=pc", "seed=-1"], "seed=-1 must be in [0, 2**32 - 1]"),
     ("sample", ["sde=ncsn", "sampler=ode"], "sampler=ode needs an SDE model (sde=edm, ve, vp or"),
     ("sample", ["sde=subvp", "sampler=ancestral"], "sampler=ancestral is defined for VE and VP"),
+    ("sample", ["sampler=dpmpp", "sampler.order=4"], "order must be 1, 2 or 3 for DPM-Solver++"),
+    ("sample", ["sampler=dpmpp", "+sampler.s_churn=1"], "sampler.s_churn=1 has no meaning"),
     ("sample", ["sampler=heun", "sampler.rho=-1"], "sampler: rho=-1 must be a number > 0"),
     ("sample", ["sampler=pc", "data.weights=[0.5,0.6]"], "weights must be >= 0 and sum to 1"),
     ("sample", ["sampler=pc", "sde=vp", "sde.beta_max=0.01"], "beta_max must be >= beta_min"),

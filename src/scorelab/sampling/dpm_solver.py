@@ -39,6 +39,16 @@ from scorelab.sampling.base import (
 FORMS = ("dpm-solver", "taylor")
 
 
+def check_order_form(order: int, form: str) -> int:
+    """``order`` in 1..3 and ``form`` one of :data:`FORMS`, refused in one line otherwise."""
+    order = check_int("order", order)
+    if order > 3:
+        raise ValueError(f"order must be 1, 2 or 3 for DPM-Solver++ multistep, got {order}")
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    return order
+
+
 def dpmpp_multistep(
     score_fn: ScoreFn,
     x: Tensor,
@@ -71,11 +81,7 @@ def dpmpp_multistep(
     """
     del generator
     check_state(x)
-    order = check_int("order", order)
-    if order > 3:
-        raise ValueError(f"order must be 1, 2 or 3 for DPM-Solver++ multistep, got {order}")
-    if form not in FORMS:
-        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    order = check_order_form(order, form)
     s = check_sigmas(sigmas, allow_zero_last=True)
     if s[-1] != 0:
         s = torch.cat([s, s.new_zeros(1)])
