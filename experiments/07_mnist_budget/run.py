@@ -48,6 +48,15 @@ RECIPES: dict[str, list[str]] = {
     "edm_ema99_batch64": [*EDM_99, "data.batch_size=64"],
     # The demo as configured: EDM, EMA 0.99, lr 1e-3.
     "edm_ema99_lr1e-3": ["experiment=mnist_demo"],
+    # The learning rate brought down to 0 at the last step (after the 100-step warm-up).
+    "edm_cos_lr1e-3": ["experiment=mnist_demo", "module.lr_decay=cosine"],
+    "edm_cos_lr2e-3": [*EDM_99, "module.lr_decay=cosine"],
+    "edm_cos_lr4e-3": [*EDM_99, "optimizer.lr=4e-3", "module.lr_decay=cosine"],
+    "edm_lin_lr2e-3": [*EDM_99, "module.lr_decay=linear"],
+    "edm_cos_lr2e-3_ema995": [*EDM_995, "module.lr_decay=cosine"],
+    # A wider (ch 32, about 4x the parameters) or deeper (two blocks per level) network.
+    "edm_ch32": ["experiment=mnist_demo", "model.net.ch=32"],
+    "edm_blocks2": ["experiment=mnist_demo", "model.net.num_res_blocks=2"],
 }
 # What every run shares: no wall-clock budget, the final samples for the grid only.
 COMMON = ["trainer.max_time=null", "n_samples=100"]
@@ -70,20 +79,29 @@ def _run(cmd: list[str], log: Path) -> float:
     return time.monotonic() - t0
 
 
-def one(recipe: str, steps: int, work: Path, out: Path, n_eval: int, smoke: bool) -> dict:
+def one(
+    recipe: str,
+    steps: int,
+    work: Path,
+    out: Path,
+    n_eval: int,
+    smoke: bool,
+    train_args: list[str] = (),
+    eval_args: list[str] = (),
+) -> dict:
     run_dir = work / f"{recipe}_{steps}"
     run_dir.mkdir(parents=True, exist_ok=True)
     train = [
         sys.executable, "-m", "scorelab.train", *RECIPES[recipe], *COMMON,
         *(SMOKE if smoke else []),
-        f"trainer.max_steps={steps}", f"paths.log_dir={run_dir}",
+        f"trainer.max_steps={steps}", f"paths.log_dir={run_dir}", *train_args,
     ]  # fmt: skip
     train_s = _run(train, run_dir / "train.log")
     (ckpt,) = sorted(run_dir.glob("train/runs/*/checkpoints/last.ckpt"))
     train_metrics = json.loads((ckpt.parents[1] / "metrics.json").read_text())
     evaluate = [
         sys.executable, "-m", "scorelab.evaluate", f"ckpt_path={ckpt}", f"n_samples={n_eval}",
-        f"paths.log_dir={run_dir}", *(["sampler.num_steps=2"] if smoke else []),
+        f"paths.log_dir={run_dir}", *(["+sampler.num_steps=2"] if smoke else []), *eval_args,
     ]  # fmt: skip
     eval_s = _run(evaluate, run_dir / "evaluate.log")
     (metrics_file,) = sorted(run_dir.glob("evaluate/runs/*/metrics.json"))
@@ -177,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", nargs="+", type=int, default=[1500])
     p.add_argument("--n-eval", type=int, default=1000, help="samples scored per run")
     p.add_argument("--work", type=Path, default=None, help="run outputs (default: a tmp dir)")
+    p.add_argument("--train-args", nargs="*", default=[], help="extra train overrides")
+    p.add_argument("--eval-args", nargs="*", default=[], help="extra evaluate overrides")
     args = p.parse_args(argv)
     bad = [s for s in args.steps if s < 1]
     if bad or args.n_eval < 2:
@@ -188,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     for steps in args.steps:
         for recipe in args.recipes:
-            row = one(recipe, steps, work, out, args.n_eval, args.smoke)
+            row = one(
+                recipe, steps, work, out, args.n_eval, args.smoke, args.train_args, args.eval_args
+            )
             rows.append(row)
             print(json.dumps(row), flush=True)
             write_text_atomic(out / "results.json", json.dumps(rows, indent=1) + "\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,23 @@ def unpack_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
     return batch[0], None
 
 
+LR_DECAYS = ("none", "cosine", "linear")
+
+
+def lr_factor(step: int, *, warmup: int, decay: str = "none", total: int | None = None) -> float:
+    """The learning rate at optimizer step ``step`` as a fraction of the configured one.
+
+    A linear warm-up over ``warmup`` steps, then constant (``decay="none"``) or brought down to 0
+    at step ``total`` along a half cosine or a straight line.
+    """
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if decay == "none" or total is None:
+        return 1.0
+    frac = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
+    return 0.5 * (1.0 + math.cos(math.pi * frac)) if decay == "cosine" else 1.0 - frac
+
+
 class ScoreModule(L.LightningModule):
     """Trains ``model`` (a :class:`ScoreModel`) with ``loss``; keeps an EMA copy for sampling.
 
@@ -68,6 +86,9 @@ class ScoreModule(L.LightningModule):
         data_shape: shape of one example, (C, H, W) or (D,).
         data_range: ``"zero_one"`` or ``"minus_one_one"``: how data was scaled, for grids.
         warmup_steps: linear learning-rate warm-up length.
+        lr_decay: after the warm-up, ``"none"`` keeps the learning rate, ``"cosine"`` and
+            ``"linear"`` bring it down to 0 at the last optimizer step (``trainer.max_steps``,
+            or the steps Lightning estimates from ``max_epochs``).
         grad_clip: max gradient norm (0 disables clipping).
         ema_decay: EMA decay of the weights (0 disables EMA: the EMA copy tracks the weights).
         nonfinite: policy for a non-finite loss or gradient: ``"skip"`` the step and count it,
@@ -96,6 +117,7 @@ class ScoreModule(L.LightningModule):
         data_shape: tuple[int, ...] = (2,),
         data_range: str = "none",
         warmup_steps: int = 0,
+        lr_decay: str = "none",
         grad_clip: float = 1.0,
         ema_decay: float = 0.999,
         nonfinite: str = "skip",
@@ -113,6 +135,8 @@ class ScoreModule(L.LightningModule):
             raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {lr_decay!r}")
         if isinstance(max_skips_in_a_row, bool) or int(max_skips_in_a_row) < 1:
             raise ValueError(
                 f"max_skips_in_a_row must be an integer >= 1, got {max_skips_in_a_row}"
@@ -138,6 +162,7 @@ class ScoreModule(L.LightningModule):
         self.data_shape = tuple(int(s) for s in data_shape)
         self.data_range = data_range
         self.warmup_steps = int(warmup_steps)
+        self.lr_decay = lr_decay
         self.grad_clip = float(grad_clip)
         self.ema_decay = float(ema_decay)
         self.nonfinite = nonfinite
@@ -183,9 +208,16 @@ class ScoreModule(L.LightningModule):
 
     def configure_optimizers(self):
         opt = self.optimizer_factory(self.model.parameters())
-        warm = self.warmup_steps
+        total = None
+        if self.lr_decay != "none":
+            total = int(self.trainer.estimated_stepping_batches)
+            if not 0 < total < 10**12:
+                raise ValueError(
+                    f"module.lr_decay={self.lr_decay} needs a finite number of optimizer steps, "
+                    f"got {total}; set trainer.max_steps (or max_epochs) or module.lr_decay=none"
+                )
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: min(1.0, (step + 1) / warm) if warm > 0 else 1.0
+            opt, partial(lr_factor, warmup=self.warmup_steps, decay=self.lr_decay, total=total)
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
