@@ -51,7 +51,7 @@ RECIPES: dict[str, list[str]] = {
     # The learning rate brought down to 0 at the last step (after the 100-step warm-up).
     "edm_cos_lr1e-3": ["experiment=mnist_demo", "module.lr_decay=cosine"],
     "edm_cos_lr2e-3": [*EDM_99, "module.lr_decay=cosine"],
-    "edm_cos_lr4e-3": [*EDM_99, "optimizer.lr=4e-3", "module.lr_decay=cosine"],
+    "edm_cos_lr4e-3": ["experiment=mnist_demo", "optimizer.lr=4e-3", "module.lr_decay=cosine"],
     "edm_lin_lr2e-3": [*EDM_99, "module.lr_decay=linear"],
     "edm_cos_lr2e-3_ema995": [*EDM_995, "module.lr_decay=cosine"],
     # A wider (ch 32, about 4x the parameters) or deeper (two blocks per level) network.
