@@ -16,6 +16,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from scorelab.nets.conditioning import cond_input
+from scorelab.nets.precond import ScoreModel
+from scorelab.sde import NoiseProcess
+
+ENERGY_FORMS = ("residual", "scalar")
+
 
 class EnergyScore(nn.Module):
     """Score −∇ₓE(x, cond) of a scalar energy network.
@@ -30,6 +36,12 @@ class EnergyScore(nn.Module):
     def __init__(self, energy_net: nn.Module) -> None:
         super().__init__()
         self.energy_net = energy_net
+        # what the energy network is fed (σ, t, ...), so parametrisations can check it
+        self.cond_input = cond_input(energy_net)
+
+    def cond_features(self, cond: Tensor | None) -> Tensor | None:
+        """The energy network's features of the noise level (see nets/conditioning.py)."""
+        return self.energy_net.cond_features(cond)
 
     def energy(self, x: Tensor, cond: Tensor) -> Tensor:
         """E(x, cond), (B,)."""
@@ -93,3 +105,61 @@ class MLPEnergy(nn.Module):
                 raise ValueError("cond is required when conditional=True")
             h = torch.cat([h, cond.reshape(-1, 1).to(h.dtype)], dim=1)
         return self.net(h).squeeze(1)
+
+
+class ResidualEnergy(nn.Module):
+    """E(x, cond) = ½‖x − g(x, cond)‖² of a network g whose output is shaped like x.
+
+    Any score network of the package becomes an energy network this way (the form Salimans & Ho
+    2021 found to train as well as the score itself); its gradient x − g − J_gᵀ(x − g) is the
+    energy view's score up to sign.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.cond_input = cond_input(net)
+
+    def cond_features(self, cond: Tensor | None) -> Tensor | None:
+        return self.net.cond_features(cond)
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        r = (x - self.net(x, cond)).reshape(x.shape[0], -1)
+        return 0.5 * (r * r).sum(dim=1)
+
+
+class EnergyScoreModel(ScoreModel):
+    """The energy parametrisation as a model config: the score is −∇ₓE_θ(x, c), mapped to the
+    score like :class:`~scorelab.nets.precond.ScoreModel`'s output (``"scaled"``: divided by the
+    marginal std, so E is dimensionless in units of the noise).
+
+    Args:
+        net: ``form="residual"``: a network shaped like x, used as g in E = ½‖x − g(x, c)‖²;
+            ``form="scalar"``: a network returning one energy per sample, (B,).
+        noise, net_cond, output: as for ScoreModel.
+        form: ``"residual"`` or ``"scalar"``.
+
+    The raw energy of a batch is :meth:`energy` (for plots of the learnt landscape).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        noise: NoiseProcess,
+        *,
+        net_cond: str = "sigma",
+        output: str = "scaled",
+        form: str = "residual",
+    ) -> None:
+        if form not in ENERGY_FORMS:
+            raise ValueError(
+                f"form must be one of {ENERGY_FORMS}, got {form!r}: residual for a network "
+                "shaped like x (E = ½‖x − g‖²), scalar for one returning an energy per sample"
+            )
+        energy_net = ResidualEnergy(net) if form == "residual" else net
+        super().__init__(EnergyScore(energy_net), noise, net_cond=net_cond, output=output)
+        self.form = form
+
+    def energy(self, x: Tensor, noise: Tensor) -> Tensor:
+        """E_θ(x, c), (B,), for the caller's noise argument (σ if discrete, else t)."""
+        return self.net.energy(x, self.net_input(noise))
