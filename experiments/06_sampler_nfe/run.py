@@ -43,6 +43,7 @@ from scorelab.sampling import (  # noqa: E402
     ode_sampler,
     pc_sampler,
 )
+from scorelab.sampling.dpm_solver import dpmpp_multistep  # noqa: E402
 from scorelab.sde import SDE, VESDE, VPSDE, sigma_score_from_time_score  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -64,6 +65,7 @@ FULL = {
     "dopri5_tol": [1e-1, 1e-2, 1e-3, 1e-5],
     "ode_heun": [5, 10, 17, 25, 50, 100],
     "edm": [5, 9, 13, 18, 25, 50],
+    "dpmpp": [5, 10, 15, 20, 30, 50],
     "edm_big_sigma": 1000.0,
     "sweep_sigma_max": [10.0, 20.0, 30.0, 50.0, 80.0, 100.0, 200.0, 500.0, 1000.0, 2000.0],
     "mm_sigma_max": [20.0, 80.0],
@@ -80,6 +82,7 @@ SMOKE = {
     "dopri5_tol": [1e-1],
     "ode_heun": [5],
     "edm": [5, 18],
+    "dpmpp": [5, 10],
     "edm_big_sigma": 1000.0,
     "sweep_sigma_max": [20.0, 1000.0],
     "mm_sigma_max": [20.0],
@@ -307,7 +310,31 @@ def configs(
                 )
             )
 
+    # DPM-Solver++ (2M, 3M) on the same Karras schedules: one score evaluation per level.
+    def dpmpp(start, steps: int, smax: float, order: int):
+        sig = schedules.karras_sigmas(steps, EDM_SIGMA_MIN, smax).to(DT)
+        return lambda g: dpmpp_multistep(sscore, start(g, smax), sig, order=order)
+
+    def plain_start(g, smax):
+        return torch.randn(shape, generator=g, dtype=DT) * smax
+
+    for order in (2, 3):
+        for smax in edm_sigmas:
+            fam = f"DPM-Solver++ {order}M σ_max={smax:g}"
+            for steps in size["dpmpp"]:
+                name = f"DPM++{order}M-{steps} σ_max={smax:g}"
+                out.append((fam, name, dpmpp(plain_start, steps, smax, order)))
+
+    def moment_matched_start(g, smax):
+        return mm_start(dim, shape, smax, g)
+
     if sde_name == "VE" and dim:
+        for order in (2, 3):
+            for smax in size["mm_sigma_max"]:
+                fam = f"DPM-Solver++ {order}M σ_max={smax:g}, moment-matched start"
+                for steps in size["dpmpp"]:
+                    name = f"DPM++{order}M-{steps} σ_max={smax:g} MM"
+                    out.append((fam, name, dpmpp(moment_matched_start, steps, smax, order)))
         # The same deterministic samplers started from the Gaussian with the first two moments
         # of the true marginal at σ_max instead of N(0, σ_max² I).
         for smax in size["mm_sigma_max"]:
