@@ -243,8 +243,9 @@ class Task:
         return self._scatter(x, out)
 
     def _scatter(self, x: Tensor, out: Path) -> Path:
-        """Class: samples over exact samples of the component. Inpaint: the samples on the data
-        (left) and a histogram of the first free coordinate against the exact conditional's."""
+        """Class: samples over exact samples of the component, on the data. Inpaint: the samples
+        on the data (left) and a histogram of the first free coordinate against the exact
+        conditional's (right)."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -254,11 +255,12 @@ class Task:
         inpaint = self.name == "inpaint"
         fig, axes = plt.subplots(1, 2 if inpaint else 1, figsize=(9 if inpaint else 4.5, 4.5))
         ax = axes[0] if inpaint else axes
-        back = self.data if inpaint else self.truth
-        if back is not None:
-            b = back[:, :2].numpy()
-            label = "data" if inpaint else "exact"
-            ax.scatter(b[:, 0], b[:, 1], s=2, alpha=0.3, c="tab:gray", label=label)
+        if self.data is not None:
+            b = self.data[:, :2].numpy()
+            ax.scatter(b[:, 0], b[:, 1], s=2, alpha=0.3, c="tab:gray", label="data")
+        if self.truth is not None and not inpaint:
+            b = self.truth[:, :2].numpy()
+            ax.scatter(b[:, 0], b[:, 1], s=2, alpha=0.4, c="tab:orange", label="exact p(x | label)")
         ax.scatter(p[:, 0], p[:, 1], s=2, alpha=0.6, c="tab:blue", label="samples")
         ax.set_aspect("equal")
         ax.legend(loc="upper left", fontsize=7, markerscale=4)
@@ -393,7 +395,9 @@ def _class_task(node: DictConfig, model, sampler) -> Task:
         {"label": label, "scale": float(scale), "classifier": "exact component posterior"},
     )
     task.guidance = lambda score: classifier_guided_score(score, classifier, label, scale)
-    task.truth = mixture_component_samples(mixture, label, 2000, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    task.truth = mixture_component_samples(mixture, label, 2000, g)
+    task.data = mixture.sample(2000, generator=g, dtype=torch.float64)
     return task
 
 
