@@ -7,6 +7,8 @@ its own config wins over an experiment's, with the command line's keys on top.
 
 Writes ``samples.npz`` (array ``samples``: images N×C×H×W in [0, 1], points N×D), a grid PNG or a
 scatter plot, and ``sample_info.json`` (sampler, NFE, wall time) into the run directory.
+``task=inpaint|class`` samples conditionally (:mod:`scorelab.tasks`) and adds a figure of input,
+samples and ground truth.
 """
 
 from __future__ import annotations
@@ -21,13 +23,17 @@ from scorelab.io import write_json_atomic
 from scorelab.lit.sampling_model import build_sampling_model, check_request, draw
 from scorelab.outputs import write_samples
 from scorelab.runs import CONF_DIR, entry_point, run_cli
+from scorelab.tasks import build_task
 
 
 def sample(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Draw ``cfg.n_samples`` and write them; ``overrides``: the command line, which goes on top
     of a checkpoint's own config (see :func:`scorelab.lit.sampling_model.command_line`)."""
     check_request(cfg)
-    model, sampler, shape, to_unit, _ = build_sampling_model(cfg, overrides)
+    model, sampler, shape, to_unit, meta = build_sampling_model(cfg, overrides)
+    task = build_task(cfg.get("task"), model, sampler, shape, meta, int(cfg.n_samples))
+    if task is not None:  # it wraps the sampler, bad input refused already
+        sampler = task
     device = "cuda" if torch.cuda.is_available() else "cpu"
     x, nfe, wall = draw(
         model, sampler, shape, int(cfg.n_samples), int(cfg.batch_size), int(cfg.seed), device
@@ -40,6 +46,8 @@ def sample(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             min(2000, len(x)), generator=torch.Generator().manual_seed(0)
         )
     files = write_samples(x, out, reference=reference)
+    if task is not None:
+        files["task_figure"] = task.figure(x, out, to_unit)
     info = {
         "n_samples": int(cfg.n_samples),
         "sampler": sampler.describe(),

@@ -143,6 +143,12 @@ class GaussianMixture:
         s = (resp * (mu - x.double()[:, None, :]) / var).sum(1)
         return s.to(x.dtype)
 
+    def component_log_posterior(self, x: Tensor, alpha, std) -> Tensor:
+        """log p(k | x), (B, K), for x = alpha x_0 + std z: the posterior over the components of
+        the perturbed mixture, w_k N_k(x) / Σ_j w_j N_j(x); differentiable in ``x``."""
+        lp, _, _ = self._components(x, *self._coeffs(x, alpha, std))
+        return torch.log_softmax(lp, dim=1).to(x.dtype)
+
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact log-density, (B,)."""
         return self.log_prob_perturbed(x, 1.0, 0.0)
@@ -190,6 +196,19 @@ def oracle_time_score(
 
     def fn(x: Tensor, t: Tensor) -> Tensor:
         return mixture.score_t(_flatten_for(mixture, x), t, sde).reshape(x.shape)
+
+    return fn
+
+
+def oracle_classifier(
+    mixture: GaussianMixture, process: NoiseProcess
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """The exact noise-conditional classifier ``fn(x, cond) -> (B, K)``: log p_t(k | x), the
+    component posterior of the perturbed mixture at the process's noise argument ``cond``."""
+
+    def fn(x: Tensor, cond: Tensor) -> Tensor:
+        alpha, std = process.marginal_coeffs(cond)
+        return mixture.component_log_posterior(_flatten_for(mixture, x), alpha, std)
 
     return fn
 

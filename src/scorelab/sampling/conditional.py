@@ -1,0 +1,196 @@
+"""Controllable generation with an unconditional score (Song et al. 2021, Section 5, App. I).
+
+Imputation (inpainting): :func:`pc_impute` is the predictor–corrector sampler in which, after
+every corrector and predictor step, the known coordinates are overwritten by a draw of the
+forward marginal p_0t(x(t) | x(0) = known) = N(alpha(t) known, std(t)² I) at the time the state
+is at. The unknown coordinates then follow the reverse SDE driven by the joint score evaluated
+next to a noisy copy of the observation. This is the paper's approximation of the conditional
+score ∇ log p_t(x_unknown(t) | known), not that score itself: it is accurate when the unknown
+coordinates settle at noise levels where the noisy copy still carries the observation's
+information (see ``docs/controllable.md`` for where it is biased).
+
+Class conditioning: :func:`classifier_guided_score` adds scale · ∇ₓ log p_t(y | x) of a
+noise-conditional classifier to a score; with scale 1 and the exact classifier it is the score of
+p_t(x | y).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from scorelab.sampling.base import (
+    Callback,
+    CountingScore,
+    SampleResult,
+    ScoreFn,
+    check_int,
+    check_state,
+    randn_like,
+)
+from scorelab.sampling.pc import (
+    CorrectorFactory,
+    NoneCorrector,
+    PredictorFactory,
+    ReverseDiffusionPredictor,
+    _build,
+    check_eps,
+)
+from scorelab.sde import SDE, as_sde
+from scorelab.utils import append_dims
+
+#: ``fn(x, cond) -> (B, K)`` log-probabilities of K classes at the noise argument ``cond`` (B,).
+ClassifierFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def check_mask(mask: Tensor, x: Tensor) -> Tensor:
+    """``mask`` of one example's shape ``x.shape[1:]``, 1/True where a coordinate is known;
+    returned as a bool tensor (1, ...) on ``x``'s device."""
+    m = torch.as_tensor(mask)
+    if tuple(m.shape) != tuple(x.shape[1:]):
+        raise ValueError(
+            f"mask has shape {tuple(m.shape)}, but one example has shape {tuple(x.shape[1:])}; "
+            "give a mask of that shape (1 = known, 0 = to sample)"
+        )
+    if m.dtype != torch.bool:
+        if not bool(((m == 0) | (m == 1)).all()):
+            raise ValueError(
+                "mask values must be 0 or 1 (or bool), got values in "
+                f"[{float(m.min()):g}, {float(m.max()):g}]; threshold the mask first"
+            )
+        m = m != 0
+    return m.to(x.device)[None]
+
+
+def check_known(known: Tensor, x: Tensor) -> Tensor:
+    """The observed values: one example ``x.shape[1:]`` (shared by the batch) or one per sample
+    ``x.shape``; returned shaped like ``x``."""
+    k = torch.as_tensor(known, device=x.device, dtype=x.dtype)
+    if tuple(k.shape) == tuple(x.shape[1:]):
+        k = k[None]
+    elif tuple(k.shape) != tuple(x.shape):
+        raise ValueError(
+            f"known has shape {tuple(k.shape)}; it must be one example {tuple(x.shape[1:])} or "
+            f"one per sample {tuple(x.shape)}"
+        )
+    if not bool(torch.isfinite(k).all()):
+        raise ValueError("known must be finite (the values of the observed coordinates)")
+    return k.expand(x.shape)
+
+
+def pc_impute(
+    score_fn: ScoreFn,
+    x: Tensor,
+    sde: SDE,
+    *,
+    known: Tensor,
+    mask: Tensor,
+    predictor: PredictorFactory = ReverseDiffusionPredictor,
+    corrector: CorrectorFactory = NoneCorrector,
+    eps: float | None = None,
+    n_steps: int | None = None,
+    denoise: bool = True,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+) -> SampleResult:
+    """Predictor–corrector imputation: sample the coordinates where ``mask`` is 0 given the
+    values ``known`` where it is 1.
+
+    Same time grid and step order as :func:`scorelab.sampling.pc.pc_sampler`. Before the first
+    step and after each corrector step at t_i, the known coordinates become
+    alpha(t_i) known + std(t_i) z (fresh z); after the predictor step, which moves the state to
+    t_{i+1}, the same at t_{i+1}. After the last step they are the known values themselves.
+
+    Args:
+        score_fn: time-conditioned score ``fn(x, t)`` of the unconditional model, t (B,).
+        x: (B, ...) initial state from the prior (its known coordinates are overwritten).
+        sde: the forward SDE (any process with ``marginal_prob``: VE, VP, sub-VP).
+        known: the observed values, one example ``x.shape[1:]`` or ``x.shape``; only the
+            entries where ``mask`` is 1 are read.
+        mask: one example's shape ``x.shape[1:]``, 1 (True) where the coordinate is known.
+        predictor, corrector, eps, n_steps, denoise, callback, generator: as in
+            :func:`~scorelab.sampling.pc.pc_sampler`.
+
+    Returns:
+        :class:`SampleResult` whose known coordinates equal ``known``.
+    """
+    check_state(x)
+    sde = as_sde(sde, "pc_impute needs an SDE")
+    m = check_mask(mask, x)
+    y = check_known(known, x)
+    eps = check_eps(eps, sde)
+    if n_steps is not None and n_steps != sde.N:
+        sde = sde.with_num_steps(check_int("n_steps", n_steps))
+    score = CountingScore(score_fn)
+    pred = _build(predictor, "predictor", sde, score, generator)
+    corr = _build(corrector, "corrector", sde, score, generator)
+    timesteps = torch.linspace(sde.T, eps, sde.N, device=x.device, dtype=x.dtype)
+
+    def impute(x: Tensor, x_mean: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        # a draw of the forward marginal p_0t(x(t) | x(0) = known) on the known coordinates
+        mean, std = sde.marginal_prob(y, t)
+        noisy = mean + append_dims(std, x.ndim) * randn_like(x, generator)
+        return torch.where(m, noisy, x), torch.where(m, mean, x_mean)
+
+    x, x_mean = impute(x, x, timesteps[0].expand(x.shape[0]))
+    for i in range(sde.N):
+        t = timesteps[i].expand(x.shape[0])
+        x, x_mean = corr.step(x, t)
+        x, x_mean = impute(x, x_mean, t)
+        x, x_mean = pred.step(x, t)
+        if i + 1 < sde.N:
+            x, x_mean = impute(x, x_mean, timesteps[i + 1].expand(x.shape[0]))
+        else:
+            x, x_mean = torch.where(m, y, x), torch.where(m, y, x_mean)
+        if callback is not None:
+            callback({"i": i, "x": x, "x_mean": x_mean, "t": t})
+    out = x_mean if denoise else x
+    return SampleResult(x=out, x_mean=x_mean, nfe=score.calls, net_calls=score.calls)
+
+
+def classifier_guided_score(
+    score_fn: ScoreFn, classifier: ClassifierFn, label: int | Tensor, scale: float = 1.0
+) -> ScoreFn:
+    """``fn(x, cond) = score_fn(x, cond) + scale · ∇ₓ log p(label | x, cond)``.
+
+    Args:
+        score_fn: the unconditional score ``fn(x, cond)``.
+        classifier: noise-conditional log-probabilities ``fn(x, cond) -> (B, K)``, differentiable
+            in ``x`` (log-softmax of logits); same noise argument as ``score_fn``.
+        label: the class, an int in [0, K) or (B,) integers.
+        scale: the guidance scale (1: the conditional score p_t(x | y) if the classifier is exact;
+            0: unconditional).
+
+    The gradient is taken with autograd inside the call, also under ``torch.no_grad``.
+    """
+    if not callable(score_fn) or not callable(classifier):
+        raise ValueError("score_fn and classifier must be callables fn(x, cond)")
+    scale = float(scale)
+    if not scale >= 0 or scale == float("inf"):
+        raise ValueError(f"scale must be a finite number >= 0 (1: p(x | y)), got {scale}")
+
+    def fn(x: Tensor, cond: Tensor) -> Tensor:
+        s = score_fn(x, cond)
+        if scale == 0:
+            return s
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            logp = classifier(xg, cond)
+            if logp.ndim != 2 or logp.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"classifier must return (B, K) log-probabilities, got {tuple(logp.shape)}"
+                )
+            k = logp.shape[1]
+            y = torch.as_tensor(label, device=x.device).long().expand(x.shape[0])
+            if bool(((y < 0) | (y >= k)).any()):
+                raise ValueError(f"label {label} is outside the classifier's classes [0, {k})")
+            picked = logp.gather(1, y[:, None]).sum()
+            (grad,) = torch.autograd.grad(picked, xg)
+        return s + scale * grad.to(s.dtype)
+
+    return fn
+
+
+__all__ = ["check_known", "check_mask", "classifier_guided_score", "pc_impute"]
