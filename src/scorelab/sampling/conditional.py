@@ -9,6 +9,12 @@ score ∇ log p_t(x_unknown(t) | known), not that score itself: it is accurate w
 coordinates settle at noise levels where the noisy copy still carries the observation's
 information (see ``docs/controllable.md`` for where it is biased).
 
+Colorization: :func:`pc_colorize` is the same imputation in a decoupled colour space, an
+orthogonal change of the channel basis whose first axis is the grey level (the channel mean,
+scaled to unit length); the grey axis is known, the two colour axes are sampled. The noise of
+every process here is isotropic, so the rotated forward process is the same process and the score
+rotates with the state.
+
 Class conditioning: :func:`classifier_guided_score` adds scale · ∇ₓ log p_t(y | x) of a
 noise-conditional classifier to a score; with scale 1 and the exact classifier it is the score of
 p_t(x | y).
@@ -16,6 +22,7 @@ p_t(x | y).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -150,6 +157,82 @@ def pc_impute(
     return SampleResult(x=out, x_mean=x_mean, nfe=score.calls, net_calls=score.calls)
 
 
+def decoupled_basis(channels: int = 3, dtype=torch.float64, device=None) -> Tensor:
+    """(C, C) orthogonal matrix whose first row is the grey axis (1, ..., 1)/√C; the others
+    are the Helmert contrasts (row k: k ones, then -k, scaled to unit length), so for C = 3 the
+    colour axes are (1, -1, 0)/√2 and (1, 1, -2)/√6."""
+    c = check_int("channels", channels)
+    if c < 2:
+        raise ValueError(f"colorization needs at least 2 channels, got {c}")
+    m = torch.zeros(c, c, dtype=dtype, device=device)
+    m[0] = 1.0 / math.sqrt(c)
+    for k in range(1, c):
+        m[k, :k] = 1.0
+        m[k, k] = -float(k)
+        m[k] /= math.sqrt(k * (k + 1))
+    return m
+
+
+def _rotate(m: Tensor, x: Tensor) -> Tensor:
+    """Apply the channel basis ``m`` (C, C) along axis 1 of ``x`` (B, C, ...)."""
+    return torch.einsum("ij,bj...->bi...", m.to(x.dtype), x)
+
+
+def pc_colorize(
+    score_fn: ScoreFn,
+    x: Tensor,
+    sde: SDE,
+    *,
+    grey: Tensor,
+    **kwargs,
+) -> SampleResult:
+    """Colorization (Song et al. 2021, Appendix I): sample colour images whose channel mean
+    is ``grey``, by :func:`pc_impute` in the decoupled space of :func:`decoupled_basis`.
+
+    Args:
+        score_fn: time-conditioned score ``fn(x, t)`` of the unconditional model, x (B, C, ...).
+        x: (B, C, ...) initial state from the prior.
+        sde: the forward SDE.
+        grey: the observed grey levels (the mean over channels), one example ``x.shape[2:]``
+            (or with a channel axis of 1) shared by the batch, or one per sample (B, ...).
+        kwargs: the other keywords of :func:`pc_impute` (predictor, corrector, eps, n_steps,
+            denoise, callback, generator).
+
+    Returns:
+        :class:`SampleResult` in the original colour space; its channel mean equals ``grey``.
+    """
+    check_state(x)
+    if x.ndim < 2 or x.shape[1] < 2:
+        raise ValueError(
+            f"colorization needs a colour axis of at least 2 channels at dim 1, got shape "
+            f"{tuple(x.shape)}; single-channel data has no colour to sample"
+        )
+    c, rest = x.shape[1], tuple(x.shape[2:])
+    g = torch.as_tensor(grey, device=x.device, dtype=x.dtype)
+    if tuple(g.shape) in (rest, (1, *rest)):
+        g = g.reshape(1, *rest).expand(x.shape[0], *rest)
+    elif tuple(g.shape) in ((x.shape[0], *rest), (x.shape[0], 1, *rest)):
+        g = g.reshape(x.shape[0], *rest)
+    else:
+        raise ValueError(
+            f"grey has shape {tuple(g.shape)}; it must be one example {rest} or one per sample "
+            f"{(x.shape[0], *rest)} (the channel mean of the observed image)"
+        )
+    m = decoupled_basis(c, dtype=x.dtype, device=x.device)
+    known = torch.zeros_like(x)
+    known[:, 0] = g * math.sqrt(c)  # the grey axis of the decoupled space
+    mask = torch.zeros(x.shape[1:], dtype=torch.bool, device=x.device)
+    mask[0] = True
+
+    def rotated_score(y: Tensor, t: Tensor) -> Tensor:
+        return _rotate(m, score_fn(_rotate(m.T, y), t))
+
+    res = pc_impute(rotated_score, _rotate(m, x), sde, known=known, mask=mask, **kwargs)
+    return SampleResult(
+        x=_rotate(m.T, res.x), x_mean=_rotate(m.T, res.x_mean), nfe=res.nfe, net_calls=res.net_calls
+    )
+
+
 def classifier_guided_score(
     score_fn: ScoreFn, classifier: ClassifierFn, label: int | Tensor, scale: float = 1.0
 ) -> ScoreFn:
@@ -193,4 +276,11 @@ def classifier_guided_score(
     return fn
 
 
-__all__ = ["check_known", "check_mask", "classifier_guided_score", "pc_impute"]
+__all__ = [
+    "check_known",
+    "check_mask",
+    "classifier_guided_score",
+    "decoupled_basis",
+    "pc_colorize",
+    "pc_impute",
+]
