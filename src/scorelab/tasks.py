@@ -206,7 +206,7 @@ class Task:
 
     def _impute(self, model, shape, device, generator, progress):
         from scorelab.generate import _progress
-        from scorelab.sampling.conditional import pc_impute
+        from scorelab.sampling.conditional import pc_colorize, pc_impute
         from scorelab.sampling.pc import NoneCorrector
 
         d = self.driver
@@ -219,13 +219,17 @@ class Task:
             known = known[self._offset : self._offset + shape[0]]
             self._offset += shape[0]
         n = d.n_steps or sde.N
-        with _progress(n, f"{d.name}-inpaint", progress) as cb:
-            return pc_impute(
+        known = known.to(device=device, dtype=x.dtype)
+        if self.name == "colorize":  # the grey level known, the colour axes sampled
+            sample, given = pc_colorize, {"grey": known.mean(dim=known.ndim - 3)}
+        else:
+            sample, given = pc_impute, {"known": known, "mask": self.mask.to(device)}
+        with _progress(n, f"{d.name}-{self.name}", progress) as cb:
+            return sample(
                 model.time_score(),
                 x,
                 sde,
-                known=known.to(device=device, dtype=x.dtype),
-                mask=self.mask.to(device),
+                **given,
                 predictor=d.predictor,
                 corrector=d.corrector or NoneCorrector,
                 n_steps=n,
@@ -315,8 +319,11 @@ class Task:
         rows = [x[:k].clamp(0, 1)]
         if self.truth is not None:
             orig = to_unit(self.truth[:k].float()).clamp(0, 1)
-            masked = torch.where(self.mask[None], orig, torch.full_like(orig, 0.5))
-            rows = [masked, rows[0], orig]
+            if self.name == "colorize":  # the grey input, shown in every channel
+                given = orig.mean(1, keepdim=True).expand_as(orig)
+            else:
+                given = torch.where(self.mask[None], orig, torch.full_like(orig, 0.5))
+            rows = [given, rows[0], orig]
         path = out / "task_grid.png"
         with atomic_output(path) as tmp:
             save_image(make_grid(torch.cat(rows), nrow=k, padding=2, pad_value=1.0), tmp)
@@ -352,8 +359,8 @@ def build_task(
     name = "none" if node is None else str(node.get("name", "none"))
     if name == "none":
         return None
-    if name not in ("inpaint", "class"):
-        raise ValueError(f"task={name} is not a task; use task=none, inpaint or class")
+    if name not in ("inpaint", "colorize", "class"):
+        raise ValueError(f"task={name} is not a task; use task=none, inpaint, colorize or class")
     from scorelab.generate import PCDriver
 
     if not isinstance(sampler, PCDriver):
@@ -364,7 +371,21 @@ def build_task(
         )
     if name == "class":
         return _class_task(node, model, sampler)
+    if name == "colorize":
+        return _colorize_task(sampler, shape, meta, n, images)
     return _inpaint_task(node, model, sampler, shape, meta, n, images)
+
+
+def _colorize_task(sampler, shape, meta: dict, n: int, images) -> Task:
+    if len(shape) != 3 or shape[0] < 2:
+        raise ValueError(
+            f"task=colorize needs colour images (C >= 2, H, W), got examples of shape "
+            f"{tuple(shape)}; single-channel data (data=mnist) has no colour to sample: use "
+            "data=cifar10 or celeba, or task=inpaint"
+        )
+    task = Task("colorize", sampler, {"channels": int(shape[0]), "known": "grey level"})
+    task.known = task.truth = images if images is not None else observed_images(meta, n)
+    return task
 
 
 def _class_task(node: DictConfig, model, sampler) -> Task:

@@ -112,6 +112,25 @@ def test_inpaint_images_keeps_each_samples_own_known_pixels():
     assert not torch.equal(x[:, ~m], task.known[:, ~m].float())
 
 
+def test_colorize_images_keeps_each_samples_grey_level(tmp_path):
+    """Colour images (3, 2, 2) from a 12-D mixture's oracle: every sample's channel mean is its
+    observation's, the colours are sampled, and the grid of grey input / samples / original is
+    written."""
+    mix = GaussianMixture([0.5, 0.5], [[0.2] * 12, [0.8] * 12], 0.1)
+    sde = VESDE(0.01, 5.0, 30)
+    model = OracleScoreModel(mix, sde)
+    driver = PCDriver(ReverseDiffusionPredictor, n_steps=30)
+    images = torch.rand(5, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    task = build_task(_node({"name": "colorize"}), model, driver, (3, 2, 2), {}, 5, images=images)
+    from scorelab.lit.sampling_model import draw
+
+    x, _, _ = draw(model, task, (3, 2, 2), 5, 2, 0)
+    torch.testing.assert_close(x.mean(1), images.mean(1), atol=1e-5, rtol=0)
+    assert not torch.allclose(x, images, atol=1e-3)
+    path = task.figure(x, tmp_path, lambda v: v)
+    assert path.name == "task_grid.png" and path.stat().st_size > 0
+
+
 # ----------------------------------------------------------------------------------------------
 # Refusals: one line, value, allowed range and fix, before any sampling
 # ----------------------------------------------------------------------------------------------
@@ -164,7 +183,9 @@ REFUSALS = [
         (1, 4, 4),
         r"task.mask='nowhere.png' is neither one of center, left_half, random nor an existing",
     ),
-    ({"name": "colorize"}, (2,), r"task=colorize is not a task; use task=none, inpaint or class"),
+    ({"name": "colour"}, (2,), r"task=colour is not a task; use task=none, inpaint, colorize"),
+    ({"name": "colorize"}, (2,), r"task=colorize needs colour images \(C >= 2, H, W\)"),
+    ({"name": "colorize"}, (1, 4, 4), r"got examples of shape \(1, 4, 4\); single-channel"),
 ]
 
 
