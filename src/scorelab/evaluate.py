@@ -47,7 +47,7 @@ from scorelab.lit.sampling_model import (
     build_sampling_model,
     check_request,
     draw,
-    load_checkpoint_module,
+    load_sampling_model,
 )
 from scorelab.metrics.suite import (
     MetricConfigError,
@@ -299,9 +299,8 @@ def _options(cfg: DictConfig) -> dict:
 def _model_for_bpd(cfg: DictConfig):
     """(score model, data config) of the checkpoint or the oracle, for bpd without sampling."""
     if cfg.get("ckpt_path"):
-        module = load_checkpoint_module(cfg)
-        model = module.ema_model() if cfg.get("use_ema", True) else module.model
-        return model, module.config["data"]
+        loaded = load_sampling_model(cfg, need_sampler=False)
+        return loaded.model, loaded.config["data"]
     if not cfg.model.get("oracle", False):
         raise ConfigError("metrics=[bpd] needs a model: ckpt_path=PATH or model=oracle data=gmm")
     return build_score_model(cfg, build_noise(cfg)), OmegaConf.to_container(cfg.data, resolve=True)
