@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from scorelab.lit.build import (
 from scorelab.lit.sampling_model import (
     build_sampling_model,
     check_request,
+    checkpoint_sampler_keys,
     draw,
     load_sampling_model,
 )
@@ -458,4 +460,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = checkpoint_sampler_keys(sys.argv[1:])  # sampler.KEY=V on a checkpoint
     run_cli(main)

@@ -1,18 +1,24 @@
 """A checkpoint is sampled from what it holds: training saves ``sigma_max: auto`` as the number
 NCSNv2's rule gives on the training data, and sampling reads the file once and builds the score
 model, its noise process and the sampler only (no loss, optimizer, EMA copy, module or data).
+``sampler.KEY=VALUE`` reaches the checkpoint's own sampler without a ``+``.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException
 
-from run_helpers import TOY_FAST, compose_cfg
+from run_helpers import REPO, TOY_FAST, compose_cfg, subprocess_env
 from scorelab.io import CheckpointError
+from scorelab.lit.sampling_model import checkpoint_sampler_keys
 from scorelab.sample import sample
 
 # The tiny run samples with PC, 3 steps of predictor + corrector: 6 score evaluations.
@@ -134,3 +140,58 @@ def test_a_checkpoint_with_sigma_max_auto_is_refused_without_reading_data(
     assert "\n" not in msg and "sde.sigma_max='auto'" in msg and "sde.sigma_max=VALUE" in msg
     # The fix the message names works, and still reads no data.
     assert _sample(old, ["sde.sigma_max=15.0"], tmp_path / "b")["nfe"] == 6
+
+
+def test_sampler_keys_on_a_checkpoint_need_no_plus(run: Path, tmp_path: Path) -> None:
+    ck = f"ckpt_path={run}"
+    # The entry points' rewrite: only with a checkpoint and no sampler=NAME.
+    assert checkpoint_sampler_keys([ck, "sampler.n_steps=5", "seed=1"]) == [
+        ck,
+        "++sampler.n_steps=5",
+        "seed=1",
+    ]
+    for args in (["sampler.n_steps=5"], [ck, "sampler=pc", "sampler.n_steps=5"],
+                 [ck, "+sampler.n_steps=5"], ["ckpt_path=null", "sampler.n_steps=5"]):  # fmt: skip
+        assert checkpoint_sampler_keys(args) == args
+    # Hydra alone refuses the plain key: sample.yaml has no sampler.
+    with pytest.raises(ConfigCompositionException, match="sampler"):
+        compose_cfg("sample", [ck, "sampler.n_steps=5"], tmp_path)
+    plain = checkpoint_sampler_keys([ck, "sampler.n_steps=5"])
+    assert _sample(run, plain[1:], tmp_path / "a")["nfe"] == 2 * 5
+    assert _sample(run, ["+sampler.n_steps=4"], tmp_path / "b")["nfe"] == 2 * 4  # still works
+    # With an experiment, whose sampler keys exist: ++ overrides them for the checkpoint's.
+    cli = checkpoint_sampler_keys([ck, "experiment=toy_gmm", "sampler.n_steps=2"])
+    assert _sample(run, cli[1:], tmp_path / "c")["nfe"] == 2 * 2
+
+
+def test_pc_starts_uniformly_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sampler=pc +sampler.init=uniform`` used to be accepted and ignored (PC drew its start
+    from the prior): the start is uniform on [init_low, init_high] now."""
+    import scorelab.sampling.pc
+
+    starts = []
+    real = scorelab.sampling.pc.pc_sampler
+
+    def spy(score, x, *args, **kwargs):
+        starts.append(x.clone())
+        return real(score, x, *args, **kwargs)
+
+    monkeypatch.setattr(scorelab.sampling.pc, "pc_sampler", spy)
+    start = ["+sampler.init=uniform", "+sampler.init_low=3", "+sampler.init_high=4"]
+    cli = ["model=oracle", "sampler=pc", *start, "sampler.n_steps=1", "sde.sigma_max=20",
+           "n_samples=256"]  # fmt: skip
+    info = sample(compose_cfg("sample", cli, tmp_path), overrides=cli)
+    assert info["sampler"]["start"] == {"kind": "uniform", "low": 3.0, "high": 4.0}
+    (x,) = starts
+    assert x.shape == (256, 2) and bool(((x >= 3) & (x <= 4)).all())
+    assert abs(float(x.mean()) - 3.5) < 0.05  # a prior N(0, 20²) start would be far off
+
+
+@pytest.mark.slow
+def test_sample_cli_takes_sampler_keys_on_a_checkpoint(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "scorelab.sample", f"ckpt_path={run}", "sampler.n_steps=2",
+           "n_samples=4", f"hydra.run.dir={out}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "sample_info.json").read_text())["nfe"] == 2 * 2

@@ -49,6 +49,23 @@ def command_line(cfg: DictConfig, overrides: list[str] | None = None) -> list[st
     return ["sampler=(composed)"] if cfg.get("sampler") is not None else []
 
 
+def checkpoint_sampler_keys(args: list[str]) -> list[str]:
+    """Command-line ``args`` of ``scorelab.sample``/``evaluate`` with ``sampler.KEY=VALUE`` made
+    ``++sampler.KEY=VALUE`` when a checkpoint is given and no ``sampler=NAME`` is picked.
+
+    Then the keys are meant for the checkpoint's own sampler, which the entry point's config
+    (``sampler: null``) does not hold: Hydra would refuse them ("Key 'sampler' is not in
+    struct") unless written with ``+``. ``+sampler.`` and ``~sampler.`` stay as they are."""
+
+    def key(item: str) -> str:
+        return item.split("=", 1)[0].lstrip("+~")
+
+    ckpt = any(key(a) == "ckpt_path" and a.split("=", 1)[1] not in ("", "null") for a in args)
+    if not ckpt or any("=" in a and key(a) == "sampler" for a in args):
+        return list(args)
+    return [f"++{a}" if a.startswith("sampler.") and "=" in a else a for a in args]
+
+
 def sampler_for_checkpoint(
     cfg: DictConfig, ckpt: dict, overrides: list[str] | None = None
 ) -> DictConfig | None:
