@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -46,8 +47,9 @@ from scorelab.lit.build import (
 from scorelab.lit.sampling_model import (
     build_sampling_model,
     check_request,
+    checkpoint_sampler_keys,
     draw,
-    load_checkpoint_module,
+    load_sampling_model,
 )
 from scorelab.metrics.suite import (
     MetricConfigError,
@@ -299,9 +301,8 @@ def _options(cfg: DictConfig) -> dict:
 def _model_for_bpd(cfg: DictConfig):
     """(score model, data config) of the checkpoint or the oracle, for bpd without sampling."""
     if cfg.get("ckpt_path"):
-        module = load_checkpoint_module(cfg)
-        model = module.ema_model() if cfg.get("use_ema", True) else module.model
-        return model, module.config["data"]
+        loaded = load_sampling_model(cfg, need_sampler=False)
+        return loaded.model, loaded.config["data"]
     if not cfg.model.get("oracle", False):
         raise ConfigError("metrics=[bpd] needs a model: ckpt_path=PATH or model=oracle data=gmm")
     return build_score_model(cfg, build_noise(cfg)), OmegaConf.to_container(cfg.data, resolve=True)
@@ -459,4 +460,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = checkpoint_sampler_keys(sys.argv[1:])  # sampler.KEY=V on a checkpoint
     run_cli(main)

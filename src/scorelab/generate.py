@@ -302,7 +302,8 @@ class PCDriver(_Driver):
 
     ``predictor`` and ``corrector`` are partials ``cls(sde, score_fn)``; Euler–Maruyama,
     reverse-diffusion and ancestral sampling are this driver with no corrector. They start from
-    the prior N(0, prior_std² I): their noise corrects a start that differs from p_T.
+    the prior N(0, prior_std² I), or with ``init="uniform"`` uniformly on
+    ``[init_low, init_high]``: their noise corrects a start that differs from p_T.
     """
 
     name = "pc"
@@ -342,8 +343,11 @@ class PCDriver(_Driver):
 
         self.check(model)
         sde = model.noise
-        x = sde.prior_sampling(shape, generator=generator, device=device)
-        self.started_from = {"kind": "prior", "mean": 0.0, "std": float(sde.prior_std)}
+        if self.init == "uniform":  # uniform on [init_low, init_high]
+            x = self.start(shape, sde.prior_std, device, generator)
+        else:
+            x = sde.prior_sampling(shape, generator=generator, device=device)
+            self.started_from = {"kind": "prior", "mean": 0.0, "std": float(sde.prior_std)}
         n = self.n_steps or sde.N
         with _progress(n, self.name, progress) as cb:
             return pc_sampler(

@@ -156,8 +156,10 @@ def checkpoint_path_problem(path: str | Path) -> str | None:
     return check_checkpoint_file(p)
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """``torch.load(weights_only=True)`` with one-line errors naming the file."""
+def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict:
+    """``torch.load(weights_only=True)`` with one-line errors naming the file; ``mmap``: the
+    tensors are memory-mapped from the file and read only when used (e.g. the weights that are
+    loaded, not the optimizer state)."""
     import torch
 
     path = Path(path)
@@ -169,7 +171,7 @@ def read_checkpoint(path: str | Path) -> dict:
     if problem:
         raise CheckpointError(problem)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(

@@ -68,4 +68,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from scorelab.lit.sampling_model import checkpoint_sampler_keys
+
+    sys.argv[1:] = checkpoint_sampler_keys(sys.argv[1:])  # sampler.KEY=V on a checkpoint
     run_cli(main)

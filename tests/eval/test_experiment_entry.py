@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 
 from run_helpers import REPO, TOY_FAST, compose_cfg, subprocess_env
 from scorelab.lit.build import ConfigError
-from scorelab.lit.sampling_model import load_checkpoint_module
+from scorelab.lit.sampling_model import load_sampling_model
 from scorelab.runs import CONF_DIR, own_group_settings
 from scorelab.sample import sample
 
@@ -127,14 +127,14 @@ def test_a_checkpoints_settings_win_over_the_experiments(toy_ckpt: Path, tmp_pat
 
     # Its SDE (the default VE's sigma_min 0.01, not toy_gmm's 0.1), keys of the command line on top.
     cli = [f"ckpt_path={toy_ckpt}", "experiment=toy_gmm", "sde.N=50"]
-    module = load_checkpoint_module(_compose("sample", cli, tmp_path / "e"), cli)
-    assert module.config["sde"]["sigma_min"] == 0.01 and module.config["sde"]["N"] == 50
-    assert module.config["data"]["batch_size"] == 64  # TOY_FAST's, not toy_gmm's 256
+    loaded = load_sampling_model(_compose("sample", cli, tmp_path / "e"), cli)
+    assert loaded.config["sde"]["sigma_min"] == 0.01 and loaded.config["sde"]["N"] == 50
+    assert loaded.config["data"]["batch_size"] == 64  # TOY_FAST's, not toy_gmm's 256
 
 
 def test_a_checkpoint_refuses_another_sde_in_one_line(toy_ckpt: Path, tmp_path: Path) -> None:
     cli = [f"ckpt_path={toy_ckpt}", "sde=vp"]
     with pytest.raises(ConfigError) as err:
-        load_checkpoint_module(_compose("sample", cli, tmp_path), cli)
+        load_sampling_model(_compose("sample", cli, tmp_path), cli)
     msg = str(err.value)
     assert "\n" not in msg and "'sde=vp'" in msg and "sde.NAME=VALUE" in msg

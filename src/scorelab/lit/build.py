@@ -81,25 +81,63 @@ def build_datamodule(cfg: DictConfig):
 
 
 def build_noise(cfg: DictConfig) -> NoiseProcess:
-    """The SDE or discrete σ levels. ``sigma_max: auto`` takes the NCSNv2 rule on the data."""
+    """The SDE or discrete σ levels. ``sigma_max: auto`` takes the NCSNv2 rule on the data
+    (:func:`resolve_sigma_max`); a checkpoint's config holds the number instead."""
     s = OmegaConf.to_container(cfg.sde, resolve=True)
-    if s.get("sigma_max") == "auto":
+    if s.get("sigma_max") == AUTO:
         s["sigma_max"] = auto_sigma_max(cfg)
     return build(s, "sde")
 
 
+AUTO = "auto"
+
+
+def resolve_sigma_max(cfg: DictConfig) -> DictConfig:
+    """Replace ``sde.sigma_max: auto`` in ``cfg`` (in place) by the number
+    :func:`auto_sigma_max` gives on the training data, and return ``cfg``.
+
+    Training does this once, before the module is built, so the config saved in its
+    checkpoints (and handed to the loggers) holds the number: sampling a checkpoint never
+    reads the data again. A number is left as it is."""
+    if cfg.get("sde") is not None and OmegaConf.select(cfg, "sde.sigma_max") == AUTO:
+        cfg.sde.sigma_max = auto_sigma_max(cfg)
+    return cfg
+
+
 def auto_sigma_max(cfg: DictConfig, n: int = 2000) -> float:
-    """NCSNv2 Technique 1 on ``n`` training points: the largest pairwise distance."""
+    """NCSNv2's Technique 1 (Song & Ermon 2020): σ_max is the largest Euclidean distance between
+    two training examples, here among the first ``n`` of one pass of the training loader
+    (all of them when the loader yields fewer), rounded to 2 decimals."""
     dm = build_datamodule(cfg)
     dm.setup("fit")
-    x = next(iter(dm.train_dataloader()))
-    chunks, total = [x], x.shape[0]
+    chunks, total = [], 0
     for batch in dm.train_dataloader():
-        if total >= n:
-            break
         chunks.append(batch)
         total += batch.shape[0]
+        if total >= n:
+            break
     return float(round(max_pairwise_distance(torch.cat(chunks)[:n]), 2))
+
+
+def checkpoint_config(ckpt: dict, path: str | Path) -> dict:
+    """The config saved in the checkpoint ``ckpt`` (read from ``path``); one line when missing."""
+    config = ckpt.get("scorelab_config")
+    if not config:
+        raise CheckpointError(
+            f"checkpoint {path} carries no scorelab_config (not written by scorelab.train or "
+            "scorelab.convert); cannot rebuild its model"
+        )
+    return config
+
+
+def check_sigma_max_resolved(cfg: DictConfig, path: str | Path) -> None:
+    """A checkpoint's ``sde.sigma_max`` must be a number: it is not recomputed from the data."""
+    if cfg.get("sde") is not None and OmegaConf.select(cfg, "sde.sigma_max") == AUTO:
+        raise CheckpointError(
+            f"checkpoint {path} has sde.sigma_max='auto' (saved before training resolved it to "
+            "a number), and checkpoints are loaded without their data; give the number: "
+            "sde.sigma_max=VALUE (the largest pairwise distance of its training data)"
+        )
 
 
 def build_score_model(cfg: DictConfig, noise: NoiseProcess):
@@ -228,8 +266,9 @@ def _is_number(v: Any) -> bool:
 
 
 def build_module(cfg: DictConfig | dict) -> ScoreModule:
-    """The ScoreModule of a config; the sampler is checked against the model here."""
-    cfg = as_config(cfg)
+    """The ScoreModule of a config; the sampler is checked against the model here.
+    ``sde.sigma_max: auto`` is resolved in ``cfg`` itself first (:func:`resolve_sigma_max`)."""
+    cfg = resolve_sigma_max(as_config(cfg))
     noise = build_noise(cfg)
     model = build_score_model(cfg, noise)
     sampler = build_sampler(cfg)
@@ -266,21 +305,17 @@ def build_module(cfg: DictConfig | dict) -> ScoreModule:
 
 # ----------------------------------------------------------------------------- checkpoints
 def load_module(path: str | Path, overrides: dict | None = None) -> ScoreModule:
-    """Rebuild the ScoreModule saved at ``path`` (config inside the checkpoint) and load it.
+    """Rebuild the whole ScoreModule saved at ``path`` (config inside the checkpoint), loss and
+    optimizer included, and load it; sampling needs less (:mod:`scorelab.lit.sampling_model`).
 
     ``overrides`` replaces config entries before building: whole groups
     (``{"sampler": {...}}``) or dotted keys (``{"module.compile": False}``).
     """
     ckpt = read_checkpoint(path)
-    config = ckpt.get("scorelab_config")
-    if not config:
-        raise CheckpointError(
-            f"checkpoint {path} carries no scorelab_config (not written by scorelab.train or "
-            "scorelab.convert); cannot rebuild its model"
-        )
-    cfg = OmegaConf.create(config)
+    cfg = OmegaConf.create(checkpoint_config(ckpt, path))
     for key, value in (overrides or {}).items():
         OmegaConf.update(cfg, key, value, merge=False)
+    check_sigma_max_resolved(cfg, path)
     module = build_module(cfg)
     module.add_missing_data_moments(ckpt["state_dict"])
     mismatch = describe_state_mismatch(module.state_dict(), ckpt["state_dict"])

@@ -75,6 +75,16 @@ def lr_factor(step: int, *, warmup: int, decay: str = "none", total: int | None 
     return 0.5 * (1.0 + math.cos(math.pi * frac)) if decay == "cosine" else 1.0 - frac
 
 
+def to_unit_range(x: Tensor, data_range: str) -> Tensor:
+    """Samples of data scaled to ``data_range`` (``"minus_one_one"``, ``"zero_one"``) mapped to
+    [0, 1] and clamped; ``"none"`` (points) leaves them unchanged."""
+    if data_range == "minus_one_one":
+        return ((x + 1) / 2).clamp(0, 1)
+    if data_range == "zero_one":
+        return x.clamp(0, 1)
+    return x
+
+
 class ScoreModule(L.LightningModule):
     """Trains ``model`` (a :class:`ScoreModel`) with ``loss``; keeps an EMA copy for sampling.
 
@@ -413,11 +423,7 @@ class ScoreModule(L.LightningModule):
 
     def to_unit_range(self, x: Tensor) -> Tensor:
         """Map samples to [0, 1] for images (clamped), unchanged for points."""
-        if self.data_range == "minus_one_one":
-            return ((x + 1) / 2).clamp(0, 1)
-        if self.data_range == "zero_one":
-            return x.clamp(0, 1)
-        return x
+        return to_unit_range(x, self.data_range)
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

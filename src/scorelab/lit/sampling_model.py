@@ -1,28 +1,38 @@
 """The score model and sampler that ``scorelab.sample`` and ``scorelab.evaluate`` draw with, and
 the draw itself.
 
-With a checkpoint: its own config (data, model, SDE, loss, sampler) with the command line's
-changes on top; without one, the exact score of an analytic mixture (``model=oracle``).
+With a checkpoint: its own config (data, model, SDE, sampler) with the command line's changes on
+top; the checkpoint is read once and only the score model, its noise process and the sampler are
+built (no loss, optimizer, EMA copy or data). Without one, the exact score of an analytic mixture
+(``model=oracle``).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from scorelab.io import read_checkpoint
+from scorelab.io import CheckpointError, describe_state_mismatch, read_checkpoint
 from scorelab.lit.build import (
     ConfigError,
     build_noise,
     build_sampler,
     build_score_model,
+    check_sigma_max_resolved,
+    checkpoint_config,
+    data_range,
     data_shape,
-    load_module,
+    to_plain,
 )
+from scorelab.lit.module import to_unit_range
 from scorelab.runs import group_choice, task_overrides
+from scorelab.sampling.start import DataMoments
 
 # Config groups a checkpoint carries: the command line may change their keys on top of the
 # checkpoint's (sde.N=2000), not swap the group for another option (sde=vp). The sampler is free.
@@ -37,6 +47,23 @@ def command_line(cfg: DictConfig, overrides: list[str] | None = None) -> list[st
     if HydraConfig.initialized():
         return task_overrides()
     return ["sampler=(composed)"] if cfg.get("sampler") is not None else []
+
+
+def checkpoint_sampler_keys(args: list[str]) -> list[str]:
+    """Command-line ``args`` of ``scorelab.sample``/``evaluate`` with ``sampler.KEY=VALUE`` made
+    ``++sampler.KEY=VALUE`` when a checkpoint is given and no ``sampler=NAME`` is picked.
+
+    Then the keys are meant for the checkpoint's own sampler, which the entry point's config
+    (``sampler: null``) does not hold: Hydra would refuse them ("Key 'sampler' is not in
+    struct") unless written with ``+``. ``+sampler.`` and ``~sampler.`` stay as they are."""
+
+    def key(item: str) -> str:
+        return item.split("=", 1)[0].lstrip("+~")
+
+    ckpt = any(key(a) == "ckpt_path" and a.split("=", 1)[1] not in ("", "null") for a in args)
+    if not ckpt or any("=" in a and key(a) == "sampler" for a in args):
+        return list(args)
+    return [f"++{a}" if a.startswith("sampler.") and "=" in a else a for a in args]
 
 
 def sampler_for_checkpoint(
@@ -63,11 +90,11 @@ def sampler_for_checkpoint(
     return merged
 
 
-def checkpoint_overrides(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
-    """What the command line changes in the config of the checkpoint ``cfg.ckpt_path``: the
-    sampler (see :func:`sampler_for_checkpoint`) and keys of its other groups (``sde.N=2000``),
-    for :func:`scorelab.lit.build.load_module`. Everything else, an experiment's settings
-    included, comes from the checkpoint. Picking another data, model, sde or loss is refused.
+def checkpoint_overrides(cfg: DictConfig, ckpt: dict, overrides: list[str] | None = None) -> dict:
+    """What the command line changes in the config of the checkpoint ``ckpt`` (read from
+    ``cfg.ckpt_path``): the sampler (see :func:`sampler_for_checkpoint`) and keys of its other
+    groups (``sde.N=2000``). Everything else, an experiment's settings included, comes from the
+    checkpoint. Picking another data, model, sde or loss is refused.
     ``overrides``: see :func:`command_line`."""
     overrides = command_line(cfg, overrides)
     changes: dict = {}
@@ -83,28 +110,76 @@ def checkpoint_overrides(cfg: DictConfig, overrides: list[str] | None = None) ->
             )
         changes[key] = OmegaConf.select(cfg, key)
     if any(item.split("=", 1)[0].lstrip("+~").split(".")[0] == "sampler" for item in overrides):
-        changes["sampler"] = sampler_for_checkpoint(cfg, read_checkpoint(cfg.ckpt_path), overrides)
+        changes["sampler"] = sampler_for_checkpoint(cfg, ckpt, overrides)
     return changes
 
 
-def load_checkpoint_module(cfg: DictConfig, overrides: list[str] | None = None):
-    """The module of ``cfg.ckpt_path`` in eval mode: the checkpoint's own config with the
-    command line's changes (:func:`checkpoint_overrides`) on top."""
-    module = load_module(cfg.ckpt_path, checkpoint_overrides(cfg, overrides))
-    module.eval()
-    return module
+@dataclass
+class SamplingModel:
+    """What sampling a checkpoint needs: the score model (EMA or raw weights, eval mode, with
+    the data moments it was trained on), the sampler (None only when not asked for), the shape
+    of one example, the map of samples to [0, 1], and the config it was built from (the
+    checkpoint's, with the command line's changes)."""
+
+    model: Any
+    sampler: Any
+    shape: tuple[int, ...]
+    to_unit: Any
+    config: dict
+
+
+def load_sampling_model(
+    cfg: DictConfig, overrides: list[str] | None = None, *, need_sampler: bool = True
+) -> SamplingModel:
+    """Read ``cfg.ckpt_path`` once (memory-mapped) and build from its config, with the command
+    line's changes (:func:`checkpoint_overrides`) on top, the noise process, the score model
+    and the sampler, and load the EMA weights (``use_ema``, the default) or the raw ones into
+    the model. Every bad value is refused before the weights are loaded."""
+    path = cfg.ckpt_path
+    ckpt = read_checkpoint(path, mmap=True)
+    config = OmegaConf.create(checkpoint_config(ckpt, path))
+    for key, value in checkpoint_overrides(cfg, ckpt, overrides).items():
+        OmegaConf.update(config, key, value, merge=False)
+    check_sigma_max_resolved(config, path)
+    noise = build_noise(config)
+    model = build_score_model(config, noise)
+    sampler = build_sampler(config)
+    if sampler is None and need_sampler:
+        raise ConfigError("the checkpoint has no sampler configured; pass sampler=NAME")
+    if sampler is not None:
+        try:
+            sampler.check(model)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    shape = data_shape(config)
+    if (config.get("module") or {}).get("channels_last") and len(shape) == 3:
+        model.to(memory_format=torch.channels_last)  # as training kept the weights
+    state = ckpt["state_dict"]
+    prefix = "ema.module." if cfg.get("use_ema", True) else "model."
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    mismatch = describe_state_mismatch(model.state_dict(), weights)
+    if mismatch:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the architecture in its config ({prefix}*: {mismatch})"
+        )
+    model.load_state_dict(weights)
+    # The data's mean and variance, saved beside the weights (unknown in older checkpoints).
+    moments = DataMoments(shape)
+    saved = {k: state.get(f"data_moments.{k}", v) for k, v in moments.state_dict().items()}
+    moments.load_state_dict(saved)
+    object.__setattr__(model, "data_moments", moments)
+    model.eval()
+    unit = partial(to_unit_range, data_range=data_range(config))
+    return SamplingModel(model, sampler, shape, unit, to_plain(config))
 
 
 def build_sampling_model(cfg: DictConfig, overrides: list[str] | None = None):
-    """(score model, sampler, example shape, to-unit-range fn, meta) for a checkpoint or the
-    oracle. Refuses a sampler that does not fit before any sampling. ``overrides``: the
-    command line (see :func:`command_line`)."""
+    """(score model, sampler, example shape, to-unit-range fn, config) for a checkpoint
+    (:func:`load_sampling_model`) or the oracle. Refuses a sampler that does not fit before any
+    sampling. ``overrides``: the command line (see :func:`command_line`)."""
     if cfg.get("ckpt_path"):
-        module = load_checkpoint_module(cfg, overrides)
-        model = module.ema_model() if cfg.get("use_ema", True) else module.model
-        if module.sampler is None:
-            raise ConfigError("the checkpoint has no sampler configured; pass sampler=NAME")
-        return model, module.sampler, module.data_shape, module.to_unit_range, module.config
+        m = load_sampling_model(cfg, overrides)
+        return m.model, m.sampler, m.shape, m.to_unit, m.config
     if not cfg.model.get("oracle", False):
         raise ConfigError(
             "give ckpt_path=PATH to sample a trained model, or model=oracle data=gmm (or "
