@@ -33,8 +33,10 @@ data: $(STAMP) ## Put real MNIST into torchvision's raw layout under data/raw (o
 fid-weights: $(STAMP) ## Install the FID Inception weights into torch-fidelity's cache (offline)
 	$(PY) -m scorelab.metrics.fid_weights
 
-test: $(STAMP) data ## Prepare MNIST if missing, then run the fast test suite (< 10 min on 2 cores)
-	$(PY) -m pytest -q -p no:cacheprovider
+# The fast suite runs on both cores (pytest-xdist); `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 2
+test: $(STAMP) data ## Prepare MNIST if missing, then run the fast test suite (< 5 min on 2 cores)
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
 
 test-full: $(STAMP) data fid-weights ## Run every test, slow ones included (prepares MNIST and the FID weights first)
 	$(PY) -m pytest -q -p no:cacheprovider -m "slow or not slow"

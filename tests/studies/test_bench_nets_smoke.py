@@ -22,6 +22,9 @@ def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
+# Slow (about 10 s, three fresh interpreters): the fast suite still starts the script through
+# test_bad_arguments_are_refused_in_one_line, and tests/nets checks the networks it times.
+@pytest.mark.slow
 def test_one_network_two_modes_in_fresh_processes(tmp_path: Path) -> None:
     _run(
         *("--nets", "unet_small", "--modes", "fp32", "bf16", "--steps", "2", "--warmup", "1"),

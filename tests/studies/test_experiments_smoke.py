@@ -63,6 +63,9 @@ def test_04_estimators(tmp_path: Path):
     assert (tmp_path / "estimators.md").is_file()
 
 
+# Slow (about 12 s, a trained sweep): the fast suite covers its parts through
+# tests/studies/test_sweeps.py (a real multirun read by scorelab.report) and test_report.py.
+@pytest.mark.slow
 def test_05_sigma_ablation(tmp_path: Path):
     s = run_study("05_sigma_schedule_ablation", tmp_path / "out", "--work", str(tmp_path / "w"))
     assert s["oracle_sigma_max_N"]["evaluated"] == 2

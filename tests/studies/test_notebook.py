@@ -38,6 +38,9 @@ def execute(path: Path, kernel_dir: Path, timeout: int = 300):
     return client.execute()
 
 
+# Slow (about 14 s, a kernel process): the samplers and figures the tutorial calls are checked by
+# tests/sampling and tests/lit; the fast suite keeps test_committed_notebook_keeps_its_outputs.
+@pytest.mark.slow
 def test_tutorial_runs_and_shows_figures(tmp_path: Path, monkeypatch):
     pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
