@@ -17,6 +17,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from scorelab.guidance import describe_guidance, guided
 from scorelab.io import write_json_atomic
 from scorelab.lit.sampling_model import build_sampling_model, check_request, draw
 from scorelab.outputs import write_samples
@@ -28,6 +29,7 @@ def sample(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     of a checkpoint's own config (see :func:`scorelab.lit.sampling_model.command_line`)."""
     check_request(cfg)
     model, sampler, shape, to_unit, _ = build_sampling_model(cfg, overrides)
+    model = guided(model, cfg.get("guidance"))  # class-conditional: guidance.label / weight
     device = "cuda" if torch.cuda.is_available() else "cpu"
     x, nfe, wall = draw(
         model, sampler, shape, int(cfg.n_samples), int(cfg.batch_size), int(cfg.seed), device
@@ -46,6 +48,7 @@ def sample(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         "nfe": nfe,
         "wall_time_s": wall,
         "ckpt_path": cfg.get("ckpt_path"),
+        "guidance": describe_guidance(model),
         **{k: str(v) for k, v in files.items()},
     }
     write_json_atomic(info, out / "sample_info.json")
