@@ -19,6 +19,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from scorelab.guidance import describe_guidance, guided
 from scorelab.io import write_json_atomic
 from scorelab.lit.sampling_model import build_sampling_model, check_request, draw
 from scorelab.outputs import write_samples
@@ -34,6 +35,16 @@ def sample(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     task = build_task(cfg.get("task"), model, sampler, shape, meta, int(cfg.n_samples))
     if task is not None:  # it wraps the sampler, bad input refused already
         sampler = task
+    if (
+        task is not None
+        and task.name == "class"
+        and (cfg.get("guidance") or {}).get("label") is not None
+    ):
+        raise ValueError(
+            "task=class (classifier guidance) and guidance.label (classifier-free guidance) both "
+            "ask for a class; use one of them"
+        )
+    model = guided(model, cfg.get("guidance"))  # class-conditional: guidance.label / weight
     device = "cuda" if torch.cuda.is_available() else "cpu"
     x, nfe, wall = draw(
         model, sampler, shape, int(cfg.n_samples), int(cfg.batch_size), int(cfg.seed), device
@@ -54,6 +65,7 @@ def sample(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         "nfe": nfe,
         "wall_time_s": wall,
         "ckpt_path": cfg.get("ckpt_path"),
+        "guidance": describe_guidance(model),
         **{k: str(v) for k, v in files.items()},
     }
     write_json_atomic(info, out / "sample_info.json")

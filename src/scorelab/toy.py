@@ -278,3 +278,37 @@ TOY_SETS = {
     "checkerboard": checkerboard,
     "rings": rings,
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-component views of a mixture: the labelled data and the class-conditional oracle.
+# ---------------------------------------------------------------------------------------------
+
+
+def sample_with_components(
+    mixture: GaussianMixture,
+    n: int,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor]:
+    """n exact samples (n, D) and the component each came from (n,) long; the points are those
+    :meth:`GaussianMixture.sample` draws from the same generator state."""
+    k = torch.multinomial(mixture.weights.float(), n, replacement=True, generator=generator)
+    z = torch.randn(n, mixture.dim, generator=generator, dtype=torch.float64)
+    x = mixture.means[k] + mixture.stds[k] * z
+    return x.to(device=device, dtype=dtype), k.to(device=device)
+
+
+def component_score_perturbed(mixture: GaussianMixture, x: Tensor, k, alpha, std) -> Tensor:
+    """∇ₓ log N(x; alpha μ_k, alpha² s_k² + std²) for x (B, D) and component k (int or (B,)):
+    the exact score of component k under the perturbation x = alpha x_0 + std z."""
+    mixture._check_x(x)
+    B, dev = x.shape[0], x.device
+    alpha, std = mixture._coeffs(x, alpha, std)
+    k = torch.as_tensor(k, device=dev).long().expand(B)
+    a, sd = alpha[:, None], std[:, None]
+    mu = a * mixture.means.to(dev)[k]
+    var = (a * mixture.stds.to(dev)[k]) ** 2 + sd**2
+    return ((mu - x.double()) / var).to(x.dtype)

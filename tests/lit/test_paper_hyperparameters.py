@@ -165,5 +165,7 @@ def test_every_paper_experiment_is_in_the_table() -> None:
     from scorelab.runs import CONF_DIR
 
     have = {p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml")}
-    # The toys and the two demo recipes are ours, not a paper's.
-    assert have - {"toy_gmm", "toy_gmm_energy", "mnist_demo", "mnist_demo_vp"} == set(PAPER)
+    # The toys and the demo recipes (plain, VP, class-conditional) are ours, not a paper's.
+    assert have - {"toy_gmm", "toy_gmm_energy", "mnist_demo", "mnist_demo_vp", "mnist_cond"} == set(
+        PAPER
+    )

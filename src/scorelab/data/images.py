@@ -17,6 +17,8 @@ Splits: ``val_split > 0`` holds out that many training images (a seeded random s
 validation; with ``val_split = 0`` validation uses the held-out split of the data set (MNIST and
 CIFAR-10: test; CelebA: the official 'valid' split). ``test_dataloader`` serves the test split.
 Batches are ``x`` of shape ``(B, C, H, W)``, or ``(x, y)`` with ``return_labels=True``.
+``labels=True`` asks for ``(x, class)`` batches for class-conditional training: MNIST and CIFAR-10
+(``num_labels = 10``); CelebA has attributes, not classes, and refuses it.
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ class ImageDataModule(L.LightningDataModule):
     default_random_flip = True
     default_num_workers = 0
     default_on_device = True
+    classes: int | None = None  # number of classes a label can name; None: no classes
 
     def __init__(
         self,
@@ -150,6 +153,7 @@ class ImageDataModule(L.LightningDataModule):
         device: str | None = None,
         channels: int | None = None,
         dim: int | None = None,
+        labels: bool = False,
     ) -> None:
         image_size = self.default_image_size if image_size is None else image_size
         random_flip = self.default_random_flip if random_flip is None else random_flip
@@ -173,6 +177,14 @@ class ImageDataModule(L.LightningDataModule):
             raise ValueError(f"val_split={val_split} must be >= 0 (number of held-out images)")
         if limit is not None and limit < 1:
             raise ValueError(f"limit={limit} must be >= 1 or null (use every example)")
+        if labels and self.classes is None:
+            raise ValueError(
+                f"data.labels=true needs classes, and {self.name} has none (its labels are "
+                "attributes); use data=mnist or data=cifar10, or data.labels=false"
+            )
+        self.labels = bool(labels)
+        self.num_labels = self.classes if self.labels else None
+        return_labels = return_labels or self.labels
         self.root = Path(root)
         self.channels = self.native_channels
         self.image_size = int(image_size)
@@ -418,6 +430,7 @@ class MNISTDataModule(ImageDataModule):
     native_channels = 1
     default_image_size = 28
     default_random_flip = False
+    classes = 10
 
     def missing_files(self) -> list[Path]:
         return missing_mnist_files(self.root)
@@ -453,6 +466,7 @@ class CIFAR10DataModule(ImageDataModule):
     name = "cifar10"
     allowed_image_sizes = (32,)
     default_image_size = 32
+    classes = 10
 
     def missing_files(self) -> list[Path]:
         return missing_cifar10_files(self.root)

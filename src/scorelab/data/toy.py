@@ -9,6 +9,9 @@ index from it, or, with ``resample=True``, every batch is a fresh draw from the 
 (``n_train // batch_size`` batches make an epoch). Validation and test batches come from a fixed
 held-out sample of ``n_val`` points. All randomness is derived from ``seed`` and the sampler
 state ``{seed, epoch, position}`` is part of :meth:`state_dict`.
+
+With ``labels=True`` (``gmm`` only) every batch is ``(x, k)``: the points and the index of the
+mixture component each was drawn from, the class label of class-conditional training.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class ToyDataModule(L.LightningDataModule):
         eval_batch_size: batch size for validation/test (default ``batch_size``).
         seed: base seed of the data and of the batch order.
         device: where the points live (default: the trainer's device, else CPU).
+        labels: yield ``(x, component)`` batches (``gmm`` only; the 2-D sets have no classes).
         dim, channels, image_size: accepted so configs can declare them; ``dim`` must match the
             data, ``channels`` and ``image_size`` must be ``None``.
     """
@@ -63,6 +67,7 @@ class ToyDataModule(L.LightningDataModule):
         dim: int | None = None,
         channels: int | None = None,
         image_size: int | None = None,
+        labels: bool = False,
     ) -> None:
         super().__init__()
         if name not in TOY_NAMES:
@@ -80,7 +85,13 @@ class ToyDataModule(L.LightningDataModule):
                 f"toy data has no channels/image_size, got channels={channels}, "
                 f"image_size={image_size}; set both to null"
             )
+        if labels and name != "gmm":
+            raise ValueError(
+                f"data.labels=true needs classes, and {name!r} has none; use data=gmm (labels are "
+                "its component indices) or data.labels=false"
+            )
         self.name = name
+        self.labels = bool(labels)
         self.distribution: toy.GaussianMixture | None = None
         if name == "gmm":
             if weights is None or means is None:
@@ -107,8 +118,11 @@ class ToyDataModule(L.LightningDataModule):
         self.n_train, self.n_val, self.batch_size = n_train, n_val, batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.noise, self.resample, self.seed, self.device = noise, resample, int(seed), device
+        self.num_labels = self.distribution.num_components if self.labels else None
         self.train_data: Tensor | None = None
         self.val_data: Tensor | None = None
+        self.train_labels: Tensor | None = None
+        self.val_labels: Tensor | None = None
         self._loaders: dict[str, InMemoryBatches] = {}
         self._pending_state: dict[str, Any] | None = None
 
@@ -121,6 +135,20 @@ class ToyDataModule(L.LightningDataModule):
         fn: Callable[..., Tensor] = toy.TOY_SETS[self.name]
         kwargs = {} if self.noise is None else {"noise": self.noise}
         return fn(n, generator=generator, **kwargs).to(device=device, dtype=torch.float32)
+
+    def sample_labelled(
+        self, n: int, generator: torch.Generator | None = None, device: torch.device | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``n`` fresh points ``(n, D)`` and their components ``(n,)`` (``gmm`` only); the points
+        are those :meth:`sample` draws from the same generator state."""
+        if self.distribution is None:
+            raise ValueError(f"{self.name!r} has no components to label its points with")
+        return toy.sample_with_components(self.distribution, n, generator=generator, device=device)
+
+    def _draw(self, n: int, generator: torch.Generator, device) -> tuple[Tensor, Tensor | None]:
+        if self.labels:
+            return self.sample_labelled(n, generator, device)
+        return self.sample(n, generator, device), None
 
     def train_moments(self, max_n: int = 10_000) -> tuple[Tensor, Tensor, float | None]:
         """Per-coordinate mean and variance ``(D,)`` float64 of the training distribution, and
@@ -146,22 +174,27 @@ class ToyDataModule(L.LightningDataModule):
         rank, world = (
             (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
         )
-        self.train_data = self.sample(
+        self.train_data, self.train_labels = self._draw(
             self.n_train, torch.Generator().manual_seed(derive_seed(self.seed, 0)), device
         )
-        self.val_data = self.sample(
+        self.val_data, self.val_labels = self._draw(
             self.n_val, torch.Generator().manual_seed(derive_seed(self.seed, 1)), device
         )
         train, val = self.train_data, self.val_data
+        train_y, val_y = self.train_labels, self.val_labels
         if self.resample:
 
-            def train_batch(i: Tensor, g: torch.Generator) -> Tensor:
+            def train_batch(i: Tensor, g: torch.Generator):
                 # a fresh CPU draw seeded from the device generator's seed keeps it reproducible
-                return self.sample(len(i), torch.Generator().manual_seed(g.initial_seed()), device)
+                x, y = self._draw(len(i), torch.Generator().manual_seed(g.initial_seed()), device)
+                return x if y is None else (x, y)
         else:
 
-            def train_batch(i: Tensor, g: torch.Generator) -> Tensor:
-                return train[i]
+            def train_batch(i: Tensor, g: torch.Generator):
+                return train[i] if train_y is None else (train[i], train_y[i])
+
+        def val_batch(i: Tensor, g: torch.Generator):
+            return val[i] if val_y is None else (val[i], val_y[i])
 
         self._loaders["train"] = InMemoryBatches(
             self.n_train,
@@ -178,7 +211,7 @@ class ToyDataModule(L.LightningDataModule):
             self._loaders[split] = InMemoryBatches(
                 self.n_val,
                 self.eval_batch_size,
-                lambda i, g: val[i],
+                val_batch,
                 seed=derive_seed(self.seed, 3),
                 shuffle=False,
                 drop_last=False,

@@ -22,7 +22,7 @@ from scorelab.io import (
     describe_state_mismatch,
     read_checkpoint,
 )
-from scorelab.lit.module import ScoreModule
+from scorelab.lit.module import ScoreModule, unpack_batch
 from scorelab.nets.conditioning import STEP_SCALE, cond_input
 from scorelab.nets.precond import OracleScoreModel
 from scorelab.schedules import max_pairwise_distance
@@ -112,8 +112,9 @@ def auto_sigma_max(cfg: DictConfig, n: int = 2000) -> float:
     dm.setup("fit")
     chunks, total = [], 0
     for batch in dm.train_dataloader():
-        chunks.append(batch)
-        total += batch.shape[0]
+        x = unpack_batch(batch)[0]  # (x, label) batches when data.labels is on
+        chunks.append(x)
+        total += x.shape[0]
         if total >= n:
             break
     return float(round(max_pairwise_distance(torch.cat(chunks)[:n]), 2))

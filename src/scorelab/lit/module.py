@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from scorelab.guidance import check_label_config, check_label_dropout, drop_labels, label_count
 from scorelab.io import CheckpointError, atomic_torch_save, describe_state_mismatch
 from scorelab.lit.ema import EMAModel
 from scorelab.lit.rng import RNG_KEY, ForkedRNG, collect_rng_states, restore_rng_states
@@ -56,6 +57,15 @@ def unpack_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
     if isinstance(batch, dict):
         return batch["x"], batch.get("index")
     return batch[0], None
+
+
+def unpack_labels(batch: Any) -> Tensor | None:
+    """The class labels of a batch, if it carries any: ``y`` of ``(x, y)`` or ``batch["label"]``."""
+    if isinstance(batch, Tensor):
+        return None
+    if isinstance(batch, dict):
+        return batch.get("label")
+    return batch[1] if len(batch) > 1 and isinstance(batch[1], Tensor) else None
 
 
 LR_DECAYS = ("none", "cosine", "linear")
@@ -113,6 +123,9 @@ class ScoreModule(L.LightningModule):
             before one optimizer step, so ``data.batch_size × k`` is the effective batch.
             Optimizer steps, the LR schedule, EMA and ``trainer.max_steps`` count optimizer
             steps; ``trainer.val_check_interval`` counts batches.
+        label_dropout: for a class-conditional network (``model.net.num_labels``), the chance
+            that a training label is replaced by the null label, which trains the unconditional
+            score that classifier-free guidance needs (Ho & Salimans 2022).
         config: the resolved run configuration as plain containers; saved in checkpoints so
             that :func:`scorelab.lit.build.load_module` can rebuild the module.
     """
@@ -136,9 +149,14 @@ class ScoreModule(L.LightningModule):
         channels_last: bool = False,
         compile: bool | str = False,
         accumulate_grad_batches: int = 1,
+        label_dropout: float = 0.1,
         config: dict | None = None,
     ) -> None:
         super().__init__()
+        self.label_dropout = check_label_dropout(label_dropout)
+        check_label_config(config)
+        self.num_labels = label_count(model)
+        self._label: Tensor | None = None  # the labels of the step under way (see _labelled)
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         if nonfinite not in NONFINITE_POLICIES:
@@ -214,7 +232,34 @@ class ScoreModule(L.LightningModule):
         return self.ema.module
 
     def forward(self, x: Tensor, noise: Tensor) -> Tensor:
-        return self._forward(self._prep(x), noise)
+        label = self._label
+        if label is None:
+            return self._forward(self._prep(x), noise)
+        if label.shape[0] != x.shape[0]:  # a loss that repeats the batch (sliced SM)
+            label = label.repeat(x.shape[0] // label.shape[0])
+        return self._forward(self._prep(x), noise, label=label)
+
+    @contextlib.contextmanager
+    def _labelled(self, label: Tensor | None):
+        """Within the block, :meth:`forward` (the loss's ``score_fn``) passes ``label``."""
+        self._label = label
+        try:
+            yield
+        finally:
+            self._label = None
+
+    def _step_labels(self, batch: Any, *, dropout: float) -> Tensor | None:
+        """The batch's labels for a class-conditional model (each dropped to the null label
+        with probability ``dropout``); None for an unconditional one."""
+        if self.num_labels is None:
+            return None
+        y = unpack_labels(batch)
+        if y is None:
+            raise ValueError(
+                f"the model is class-conditional (num_labels={self.num_labels}) but the batch "
+                "has no labels; set data.labels=true"
+            )
+        return drop_labels(y.long(), dropout, self.num_labels)
 
     def configure_optimizers(self):
         opt = self.optimizer_factory(self.model.parameters())
@@ -240,7 +285,8 @@ class ScoreModule(L.LightningModule):
         last = self._micro_step == k - 1
         if self._micro_step == 0:
             opt.zero_grad(set_to_none=True)
-        with self._backward_sync(enabled=last):
+        label = self._step_labels(batch, dropout=self.label_dropout)
+        with self._backward_sync(enabled=last), self._labelled(label):
             out = self.loss_fn(self, self._prep(x))
             loss = out.loss
             self.manual_backward(loss / k if k > 1 else loss)
@@ -377,8 +423,10 @@ class ScoreModule(L.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, _ = unpack_batch(batch)
         ema = self.ema_model()
+        label = self._step_labels(batch, dropout=0.0)  # conditional models: the true labels
+        kw = {} if label is None else {"label": label}
         with torch.enable_grad():  # energy models and SSM need autograd even here
-            out = self.loss_fn(lambda y, n: ema(self._prep(y), n), self._prep(x))
+            out = self.loss_fn(lambda y, n: ema(self._prep(y), n, **kw), self._prep(x))
         per = out.per_sample.detach()
         self.val_loss.update(per)
         buckets = self._bucket(out.noise.detach())

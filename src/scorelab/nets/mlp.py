@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from scorelab.nets.labels import LabelEmbedding, check_num_labels, no_labels_refused
 from scorelab.nets.noise_embedding import EMBEDDINGS, FEATURES, NoiseEmbedding, check_choice
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -34,8 +35,11 @@ class MLP(nn.Module):
         embed_dim: width of the conditioning features.
         embed_features: "sinusoidal" | "fourier" features of log σ or t.
         combine: "concat" | "add".
+        num_labels: number of classes K for a class-conditional network (null: none). A
+            learned embedding of width ``embed_dim`` (K + 1 rows, row K = no label) is added to
+            the noise features, so the label enters wherever the noise level does.
 
-    Shapes: x (B, D), cond (B,) -> (B, D).
+    Shapes: x (B, D), cond (B,), label (B,) long in [0, K] or None (= K) -> (B, D).
     """
 
     def __init__(
@@ -49,6 +53,7 @@ class MLP(nn.Module):
         embed_dim: int = 32,
         embed_features: str = "fourier",
         combine: str = "concat",
+        num_labels: int | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("dim", dim), ("hidden", hidden), ("n_layers", n_layers)):
@@ -59,6 +64,7 @@ class MLP(nn.Module):
         check_choice("embed_features", embed_features, FEATURES)
         check_choice("combine", combine, COMBINE)
         self.dim, self.embedding, self.combine = dim, embedding, combine
+        self.num_labels = check_num_labels(num_labels)
 
         self.embed: NoiseEmbedding | None = None
         e = 0
@@ -67,12 +73,17 @@ class MLP(nn.Module):
                 embedding, embed_dim, features=embed_features, num_classes=num_classes
             )
             e = embed_dim
-        concat = combine == "concat" and self.embed is not None
+        self.label_embed: LabelEmbedding | None = None
+        if self.num_labels is not None:
+            self.label_embed = LabelEmbedding(self.num_labels, embed_dim)
+            e = embed_dim
+        conditioned = e > 0
+        concat = combine == "concat" and conditioned
         widths = [dim + (e if concat else 0)] + [hidden] * n_layers
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.cond_proj = (
             nn.ModuleList(nn.Linear(e, hidden) for _ in range(n_layers))
-            if combine == "add" and self.embed is not None
+            if combine == "add" and conditioned
             else None
         )
         self.act = ACTIVATIONS[activation]()
@@ -87,12 +98,17 @@ class MLP(nn.Module):
         """The fixed features (B, embed_dim) computed from cond; None if unconditional."""
         return None if self.embed is None else self.embed(cond)
 
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, cond: Tensor | None = None, *, label=None) -> Tensor:
         emb = None
         if self.embed is not None:
             if cond is None:
                 raise ValueError(f"MLP(embedding={self.embedding!r}) needs cond of shape (B,)")
             emb = self.embed(cond)
+        if self.label_embed is not None:
+            lab = self.label_embed(label, x.shape[0], x.device)
+            emb = lab if emb is None else emb.to(lab.dtype) + lab
+        else:
+            no_labels_refused("MLP", label)
         h = x
         if emb is not None and self.cond_proj is None:
             h = torch.cat([x, emb.to(x.dtype)], dim=1)

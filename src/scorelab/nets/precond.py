@@ -20,6 +20,7 @@ the network as ``cond`` is their ``net_cond``, a kind of :mod:`scorelab.nets.con
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -103,10 +104,12 @@ class ScoreModel(_Parametrization):
         """The ``cond`` (B,) the network is fed for ``noise`` (B,): σ if discrete, else t."""
         return self._cond_from(noise, self._sigma_std(noise)[0])
 
-    def forward(self, x: Tensor, noise: Tensor) -> Tensor:
-        """Score at ``x`` (B, ...) for ``noise`` (B,): σ if discrete, else t."""
+    def forward(self, x: Tensor, noise: Tensor, *, label: Tensor | None = None) -> Tensor:
+        """Score at ``x`` (B, ...) for ``noise`` (B,): σ if discrete, else t. ``label``
+        (class-conditional networks only): (B,) class indices, the null index, or None (∅)."""
         sigma, std = self._sigma_std(noise)
-        out = self.net(x, self._cond_from(noise, sigma))
+        cond = self._cond_from(noise, sigma)
+        out = self.net(x, cond) if label is None else self.net(x, cond, label=label)
         if self.output == "score":
             return out
         scale = append_dims(std.to(out.dtype), out.ndim)
@@ -167,24 +170,28 @@ class EDMPrecond(_Parametrization):
         r = torch.rsqrt(sigma**2 + sd2)
         return sd2 * r**2, sigma * self.sigma_data * r, r, 0.25 * torch.log(sigma)
 
-    def denoise(self, y: Tensor, sigma: Tensor) -> Tensor:
-        """D(y, σ): y (B, ...) a VE-equivalent state at level σ (B,)."""
+    def denoise(self, y: Tensor, sigma: Tensor, *, label: Tensor | None = None) -> Tensor:
+        """D(y, σ): y (B, ...) a VE-equivalent state at level σ (B,); ``label`` as in
+        :meth:`ScoreModel.forward`."""
         c_skip, c_out, c_in, _ = (append_dims(c, y.ndim) for c in self.coefficients(sigma))
         cond = self._cond_from(sigma, sigma)
-        out = self.net(c_in * y, cond).to(y.dtype)
+        h = c_in * y
+        out = (self.net(h, cond) if label is None else self.net(h, cond, label=label)).to(y.dtype)
         return c_skip * y + c_out * out
 
-    def _sigma_score(self, y: Tensor, sigma: Tensor) -> Tensor:
+    def _sigma_score(self, y: Tensor, sigma: Tensor, *, label: Tensor | None = None) -> Tensor:
         """∇ log p_σ(y) = (D(y, σ) − y)/σ²."""
-        return (self.denoise(y, sigma) - y) / append_dims(sigma**2, y.ndim)
+        return (self.denoise(y, sigma, label=label) - y) / append_dims(sigma**2, y.ndim)
 
     def net_input(self, noise: Tensor) -> Tensor:
         """The ``cond`` (B,) the network is fed at time ``noise`` = t (B,)."""
         return self._cond_from(noise, self.noise.sigma(noise))
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, *, label: Tensor | None = None) -> Tensor:
         """Time score ∇ log p_t(x) at ``x`` (B, ...) and t (B,)."""
-        return self.noise.from_sigma_score(self._sigma_score)(x, t)
+        if label is None:
+            return self.noise.from_sigma_score(self._sigma_score)(x, t)
+        return self.noise.from_sigma_score(partial(self._sigma_score, label=label))(x, t)
 
     def sigma_score(self) -> Callable[[Tensor, Tensor], Tensor]:
         """σ-conditioned score ``fn(y, sigma)``, straight from D (no detour through t)."""

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from scorelab.nets.labels import LabelEmbedding, check_num_labels, no_labels_refused
 from scorelab.nets.noise_embedding import EMBEDDINGS, FEATURES, NoiseEmbedding, check_choice
 from scorelab.utils import append_dims
 
@@ -63,8 +64,12 @@ class UNetSmall(nn.Module):
         embed_features: "sinusoidal" | "fourier".
         groups: GroupNorm groups.
         dropout: dropout rate inside the residual blocks.
+        num_labels: number of classes K for a class-conditional network (null: none). A
+            learned embedding of width 4·ch (K + 1 rows, row K = no label) is added to the
+            noise embedding after its MLP, so every residual block sees both.
 
-    Shapes: x (B, C, H, W), cond (B,) -> (B, C, H, W).
+    Shapes: x (B, C, H, W), cond (B,), label (B,) long in [0, K] or None (= K)
+    -> (B, C, H, W).
     """
 
     def __init__(
@@ -79,6 +84,7 @@ class UNetSmall(nn.Module):
         embed_features: str = "sinusoidal",
         groups: int = 8,
         dropout: float = 0.0,
+        num_labels: int | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("channels", channels), ("ch", ch), ("groups", groups)):
@@ -112,7 +118,11 @@ class UNetSmall(nn.Module):
                 )
         self.channels, self.image_size, self.embedding = channels, image_size, embedding
 
-        emb_dim = 0 if embedding == "none" else 4 * ch
+        self.num_labels = check_num_labels(num_labels)
+        emb_dim = 0 if embedding == "none" and self.num_labels is None else 4 * ch
+        self.label_embed: LabelEmbedding | None = None
+        if self.num_labels is not None:
+            self.label_embed = LabelEmbedding(self.num_labels, emb_dim)
         self.embed: NoiseEmbedding | None = None
         self.embed_mlp: nn.Sequential | None = None
         if embedding != "none":
@@ -168,7 +178,7 @@ class UNetSmall(nn.Module):
         None if unconditional."""
         return None if self.embed is None else self.embed(cond)
 
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, cond: Tensor | None = None, *, label=None) -> Tensor:
         emb = None
         if self.embed is not None and self.embed_mlp is not None:
             if cond is None:
@@ -176,6 +186,11 @@ class UNetSmall(nn.Module):
                     f"UNetSmall(embedding={self.embedding!r}) needs cond of shape (B,)"
                 )
             emb = self.embed_mlp(self.embed(cond).to(x.dtype))
+        if self.label_embed is not None:
+            lab = self.label_embed(label, x.shape[0], x.device).to(x.dtype)
+            emb = lab if emb is None else emb + lab
+        else:
+            no_labels_refused("UNetSmall", label)
         h = self.conv_in(x)
         skips = [h]
         for i, level in enumerate(self.down_blocks):

@@ -1,0 +1,228 @@
+"""Class-conditional scores and classifier-free guidance (Ho & Salimans 2022).
+
+A class-conditional network (``model.net.num_labels = K``) is trained on ``(x, y)`` batches with
+each label replaced by the null label ∅ (index K) with probability ``module.label_dropout``, so
+one network learns both the conditional score s(x, t, y) and the unconditional s(x, t, ∅).
+At sampling time the guided score
+
+    s_w(x, t) = (1 + w) s(x, t, y) − w s(x, t, ∅)
+
+with guidance weight w (w = 0: the plain conditional score) is handed to any sampler:
+:class:`GuidedScore` speaks the interface the sampler drivers read (``noise``,
+``time_score()``, ``sigma_score()``, ``data_moments``). Since the combination is linear in the
+score, its σ view is the same combination of the σ views.
+
+:class:`MixtureClassOracle` is the exact conditional score of a Gaussian mixture, with the
+components as classes: label k gives component k's perturbed score, ∅ the mixture's.
+
+Command line: ``python -m scorelab.sample ckpt_path=... guidance.label=K guidance.weight=W``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from scorelab.sde import NoiseProcess, as_sde
+
+
+class GuidanceError(ValueError):
+    """A guidance or label setting that cannot work; the message is one line with the fix."""
+
+
+def label_count(model: Any) -> int | None:
+    """The number of classes K a score model is conditioned on, or None if unconditional."""
+    k = getattr(model, "num_labels", None)
+    if k is None:
+        k = getattr(getattr(model, "net", None), "num_labels", None)
+    return None if k is None else int(k)
+
+
+def check_label(label: Any, num_labels: int | None, what: str = "guidance.label") -> int:
+    """``label`` as an int in [0, num_labels), refused in one line otherwise."""
+    if num_labels is None:
+        raise GuidanceError(
+            f"{what}={label} needs a class-conditional model, and this one was trained without "
+            "labels (model.net.num_labels=null); train with data.labels=true "
+            "model.net.num_labels=K, or drop the guidance.* keys"
+        )
+    ok = isinstance(label, int) and not isinstance(label, bool)
+    if not ok or not 0 <= label < num_labels:
+        raise GuidanceError(
+            f"{what}={label!r} must be an integer in [0, {num_labels}) (the model's classes); "
+            f"pick one of 0..{num_labels - 1}"
+        )
+    return int(label)
+
+
+def check_weight(weight: Any) -> float:
+    """The guidance weight w as a finite float >= 0."""
+    ok = isinstance(weight, int | float) and not isinstance(weight, bool)
+    if not ok or not (0.0 <= float(weight) < math.inf):
+        raise GuidanceError(
+            f"guidance.weight={weight!r} must be a finite number >= 0 (0: the plain conditional "
+            "score; 1 to 4 are usual); set e.g. guidance.weight=1.0"
+        )
+    return float(weight)
+
+
+def check_label_dropout(p: Any) -> float:
+    """``module.label_dropout`` as a float in [0, 1)."""
+    ok = isinstance(p, int | float) and not isinstance(p, bool)
+    if not ok or not 0.0 <= float(p) < 1.0:
+        raise GuidanceError(
+            f"module.label_dropout={p!r} must be in [0, 1) (the chance a training label is "
+            "replaced by 'no label'; 0.1 is usual, 0 trains no unconditional score)"
+        )
+    return float(p)
+
+
+def check_label_config(config: dict | None) -> None:
+    """``data.labels`` and ``model.net.num_labels`` must agree: labels on need a network with
+    a label embedding, and a label embedding needs labels to train it."""
+    if not config:
+        return
+    data = config.get("data") or {}
+    net = (config.get("model") or {}).get("net") or {}
+    labels = bool(data.get("labels", False))
+    num = net.get("num_labels") if isinstance(net, dict) else None
+    if labels and num is None:
+        raise GuidanceError(
+            "data.labels=true but model.net.num_labels=null, so the network cannot see the "
+            "labels; set model.net.num_labels to the number of classes (gmm: its number of "
+            "components; mnist, cifar10: 10), or data.labels=false"
+        )
+    if num is not None and not labels:
+        raise GuidanceError(
+            f"model.net.num_labels={num} but data.labels=false, so the label embedding would "
+            "never see a class; set data.labels=true, or model.net.num_labels=null"
+        )
+
+
+def drop_labels(
+    label: Tensor, p: float, null_label: int, generator: torch.Generator | None = None
+) -> Tensor:
+    """``label`` (B,) with each entry replaced by ``null_label`` with probability ``p``."""
+    if p <= 0:
+        return label
+    u = torch.rand(label.shape, device=label.device, generator=generator)
+    return torch.where(u < p, torch.full_like(label, null_label), label)
+
+
+class GuidedScore(nn.Module):
+    """s_w(x, t) = (1 + w) s(x, t, y) − w s(x, t, ∅) of a class-conditional score model.
+
+    Args:
+        model: a score model whose forward takes ``label=`` (a class-conditional
+            :class:`~scorelab.nets.precond.ScoreModel`, or :class:`MixtureClassOracle`).
+        label: the class y, an int in [0, K).
+        weight: the guidance weight w >= 0.
+    """
+
+    def __init__(self, model: nn.Module, label: int, weight: float = 0.0) -> None:
+        super().__init__()
+        self.num_labels = label_count(model)
+        self.label = check_label(label, self.num_labels)
+        self.weight = check_weight(weight)
+        self.model = model
+
+    @property
+    def noise(self) -> NoiseProcess:
+        return self.model.noise
+
+    @property
+    def data_moments(self):
+        return getattr(self.model, "data_moments", None)
+
+    def forward(self, x: Tensor, noise: Tensor) -> Tensor:
+        y = torch.full((x.shape[0],), self.label, dtype=torch.long, device=x.device)
+        cond = self.model(x, noise, label=y)
+        if self.weight == 0.0:
+            return cond
+        null = torch.full_like(y, self.num_labels)
+        uncond = self.model(x, noise, label=null)
+        return (1.0 + self.weight) * cond - self.weight * uncond
+
+    def sigma_score(self) -> Callable[[Tensor, Tensor], Tensor]:
+        return self.noise.to_sigma_score(self)
+
+    def time_score(self) -> Callable[[Tensor, Tensor], Tensor]:
+        as_sde(self.noise, "SDE samplers (pc, em, reverse_diffusion, ancestral, ode) need an SDE")
+        return self
+
+    def describe(self) -> dict:
+        return {"label": self.label, "weight": self.weight, "num_labels": self.num_labels}
+
+
+def guided(model: nn.Module, guidance: Any) -> nn.Module:
+    """``model`` with the ``guidance`` config node (``label``, ``weight``) applied; unchanged
+    when ``guidance`` or its label is null. Refuses bad settings before any sampling."""
+    if guidance is None:
+        return model
+    label, weight = guidance.get("label"), guidance.get("weight", 0.0)
+    if label is None:
+        if weight not in (None, 0, 0.0):
+            raise GuidanceError(
+                f"guidance.weight={weight} needs a class: set guidance.label=K (an integer in "
+                "[0, K) for a model trained with labels)"
+            )
+        return model
+    from scorelab.nets.precond import OracleScoreModel
+
+    if isinstance(model, OracleScoreModel):  # the exact oracle: its components are the classes
+        model = MixtureClassOracle(model.mixture, model.noise)
+    return GuidedScore(model, label, 0.0 if weight is None else weight)
+
+
+def describe_guidance(model: Any) -> dict | None:
+    """The guidance a sampling model applies (for sample_info.json), or None."""
+    return model.describe() if isinstance(model, GuidedScore) else None
+
+
+class MixtureClassOracle(nn.Module):
+    """The exact class-conditional score of a Gaussian mixture, components as classes.
+
+    ``forward(x, noise, label=None)``: per row, label k in [0, K) gives component k's perturbed
+    score ∇ log N(x; α μ_k, α² s_k² + std²); the null label K (or ``label=None``) gives the
+    mixture's score. Same sampler interface as :class:`~scorelab.nets.precond.OracleScoreModel`.
+    """
+
+    def __init__(self, mixture, noise: NoiseProcess) -> None:
+        super().__init__()
+        self.mixture = mixture
+        self.noise = noise
+        self.num_labels = mixture.num_components
+        self.register_buffer("_anchor", torch.zeros(()))
+
+    @property
+    def data_moments(self):
+        from scorelab.sampling.start import DataMoments
+
+        mean, var = self.mixture.moments()
+        return DataMoments.of(mean.float(), var.float(), None)
+
+    def forward(self, x: Tensor, noise: Tensor, *, label: Tensor | None = None) -> Tensor:
+        from scorelab.toy import component_score_perturbed
+
+        flat = x.reshape(x.shape[0], self.mixture.dim)
+        alpha, std = self.noise.marginal_coeffs(noise)
+        mix = self.mixture.score_perturbed(flat, alpha, std)
+        if label is None:
+            return mix.reshape(x.shape)
+        label = torch.as_tensor(label, device=x.device).long().expand(x.shape[0])
+        is_null = label == self.num_labels
+        comp = component_score_perturbed(
+            self.mixture, flat, label.clamp(max=self.num_labels - 1), alpha, std
+        )
+        return torch.where(is_null[:, None], mix, comp).reshape(x.shape)
+
+    def sigma_score(self) -> Callable[[Tensor, Tensor], Tensor]:
+        return self.noise.to_sigma_score(self)
+
+    def time_score(self) -> Callable[[Tensor, Tensor], Tensor]:
+        as_sde(self.noise, "the oracle's time score needs an SDE")
+        return self
