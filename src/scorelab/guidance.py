@@ -140,11 +140,13 @@ class GuidedScore(nn.Module):
 
     def forward(self, x: Tensor, noise: Tensor) -> Tensor:
         y = torch.full((x.shape[0],), self.label, dtype=torch.long, device=x.device)
-        cond = self.model(x, noise, label=y)
         if self.weight == 0.0:
-            return cond
+            return self.model(x, noise, label=y)
+        # one network call on the doubled batch: the label for the first half, null for the second
         null = torch.full_like(y, self.num_labels)
-        uncond = self.model(x, noise, label=null)
+        noise = noise.expand(x.shape[0]) if noise.ndim == 0 else noise
+        both = self.model(torch.cat([x, x]), torch.cat([noise, noise]), label=torch.cat([y, null]))
+        cond, uncond = both.chunk(2)
         return (1.0 + self.weight) * cond - self.weight * uncond
 
     def sigma_score(self) -> Callable[[Tensor, Tensor], Tensor]:

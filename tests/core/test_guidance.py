@@ -169,3 +169,27 @@ def test_bad_guidance_refused(tmp_path):
     plain = build_module(cfg).ema_model()
     with pytest.raises(GuidanceError, match=r"trained without labels.*data\.labels=true"):
         guided(plain, {"label": 0, "weight": 1.0})
+
+
+def test_guidance_on_a_network_is_one_call_and_the_same_combination(tmp_path):
+    """A class-conditional MLP from the real config: the guided score evaluates the network once
+    (conditional and null labels in one doubled batch) and equals the combination of two
+    separate calls."""
+    from scorelab.lit.build import build_module
+
+    cfg = compose_cfg(
+        "train",
+        [*TOY_FAST, "data=gmm", "data.labels=true", "model.net.num_labels=2", "sde.sigma_max=20"],
+        tmp_path,
+    )
+    model = build_module(cfg).model.double()
+    calls = []
+    model.net.register_forward_hook(lambda *_: calls.append(1))
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    t = torch.full((16,), 0.3, dtype=torch.float64)
+    with torch.no_grad():
+        got = GuidedScore(model, 1, 2.0)(x, t)
+        assert len(calls) == 1
+        cond = model(x, t, label=torch.full((16,), 1))
+        uncond = model(x, t, label=torch.full((16,), 2))
+    torch.testing.assert_close(got, 3.0 * cond - 2.0 * uncond, rtol=1e-10, atol=1e-12)
