@@ -30,7 +30,6 @@ from torch import Tensor
 
 from scorelab.sampling.base import (
     Callback,
-    CountingScore,
     SampleResult,
     ScoreFn,
     check_int,
@@ -42,8 +41,7 @@ from scorelab.sampling.pc import (
     NoneCorrector,
     PredictorFactory,
     ReverseDiffusionPredictor,
-    _build,
-    check_eps,
+    pc_sampler,
 )
 from scorelab.sde import SDE, as_sde
 from scorelab.utils import append_dims
@@ -127,34 +125,28 @@ def pc_impute(
     sde = as_sde(sde, "pc_impute needs an SDE")
     m = check_mask(mask, x)
     y = check_known(known, x)
-    eps = check_eps(eps, sde)
-    if n_steps is not None and n_steps != sde.N:
-        sde = sde.with_num_steps(check_int("n_steps", n_steps))
-    score = CountingScore(score_fn)
-    pred = _build(predictor, "predictor", sde, score, generator)
-    corr = _build(corrector, "corrector", sde, score, generator)
-    timesteps = torch.linspace(sde.T, eps, sde.N, device=x.device, dtype=x.dtype)
 
-    def impute(x: Tensor, x_mean: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    def impute(x: Tensor, x_mean: Tensor, t: Tensor | None) -> tuple[Tensor, Tensor]:
+        if t is None:  # after the last step: the known values themselves
+            return torch.where(m, y, x), torch.where(m, y, x_mean)
         # a draw of the forward marginal p_0t(x(t) | x(0) = known) on the known coordinates
         mean, std = sde.marginal_prob(y, t)
         noisy = mean + append_dims(std, x.ndim) * randn_like(x, generator)
         return torch.where(m, noisy, x), torch.where(m, mean, x_mean)
 
-    x, x_mean = impute(x, x, timesteps[0].expand(x.shape[0]))
-    for i in range(sde.N):
-        t = timesteps[i].expand(x.shape[0])
-        x, x_mean = corr.step(x, t)
-        x, x_mean = impute(x, x_mean, t)
-        x, x_mean = pred.step(x, t)
-        if i + 1 < sde.N:
-            x, x_mean = impute(x, x_mean, timesteps[i + 1].expand(x.shape[0]))
-        else:
-            x, x_mean = torch.where(m, y, x), torch.where(m, y, x_mean)
-        if callback is not None:
-            callback({"i": i, "x": x, "x_mean": x_mean, "t": t})
-    out = x_mean if denoise else x
-    return SampleResult(x=out, x_mean=x_mean, nfe=score.calls, net_calls=score.calls)
+    return pc_sampler(
+        score_fn,
+        x,
+        sde,
+        predictor=predictor,
+        corrector=corrector,
+        eps=eps,
+        n_steps=n_steps,
+        denoise=denoise,
+        callback=callback,
+        generator=generator,
+        project=impute,
+    )
 
 
 def decoupled_basis(channels: int = 3, dtype=torch.float64, device=None) -> Tensor:

@@ -210,6 +210,11 @@ def _build(factory: Callable, kind: str, sde: SDE, score: ScoreFn, generator) ->
     return factory(sde, score, generator=generator)
 
 
+#: ``fn(x, x_mean, t) -> (x, x_mean)``: a step applied between the sampler's steps (t (B,), or
+#: None after the last step).
+Projection = Callable[[Tensor, Tensor, Tensor | None], tuple[Tensor, Tensor]]
+
+
 def pc_sampler(
     score_fn: ScoreFn,
     x: Tensor,
@@ -222,6 +227,7 @@ def pc_sampler(
     denoise: bool = True,
     callback: Callback | None = None,
     generator: torch.Generator | None = None,
+    project: Projection | None = None,
 ) -> SampleResult:
     """Predictor–corrector sampling from t = T down to t = eps in ``n_steps`` steps.
 
@@ -240,6 +246,9 @@ def pc_sampler(
         denoise: return the last step's mean (no final noise) as ``x``.
         callback: called after each time step with ``{"i", "x", "x_mean", "t"}``.
         generator: source of all noise (on ``x``'s device).
+        project: ``fn(x, x_mean, t) -> (x, x_mean)`` applied to the start at t = T, after each
+            corrector step at t_i and after each predictor step at t_{i+1}, with ``t=None``
+            after the last one (conditional samplers overwrite known coordinates with it).
 
     Returns:
         :class:`SampleResult`; ``nfe = n_steps · (predictor evals + corrector n_steps)``.
@@ -254,10 +263,17 @@ def pc_sampler(
     corr = _build(corrector, "corrector", sde, score, generator)
     timesteps = torch.linspace(sde.T, eps, sde.N, device=x.device, dtype=x.dtype)
     x_mean = x
+    if project is not None:
+        x, x_mean = project(x, x_mean, timesteps[0].expand(x.shape[0]))
     for i in range(sde.N):
         t = timesteps[i].expand(x.shape[0])
         x, x_mean = corr.step(x, t)
+        if project is not None:
+            x, x_mean = project(x, x_mean, t)
         x, x_mean = pred.step(x, t)
+        if project is not None:
+            t_next = timesteps[i + 1].expand(x.shape[0]) if i + 1 < sde.N else None
+            x, x_mean = project(x, x_mean, t_next)
         if callback is not None:
             callback({"i": i, "x": x, "x_mean": x_mean, "t": t})
     out = x_mean if denoise else x
