@@ -338,10 +338,15 @@ class PCDriver(_Driver):
             except ValueError as err:
                 raise ValueError(f"sampler.{part}: {err}") from None
 
-    def __call__(self, model, shape, *, device="cpu", generator=None, progress=False):
+    def __call__(
+        self, model, shape, *, device="cpu", generator=None, progress=False, sample=None, **given
+    ):
+        """Draw ``shape``; ``sample`` (default :func:`~scorelab.sampling.pc.pc_sampler`) may be a
+        conditional sampler with pc_sampler's keywords, ``given`` its own (known, mask, grey)."""
         from scorelab.sampling.pc import NoneCorrector, pc_sampler
 
         self.check(model)
+        sample = sample or pc_sampler
         sde = model.noise
         if self.init == "uniform":  # uniform on [init_low, init_high]
             x = self.start(shape, sde.prior_std, device, generator)
@@ -350,10 +355,11 @@ class PCDriver(_Driver):
             self.started_from = {"kind": "prior", "mean": 0.0, "std": float(sde.prior_std)}
         n = self.n_steps or sde.N
         with _progress(n, self.name, progress) as cb:
-            return pc_sampler(
+            return sample(
                 model.time_score(),
                 x,
                 sde,
+                **given,
                 predictor=self.predictor,
                 corrector=self.corrector or NoneCorrector,
                 n_steps=n,

@@ -205,39 +205,21 @@ class Task:
         return self._impute(model, shape, device, generator, progress)
 
     def _impute(self, model, shape, device, generator, progress):
-        from scorelab.generate import _progress
         from scorelab.sampling.conditional import pc_colorize, pc_impute
-        from scorelab.sampling.pc import NoneCorrector
 
-        d = self.driver
-        d.check(model)
-        sde = model.noise
-        x = sde.prior_sampling(shape, generator=generator, device=device)
-        d.started_from = {"kind": "prior", "mean": 0.0, "std": float(sde.prior_std)}
         known = self.known
-        if known.ndim == x.ndim:  # one observation per sample, in draw order
+        if known.ndim == len(shape):  # one observation per sample (shape is the batch), in order
             known = known[self._offset : self._offset + shape[0]]
             self._offset += shape[0]
-        n = d.n_steps or sde.N
-        known = known.to(device=device, dtype=x.dtype)
+        known = known.to(device)  # the samplers cast it to the state's dtype
         if self.name == "colorize":  # the grey level known, the colour axes sampled
             sample, given = pc_colorize, {"grey": known.mean(dim=known.ndim - 3)}
         else:
             sample, given = pc_impute, {"known": known, "mask": self.mask.to(device)}
-        with _progress(n, f"{d.name}-{self.name}", progress) as cb:
-            return sample(
-                model.time_score(),
-                x,
-                sde,
-                **given,
-                predictor=d.predictor,
-                corrector=d.corrector or NoneCorrector,
-                n_steps=n,
-                eps=d.eps,
-                denoise=d.denoise,
-                callback=cb,
-                generator=generator,
-            )
+        return self.driver(
+            model, shape, device=device, generator=generator, progress=progress, sample=sample,
+            **given,
+        )  # fmt: skip
 
     def figure(self, x: Tensor, out: Path, to_unit: Callable[[Tensor], Tensor]) -> Path:
         """``task_scatter.png`` (points: samples over the exact answer) or ``task_grid.png``
