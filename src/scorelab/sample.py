@@ -7,12 +7,14 @@ its own config wins over an experiment's, with the command line's keys on top.
 
 Writes ``samples.npz`` (array ``samples``: images N×C×H×W in [0, 1], points N×D), a grid PNG or a
 scatter plot, and ``sample_info.json`` (sampler, NFE, wall time) into the run directory.
-``task=inpaint|class`` samples conditionally (:mod:`scorelab.tasks`) and adds a figure of input,
-samples and ground truth.
+``task=inpaint|colorize|class`` samples conditionally (:mod:`scorelab.tasks`) and adds a figure
+of input, samples and ground truth; ``guidance.label``/``guidance.weight`` apply classifier-free
+guidance (:mod:`scorelab.guidance`).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -21,7 +23,12 @@ from omegaconf import DictConfig
 
 from scorelab.guidance import describe_guidance, guided
 from scorelab.io import write_json_atomic
-from scorelab.lit.sampling_model import build_sampling_model, check_request, draw
+from scorelab.lit.sampling_model import (
+    build_sampling_model,
+    check_request,
+    checkpoint_sampler_keys,
+    draw,
+)
 from scorelab.outputs import write_samples
 from scorelab.runs import CONF_DIR, entry_point, run_cli
 from scorelab.tasks import build_task
@@ -80,9 +87,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
-    from scorelab.lit.sampling_model import checkpoint_sampler_keys
-
     sys.argv[1:] = checkpoint_sampler_keys(sys.argv[1:])  # sampler.KEY=V on a checkpoint
     run_cli(main)
