@@ -142,11 +142,11 @@ def progress_step(log: str) -> int:
     return max(steps, default=0)
 
 
-def popen(log_dir: Path, log: Path, extra: tuple = ()) -> subprocess.Popen:
+def popen(log_dir: Path, log: Path, extra: tuple = (), every: int = EVERY) -> subprocess.Popen:
     """Start the toy training command writing its output into ``log``."""
     with open(log, "w") as fh:
         return subprocess.Popen(
-            train_command(log_dir, STEPS, EVERY, extra),
+            train_command(log_dir, STEPS, every, extra),
             cwd=REPO,
             env=subprocess_env(),
             stdout=fh,
@@ -154,10 +154,12 @@ def popen(log_dir: Path, log: Path, extra: tuple = ()) -> subprocess.Popen:
         )
 
 
-def run(log_dir: Path, extra: tuple = (), env: dict | None = None) -> subprocess.CompletedProcess:
+def run(
+    log_dir: Path, extra: tuple = (), env: dict | None = None, every: int = EVERY
+) -> subprocess.CompletedProcess:
     """Run the toy training command to its end."""
     return subprocess.run(
-        train_command(log_dir, STEPS, EVERY, extra),
+        train_command(log_dir, STEPS, every, extra),
         cwd=REPO,
         env=env or subprocess_env(),
         capture_output=True,
