@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from scorelab import toy
-from scorelab.generate import AnnealedLangevinDriver, EDMHeunDriver, ODEDriver
 from scorelab.io import write_json_atomic, write_text_atomic
+from scorelab.lit.build import sampler_from_config as sampler_of
 from scorelab.nets.precond import OracleScoreModel
 from scorelab.schedules import max_pairwise_distance
 from scorelab.sde import VESDE, VPSDE, subVPSDE
@@ -84,31 +84,32 @@ def main() -> None:
         data = mix.sample(2000, generator=torch.Generator().manual_seed(0))
         smax = round(max_pairwise_distance(data), 2)
         model = OracleScoreModel(mix, VESDE(0.01, smax, 1000))
-        for sampler, cls in (("ode", ODEDriver), ("heun", EDMHeunDriver)):
+        for sampler in ("ode", "heun"):
             for init in ("prior", "auto"):
                 label = "N(0, σ_max² I) (former)" if init == "prior" else "moments (default)"
-                res = run(cls(init=init), model, args.n, args.seeds)
+                res = run(sampler_of(sampler, f"init={init}"), model, args.n, args.seeds)
                 add("start", name, f"VE σ_max={smax:g}", sampler, label, res)
 
     mix, mname = MIXTURES["2-D, 0.3/0.7"], "2-D, 0.3/0.7"
-    ald = {"n_steps_each": 20, "num_scales": 50, "init_low": -4.0, "init_high": 16.0}
+    ald = ("sampler.n_steps_each=20", "schedule.num_scales=50", "init.low=-4", "init.high=16")
     sdes = {"VE σ_max=16.46": VESDE(0.01, 16.46, 1000), "VP": VPSDE(), "sub-VP": subVPSDE()}
     for sde_name, sde in sdes.items():
         model = OracleScoreModel(mix, sde)
         lo = sde.sigma(torch.tensor([1e-5], dtype=torch.float64)).item()
-        former = AnnealedLangevinDriver(sigma_min=lo, eps=0.2 * lo**2, **ald)
+        former = sampler_of("ald", *ald, f"schedule.sigma_min={lo}", f"sampler.eps={0.2 * lo**2}")
         res = run(former, model, args.n, args.seeds)
         add("ald", mname, sde_name, "ald", f"σ_L = σ(1e-5) = {lo:.2g} (former)", res)
-        new = AnnealedLangevinDriver(**ald)
+        new = sampler_of("ald", *ald)
         res = run(new, model, args.n, args.seeds)
-        add("ald", mname, sde_name, "ald", f"σ_L = {new.sigma_min_used:.3g} (default)", res)
+        sigma_l = float(new.schedule(model).kwargs["sigmas"][-1])
+        add("ald", mname, sde_name, "ald", f"σ_L = {sigma_l:.3g} (default)", res)
         if sde_name.startswith("VE"):
             continue
-        off = EDMHeunDriver(clamp_sigma_min=None, clamp_sigma_max=None)
-        lo, hi = off.sigma_range(model)
+        off = sampler_of("heun", "schedule.clamp_sigma_min=null", "schedule.clamp_sigma_max=null")
+        lo, hi = off.schedule.sigma_range(model.noise)
         res = run(off, model, args.n, args.seeds)
         add("heun", mname, sde_name, "heun", f"σ {hi:.3g}…{lo:.2g} (former)", res)
-        res = run(EDMHeunDriver(), model, args.n, args.seeds)
+        res = run(sampler_of("heun"), model, args.n, args.seeds)
         add("heun", mname, sde_name, "heun", "σ 80…0.002 (default)", res)
 
     out = ROOT / "benchmarks" / "results"

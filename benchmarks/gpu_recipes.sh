@@ -32,7 +32,7 @@ sampler_variants() {
     sleep 5
   done
   ck=$(ls "$W"/work_a/edm_cos_lr2e-3_1500/train/runs/*/checkpoints/last.ckpt)
-  for v in "+sampler.num_steps=32" "+sampler.s_churn=10" "+sampler.s_churn=40"; do
+  for v in "+schedule.num_steps=32" "+sampler.s_churn=10" "+sampler.s_churn=40"; do
     timeout 120 $PY -m scorelab.evaluate "ckpt_path=$ck" n_samples=1000 "$v" \
         "paths.log_dir=$W/variants/${v//[.=+]/_}" > "$W/variant_${v//[.=+]/_}.log" 2>&1
     echo "variant $v: exit $?" | tee -a "$W/lanes.txt"

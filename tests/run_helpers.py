@@ -77,3 +77,11 @@ NCSN_GMM_DATA = {
     "stds": [1.0, 1.0],
     "dim": 2,
 }
+
+
+def sampler_of(name: str, *overrides: str):
+    """The :class:`scorelab.draw.Sampler` that ``sampler=name`` and ``overrides`` (``schedule.*``,
+    ``init.*``, ``sampler.*``) build through the real configs."""
+    from scorelab.lit.build import sampler_from_config
+
+    return sampler_from_config(name, *overrides)

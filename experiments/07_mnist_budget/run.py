@@ -66,7 +66,7 @@ SMOKE = [
     "trainer.limit_val_batches=1",
     "callbacks.sample_grid=null",
     "n_samples=4",
-    "sampler.num_steps=2",
+    "schedule.num_steps=2",
 ]
 
 
@@ -101,7 +101,7 @@ def one(
     train_metrics = json.loads((ckpt.parents[1] / "metrics.json").read_text())
     evaluate = [
         sys.executable, "-m", "scorelab.evaluate", f"ckpt_path={ckpt}", f"n_samples={n_eval}",
-        f"paths.log_dir={run_dir}", *(["+sampler.num_steps=2"] if smoke else []), *eval_args,
+        f"paths.log_dir={run_dir}", *(["+schedule.num_steps=2"] if smoke else []), *eval_args,
     ]  # fmt: skip
     eval_s = _run(evaluate, run_dir / "evaluate.log")
     (metrics_file,) = sorted(run_dir.glob("evaluate/runs/*/metrics.json"))

@@ -98,6 +98,10 @@ def unknown_group_option(args: list[str], conf_dir: str | Path = CONF_DIR) -> st
     return None
 
 
+#: The groups that say how to draw; picking a sampler brings its own schedule and start.
+DRAW_GROUPS = ("sampler", "schedule", "init")
+
+
 def _override_key(item: str) -> str:
     return item.split("=", 1)[0].lstrip("+~")
 
@@ -130,12 +134,15 @@ def own_group_settings(
     chosen = group_choice(overrides, group)
     if chosen is None or cfg.get(group) is None or not GlobalHydra.instance().is_initialized():
         return cfg
-    mine = [o for o in overrides if _override_key(o).split(".")[0] == group]
+    groups = DRAW_GROUPS if group == "sampler" else (group,)
+    mine = [o for o in overrides if _override_key(o).split(".")[0] in groups]
     rest = [o for o in overrides if o not in mine]
     before = compose(config_name, overrides=rest, return_hydra_config=True)
     if before.hydra.runtime.choices.get(group) in (None, chosen):
         return cfg
-    cfg[group] = compose(config_name, overrides=mine)[group]
+    own = compose(config_name, overrides=mine)
+    for g in groups:  # the sampler comes with its own schedule and start
+        cfg[g] = own.get(g)
     return cfg
 
 
@@ -148,8 +155,24 @@ def _with_own_sampler(cfg: DictConfig) -> DictConfig:
     return own_group_settings(cfg, str(hc.job.config_name), list(hc.overrides.task))
 
 
+def moved_sampler_keys(args: list[str]) -> list[str]:
+    """``sampler.KEY=VALUE`` for a setting that moved to ``schedule.``/``init.`` made
+    ``++sampler.KEY=VALUE``, so that the sampler's check names where it lives now instead of
+    Hydra's "not in struct"."""
+    from scorelab.draw import MOVED
+
+    def key(a: str) -> str:
+        return a.split("=", 1)[0]
+
+    return [
+        f"++{a}" if a.startswith("sampler.") and "=" in a and key(a)[8:] in MOVED else a
+        for a in args
+    ]
+
+
 def run_cli(main: Callable[[], Any]) -> None:
     """Run a Hydra ``main``; an unknown config-group option ends with one line and exit 2."""
+    sys.argv[1:] = moved_sampler_keys(sys.argv[1:])
     problem = unknown_group_option(sys.argv[1:])
     if problem:
         print(f"error: {problem}", file=sys.stderr)

@@ -153,7 +153,7 @@ class NoiseProcess(ABC):
         lo, hi = self.sigma_range()
         if sigma_min is not None and not lo <= sigma_min < hi:
             raise ValueError(
-                f"sampler.sigma_min={sigma_min} must lie in the model's range "
+                f"schedule.sigma_min={sigma_min} must lie in the model's range "
                 f"[{lo:.4g}, {hi:.4g}); choose one inside it or null (from the data's scale)"
             )
         lo = next((v for v in (sigma_min, default_min) if v is not None), lo)
@@ -563,7 +563,7 @@ class NoiseLevels(NoiseProcess):
         """The levels themselves (NCSN anneals over the levels it was trained on)."""
         if sigma_min is not None:
             raise ValueError(
-                "sampler.sigma_min sets the smallest level on SDE models; a model with discrete "
-                "levels (sde=ncsn) samples its own: set sampler.sigma_min=null"
+                "schedule.sigma_min sets the smallest level on SDE models; a model with discrete "
+                "levels (sde=ncsn) samples its own: set schedule.sigma_min=null"
             )
         return self.sigmas

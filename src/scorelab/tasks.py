@@ -343,9 +343,9 @@ def build_task(
         return None
     if name not in ("inpaint", "colorize", "class"):
         raise ValueError(f"task={name} is not a task; use task=none, inpaint, colorize or class")
-    from scorelab.generate import PCDriver
+    from scorelab.sampling.pc import pc_sampler
 
-    if not isinstance(sampler, PCDriver):
+    if getattr(sampler, "function", None) is not pc_sampler:
         got = sampler.describe().get("name", type(sampler).__name__)
         raise ValueError(
             f"task={name} runs on the predictor-corrector samplers ({_PC_SAMPLERS}), got "

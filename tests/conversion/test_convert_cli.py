@@ -53,7 +53,7 @@ def test_convert_ncsnv2_then_sample(tmp_path):
             f"ckpt_path={out}",
             "n_samples=2",
             "sampler=heun",
-            "sampler.num_steps=2",
+            "schedule.num_steps=2",
             f"hydra.run.dir={run}",
         ],
         timeout=400,
@@ -72,18 +72,20 @@ def test_sampling_a_checkpoint_with_its_own_sampler_keeps_its_settings(tmp_path)
     from omegaconf import OmegaConf
 
     from run_helpers import compose_cfg
-    from scorelab.lit.sampling_model import sampler_for_checkpoint
+    from scorelab.lit.sampling_model import draw_for_checkpoint
 
     train_cfg = compose_cfg("train", ["experiment=ncsnv2_cifar10"], tmp_path)
     ckpt = {"scorelab_config": OmegaConf.to_container(train_cfg, resolve=True)}
     cli = ["sampler=ald", "sampler.n_steps_each=1"]
     cfg = compose_cfg("sample", [f"ckpt_path={tmp_path}/x.ckpt", *cli], tmp_path)
-    merged = sampler_for_checkpoint(cfg, ckpt, overrides=cli)
+    merged = draw_for_checkpoint(cfg, ckpt, overrides=cli)["sampler"]
     assert merged.n_steps_each == 1
     assert merged.step_lr == 6.2e-6 and merged.final_denoise is True
     # Another sampler comes with its own group defaults.
     cfg = compose_cfg("sample", [f"ckpt_path={tmp_path}/x.ckpt", "sampler=heun"], tmp_path)
-    assert sampler_for_checkpoint(cfg, ckpt, overrides=["sampler=heun"]).num_steps == 18
+    picked = draw_for_checkpoint(cfg, ckpt, overrides=["sampler=heun"])
+    assert picked["schedule"].num_steps == 18 and picked["init"].kind == "auto"
+    assert picked["sampler"]._target_ == "scorelab.sampling.edm_heun"
 
 
 def test_convert_refuses_wrong_architecture(tmp_path, capsys):

@@ -74,7 +74,7 @@ def test_config_energy_matches_finite_differences(tmp_path):
 def test_trains_and_samples_through_the_builder(tmp_path):
     cfg = compose_cfg(
         "train",
-        ["experiment=toy_gmm_energy", *TOY_FAST, "sampler.num_scales=5", "sampler.n_steps_each=2"],
+        ["experiment=toy_gmm_energy", *TOY_FAST, "schedule.num_scales=5", "sampler.n_steps_each=2"],
         tmp_path,
     )
     module, dm = build_module(cfg), build_datamodule(cfg)

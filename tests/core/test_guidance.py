@@ -140,7 +140,7 @@ def test_sample_cli_with_the_oracle(tmp_path):
     cfg = compose_cfg(
         "sample",
         ["model=oracle", "data=gmm", "sde=ve", "sde.sigma_max=20.0", "sampler=pc",
-         "sampler.n_steps=200", "n_samples=500",
+         "schedule.n_steps=200", "n_samples=500",
          "guidance.label=0", "guidance.weight=1.0"],
         tmp_path,
     )  # fmt: skip

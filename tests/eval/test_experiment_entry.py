@@ -46,7 +46,7 @@ def _cli(task: str, args: list[str]) -> subprocess.CompletedProcess:
 def test_experiment_settings_come_along_and_the_tasks_own_keys_win(tmp_path: Path) -> None:
     cfg = _compose("sample", ["experiment=toy_gmm", "model=oracle"], tmp_path)
     assert cfg.sde.sigma_min == 0.1 and cfg.data.batch_size == 256  # the experiment's
-    assert cfg.sampler.n_steps_each == 20 and cfg.sampler.num_scales == 50
+    assert cfg.sampler.n_steps_each == 20 and cfg.schedule.num_scales == 50
     assert cfg.model.oracle is True  # model=oracle on the command line wins
     assert cfg.n_samples == 64  # sample.yaml's own, not the experiment's 1000
     ev = _compose("evaluate", ["experiment=mnist_demo"], tmp_path)
@@ -58,11 +58,11 @@ def test_a_sampler_named_on_the_command_line_comes_with_its_own_settings(tmp_pat
     cfg = _compose("sample", ["experiment=toy_gmm", "model=oracle", "sampler=pc"], tmp_path)
     pc = compose_cfg("sample", ["sampler=pc"], tmp_path).sampler
     assert cfg.sampler == pc  # none of annealed Langevin's keys leak into PC
-    cli = ["experiment=toy_gmm", "sampler=pc", "sampler.n_steps=7"]
-    assert _compose("sample", cli, tmp_path).sampler.n_steps == 7
+    cli = ["experiment=toy_gmm", "sampler=pc", "schedule.n_steps=7"]
+    assert _compose("sample", cli, tmp_path).schedule.n_steps == 7
     # Naming the experiment's own sampler keeps the experiment's settings for it.
     cfg = _compose("sample", ["experiment=toy_gmm", "sampler=ald"], tmp_path)
-    assert cfg.sampler.n_steps_each == 20 and cfg.sampler.num_scales == 50
+    assert cfg.sampler.n_steps_each == 20 and cfg.schedule.num_scales == 50
 
 
 def test_sample_oracle_of_an_experiment_uses_its_sampler(tmp_path: Path) -> None:
@@ -105,7 +105,7 @@ def toy_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ckpt")
     cli = [*TOY_FAST, "logger=none", "callbacks.lr_monitor=null", "callbacks.sample_grid=null",
            "n_samples=0", "trainer.max_steps=4", "trainer.val_check_interval=2",
-           "sampler=pc", "sampler.n_steps=3"]  # fmt: skip
+           "sampler=pc", "schedule.n_steps=3"]  # fmt: skip
     train(compose_cfg("train", cli, out))
     return out / "checkpoints" / "last.ckpt"
 
@@ -119,10 +119,10 @@ def test_a_checkpoints_settings_win_over_the_experiments(toy_ckpt: Path, tmp_pat
     # Its own sampler (PC, 2 x 3), not the experiment's (annealed Langevin, 20 x 50) ...
     assert _nfe(toy_ckpt, ["experiment=toy_gmm"], tmp_path / "a") == 2 * 3
     # ... with the command line's keys on top ...
-    assert _nfe(toy_ckpt, ["experiment=toy_gmm", "+sampler.n_steps=5"], tmp_path / "b") == 10
-    assert _nfe(toy_ckpt, ["sampler=pc", "sampler.n_steps=4"], tmp_path / "c") == 8
+    assert _nfe(toy_ckpt, ["experiment=toy_gmm", "+schedule.n_steps=5"], tmp_path / "b") == 10
+    assert _nfe(toy_ckpt, ["sampler=pc", "schedule.n_steps=4"], tmp_path / "c") == 8
     # ... or another sampler the command line names: the experiment's settings for it apply.
-    cli = ["experiment=toy_gmm", "sampler=ald", "sampler.num_scales=5"]
+    cli = ["experiment=toy_gmm", "sampler=ald", "schedule.num_scales=5"]
     assert _nfe(toy_ckpt, cli, tmp_path / "d") == 20 * 5
 
     # Its SDE (the default VE's sigma_min 0.01, not toy_gmm's 0.1), keys of the command line on top.

@@ -35,7 +35,7 @@ def test_toy_run_logs_the_metric_keeps_the_best_checkpoint_and_evaluates_it(tmp_
             "callbacks.sample_grid=null",
             "+callbacks.sample_metrics.options.toy.n_reference=400",
             "sampler.n_steps_each=2",
-            "sampler.num_scales=10",
+            "schedule.num_scales=10",
             "n_samples=0",
         ],
         out,
@@ -63,7 +63,7 @@ def test_toy_run_logs_the_metric_keeps_the_best_checkpoint_and_evaluates_it(tmp_
             [
                 f"ckpt_path={best[0]}",
                 "sampler=pc",
-                "sampler.n_steps=5",
+                "schedule.n_steps=5",
                 "n_samples=50",
                 "metrics=[sliced_w2]",
                 "toy.n_reference=400",

@@ -34,7 +34,7 @@ def test_two_ranks_log_one_value_and_keep_the_best_checkpoint(tmp_path):
             "callbacks.sample_metrics.n_samples=101",
             "callbacks.sample_grid=null",
             "sampler.n_steps_each=2",
-            "sampler.num_scales=10",
+            "schedule.num_scales=10",
             f"hydra.run.dir={out}",
         ],
         cwd=REPO,

@@ -39,7 +39,7 @@ def test_cpu_ddp_two_ranks(tmp_path):
             "trainer.val_check_interval=3",
             "n_samples=8",
             "sampler.n_steps_each=2",
-            "sampler.num_scales=5",
+            "schedule.num_scales=5",
             "callbacks.sample_grid.every_n_steps=3",
             "callbacks.sample_grid.n_samples=6",
         ],

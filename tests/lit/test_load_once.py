@@ -24,7 +24,7 @@ from scorelab.sample import sample
 # The tiny run samples with PC, 3 steps of predictor + corrector: 6 score evaluations.
 TRAIN = [*TOY_FAST, "logger=none", "callbacks.lr_monitor=null", "callbacks.sample_grid=null",
          "n_samples=0", "trainer.max_steps=2", "trainer.val_check_interval=2",
-         "sampler=pc", "sampler.n_steps=3"]  # fmt: skip
+         "sampler=pc", "schedule.n_steps=3"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -145,40 +145,42 @@ def test_a_checkpoint_with_sigma_max_auto_is_refused_without_reading_data(
 def test_sampler_keys_on_a_checkpoint_need_no_plus(run: Path, tmp_path: Path) -> None:
     ck = f"ckpt_path={run}"
     # The entry points' rewrite: only with a checkpoint and no sampler=NAME.
-    assert checkpoint_sampler_keys([ck, "sampler.n_steps=5", "seed=1"]) == [
+    assert checkpoint_sampler_keys([ck, "schedule.n_steps=5", "seed=1"]) == [
         ck,
-        "++sampler.n_steps=5",
+        "++schedule.n_steps=5",
         "seed=1",
     ]
-    for args in (["sampler.n_steps=5"], [ck, "sampler=pc", "sampler.n_steps=5"],
-                 [ck, "+sampler.n_steps=5"], ["ckpt_path=null", "sampler.n_steps=5"]):  # fmt: skip
+    for args in (["schedule.n_steps=5"], [ck, "sampler=pc", "schedule.n_steps=5"],
+                 [ck, "+schedule.n_steps=5"],
+                 ["ckpt_path=null", "schedule.n_steps=5"]):  # fmt: skip
         assert checkpoint_sampler_keys(args) == args
     # Hydra alone refuses the plain key: sample.yaml has no sampler.
-    with pytest.raises(ConfigCompositionException, match="sampler"):
-        compose_cfg("sample", [ck, "sampler.n_steps=5"], tmp_path)
-    plain = checkpoint_sampler_keys([ck, "sampler.n_steps=5"])
+    with pytest.raises(ConfigCompositionException, match="schedule"):
+        compose_cfg("sample", [ck, "schedule.n_steps=5"], tmp_path)
+    plain = checkpoint_sampler_keys([ck, "schedule.n_steps=5"])
     assert _sample(run, plain[1:], tmp_path / "a")["nfe"] == 2 * 5
-    assert _sample(run, ["+sampler.n_steps=4"], tmp_path / "b")["nfe"] == 2 * 4  # still works
+    assert _sample(run, ["+schedule.n_steps=4"], tmp_path / "b")["nfe"] == 2 * 4  # still works
     # With an experiment, whose sampler keys exist: ++ overrides them for the checkpoint's.
-    cli = checkpoint_sampler_keys([ck, "experiment=toy_gmm", "sampler.n_steps=2"])
+    cli = checkpoint_sampler_keys([ck, "experiment=toy_gmm", "schedule.n_steps=2"])
     assert _sample(run, cli[1:], tmp_path / "c")["nfe"] == 2 * 2
 
 
 def test_pc_starts_uniformly_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``sampler=pc +sampler.init=uniform`` used to be accepted and ignored (PC drew its start
-    from the prior): the start is uniform on [init_low, init_high] now."""
-    import scorelab.sampling.pc
+    """``sampler=pc init=uniform``: the PC sampler starts uniformly on [init.low, init.high]
+    (it once accepted a uniform start and ignored it)."""
+    from scorelab.sampling.start import Start
 
     starts = []
-    real = scorelab.sampling.pc.pc_sampler
+    real = Start.__call__
 
-    def spy(score, x, *args, **kwargs):
+    def spy(self, *args, **kwargs):
+        x, info = real(self, *args, **kwargs)
         starts.append(x.clone())
-        return real(score, x, *args, **kwargs)
+        return x, info
 
-    monkeypatch.setattr(scorelab.sampling.pc, "pc_sampler", spy)
-    start = ["+sampler.init=uniform", "+sampler.init_low=3", "+sampler.init_high=4"]
-    cli = ["model=oracle", "sampler=pc", *start, "sampler.n_steps=1", "sde.sigma_max=20",
+    monkeypatch.setattr(Start, "__call__", spy)
+    start = ["init=uniform", "init.low=3", "init.high=4"]
+    cli = ["model=oracle", "sampler=pc", *start, "schedule.n_steps=1", "sde.sigma_max=20",
            "n_samples=256"]  # fmt: skip
     info = sample(compose_cfg("sample", cli, tmp_path), overrides=cli)
     assert info["sampler"]["start"] == {"kind": "uniform", "low": 3.0, "high": 4.0}
@@ -190,7 +192,7 @@ def test_pc_starts_uniformly_when_asked(tmp_path: Path, monkeypatch: pytest.Monk
 @pytest.mark.slow
 def test_sample_cli_takes_sampler_keys_on_a_checkpoint(run: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli"
-    cmd = [sys.executable, "-m", "scorelab.sample", f"ckpt_path={run}", "sampler.n_steps=2",
+    cmd = [sys.executable, "-m", "scorelab.sample", f"ckpt_path={run}", "schedule.n_steps=2",
            "n_samples=4", f"hydra.run.dir={out}"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]

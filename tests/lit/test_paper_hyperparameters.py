@@ -31,7 +31,9 @@ NCSN = {
     "data.dequantize": True,
     "model.net.rescale_input": True,
     "sampler.n_steps_each": 100,
-    "sampler.init": "uniform",
+    "init.kind": "uniform",
+    "init.low": 0.0,
+    "init.high": 1.0,
     "sampler.final_denoise": False,
 }
 # NCSNv2 (Song & Ermon 2020): "Official configs" table (σ_1, L, T, step_lr, batch,

@@ -94,7 +94,7 @@ def _train_images(out: Path, mnist_root: Path) -> dict:
         "debug=smoke",
         f"paths.data_dir={mnist_root}",
         "n_samples=4",
-        "sampler.num_steps=2",
+        "schedule.num_steps=2",
         "callbacks.progress=null",
     ]
     return train(compose_cfg("train", overrides, out))

@@ -22,7 +22,7 @@ def test_train_checkpoint_sample_roundtrip(tmp_path):
             "trainer.val_check_interval=20",
             "n_samples=32",
             "sampler.n_steps_each=5",
-            "sampler.num_scales=10",
+            "schedule.num_scales=10",
             "callbacks.sample_grid.every_n_steps=20",
             "callbacks.sample_grid.n_samples=8",
             f"paths.log_dir={logs}",

@@ -16,11 +16,9 @@ import pytest
 import torch
 from cli import run_cli
 
-from run_helpers import compose_cfg
-from scorelab.generate import PCDriver
+from run_helpers import compose_cfg, sampler_of
 from scorelab.nets.precond import OracleScoreModel
 from scorelab.sample import sample
-from scorelab.sampling.pc import ReverseDiffusionPredictor
 from scorelab.sde import VESDE
 from scorelab.tasks import build_task, image_mask
 from scorelab.toy import GaussianMixture
@@ -101,7 +99,7 @@ def test_inpaint_images_keeps_each_samples_own_known_pixels():
     mix = GaussianMixture([0.5, 0.5], [[0.2] * 16, [0.8] * 16], 0.1)
     sde = VESDE(0.01, 5.0, 30)
     model = OracleScoreModel(mix, sde)
-    driver = PCDriver(ReverseDiffusionPredictor, n_steps=30)
+    driver = sampler_of("reverse_diffusion", "schedule.n_steps=30")
     node = {"name": "inpaint", "mask": "left_half"}
     task = build_task(_node(node), model, driver, (1, 4, 4), {}, 5, images=torch.rand(5, 1, 4, 4))
     from scorelab.lit.sampling_model import draw
@@ -119,7 +117,7 @@ def test_colorize_images_keeps_each_samples_grey_level(tmp_path):
     mix = GaussianMixture([0.5, 0.5], [[0.2] * 12, [0.8] * 12], 0.1)
     sde = VESDE(0.01, 5.0, 30)
     model = OracleScoreModel(mix, sde)
-    driver = PCDriver(ReverseDiffusionPredictor, n_steps=30)
+    driver = sampler_of("reverse_diffusion", "schedule.n_steps=30")
     images = torch.rand(5, 3, 2, 2, generator=torch.Generator().manual_seed(0))
     task = build_task(_node({"name": "colorize"}), model, driver, (3, 2, 2), {}, 5, images=images)
     from scorelab.lit.sampling_model import draw
@@ -147,7 +145,7 @@ def _oracle(dim: int = 2):
     return OracleScoreModel(mix, VESDE(0.01, 20.0, 10))
 
 
-PC = PCDriver(ReverseDiffusionPredictor)
+PC = sampler_of("reverse_diffusion")
 REFUSALS = [
     ({"name": "inpaint"}, (2,), r"needs task.known_dims and task.known_values"),
     (

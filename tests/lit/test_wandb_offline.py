@@ -66,7 +66,7 @@ def test_wandb_offline_logs_config_metrics_and_images(tmp_path):
             "trainer.log_every_n_steps=1",
             "n_samples=0",
             "sampler.n_steps_each=2",
-            "sampler.num_scales=5",
+            "schedule.num_scales=5",
             "callbacks.sample_grid.every_n_steps=3",
             "callbacks.sample_grid.n_samples=8",
             "tags=[test,wandb]",

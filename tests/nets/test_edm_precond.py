@@ -147,7 +147,7 @@ def test_exact_score_through_the_edm_config_and_heun_samples_the_mixture(tmp_pat
     assert isinstance(model, EDMPrecond)
     # Both runs from the prior N(0, 80² I): the oracle knows its mixture's moments and would
     # otherwise start from the moment-matched Gaussian (init=auto), the wrapped F does not.
-    cfg.sampler.init = "prior"
+    cfg.init.kind = "prior"
     sampler = build_sampler(cfg)
     sampler.check(model)
     n = 4000

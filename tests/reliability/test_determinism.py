@@ -21,7 +21,7 @@ def _sample(ckpt: Path, out: Path) -> np.ndarray:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(
             "sample",
-            overrides=[f"ckpt_path={ckpt}", "n_samples=16", "sampler=pc", "sampler.n_steps=20",
+            overrides=[f"ckpt_path={ckpt}", "n_samples=16", "sampler=pc", "schedule.n_steps=20",
                        "seed=3", f"paths.output_dir={out}", f"paths.log_dir={out}/logs"],
         )  # fmt: skip
     sample(cfg)
@@ -29,7 +29,7 @@ def _sample(ckpt: Path, out: Path) -> np.ndarray:
 
 
 def test_two_seeded_runs_give_identical_weights_and_samples(tmp_path: Path) -> None:
-    overrides = ["seed=7", "n_samples=16", "sampler=pc", "sampler.n_steps=20"]
+    overrides = ["seed=7", "n_samples=16", "sampler=pc", "schedule.n_steps=20"]
     runs = [train_tiny(tmp_path / f"run{i}", overrides, steps=6, every=3) for i in range(2)]
     assert runs[0]["metrics"] == runs[1]["metrics"]
     a, b = (_weights(tmp_path / f"run{i}" / "checkpoints" / "last.ckpt") for i in range(2))

@@ -26,7 +26,7 @@ from scorelab.runs import CONF_DIR
 from scorelab.sample import sample
 
 # Samples at the end of training, with a cheap annealed Langevin (2 x 10 steps).
-SAMPLES = ("n_samples=32", "sampler.n_steps_each=2", "sampler.num_scales=10")
+SAMPLES = ("n_samples=32", "sampler.n_steps_each=2", "schedule.num_scales=10")
 STEPS, EVERY = 25, 10  # the last periodic checkpoint is at step 20
 
 

@@ -17,9 +17,8 @@ import math
 import pytest
 import torch
 
-from run_helpers import compose_cfg
+from run_helpers import compose_cfg, sampler_of
 from scorelab import toy
-from scorelab.generate import EDMHeunDriver, ODEDriver
 from scorelab.nets.precond import OracleScoreModel
 from scorelab.sample import sample
 from scorelab.schedules import max_pairwise_distance
@@ -37,7 +36,7 @@ MIXTURES = {
         [0.25, 0.75], [[3.0] * 8, [-1.0, 5.0, 6.0, 2.0, 7.0, 4.0, 0.0, 5.0]], [1.0, 0.8]
     ),
 }
-DRIVERS = {"ode": ODEDriver, "heun": EDMHeunDriver}
+DRIVERS = ("ode", "heun")
 
 
 def ve_oracle(mix: toy.GaussianMixture) -> OracleScoreModel:
@@ -69,12 +68,12 @@ def errors(mix: toy.GaussianMixture, x: torch.Tensor) -> tuple[float, float]:
     return weight_err, mean_err
 
 
-@pytest.mark.parametrize("sampler", list(DRIVERS))
+@pytest.mark.parametrize("sampler", DRIVERS)
 @pytest.mark.parametrize("name", list(MIXTURES))
 def test_default_ve_deterministic_samplers_hit_the_mode_weights_and_means(name, sampler):
     mix = MIXTURES[name]
     model = ve_oracle(mix)
-    driver = DRIVERS[sampler]()  # the defaults of conf/sampler/{ode,heun}.yaml
+    driver = sampler_of(sampler)  # the defaults of conf/sampler/{ode,heun}.yaml
     x = driver(model, (N, mix.dim), generator=torch.Generator().manual_seed(1)).x
     assert torch.isfinite(x).all()
     weight_err, mean_err = errors(mix, x)
@@ -82,7 +81,7 @@ def test_default_ve_deterministic_samplers_hit_the_mode_weights_and_means(name, 
     assert mean_err < 0.1, f"a mode's mean is off by {mean_err:.3f} of its std"
     assert driver.describe()["start"]["kind"] == "moments"
     # the same sampler from the old start N(0, σ_max² I) carries the prior mismatch
-    old = DRIVERS[sampler](init="prior")
+    old = sampler_of(sampler, "init=prior")
     x_old = old(model, (N, mix.dim), generator=torch.Generator().manual_seed(1)).x
     old_weight_err, _ = errors(mix, x_old)
     assert old_weight_err > 0.035, f"old start: mode weights off by only {old_weight_err:.3f}"
@@ -111,7 +110,7 @@ def test_the_start_has_the_ve_marginal_moments():
 
     model = OracleScoreModel(mix, sde)
     model._score = score
-    ODEDriver(method="euler", n_steps=1)(
+    sampler_of("ode", "sampler.method=euler", "schedule.n_steps=1")(
         model, (200_000, 2), generator=torch.Generator().manual_seed(0)
     )
     x0 = seen[0].double()
@@ -126,7 +125,8 @@ def test_init_moments_needs_a_model_that_knows_its_data():
         data_moments = None
 
     with pytest.raises(ValueError, match="init=auto or init=prior"):
-        ODEDriver(init="moments", method="euler", n_steps=1)(NoMoments(), (4, 2))
+        drv = sampler_of("ode", "init=moments", "sampler.method=euler", "schedule.n_steps=1")
+        drv(NoMoments(), (4, 2))
 
 
 def test_sample_info_reports_the_start(tmp_path):

@@ -104,7 +104,6 @@ def test_final_denoise_adds_one_evaluation_and_returns_the_mean():
     "kwargs, name",
     [
         (dict(n_steps_each=0, eps=0.1), "n_steps_each"),
-        (dict(n_steps_each=2), "eps"),
         (dict(n_steps_each=2, eps=0.1, step_lr=0.05), "step_lr"),
         (dict(n_steps_each=2, eps=-1.0), "eps"),
         (dict(n_steps_each=2, step_lr=0.0), "step_lr"),
@@ -113,6 +112,23 @@ def test_final_denoise_adds_one_evaluation_and_returns_the_mean():
 def test_annealed_langevin_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         annealed_langevin(SCORE, torch.zeros(4, 2), torch.tensor([2.0, 1.0]), **kwargs)
+
+
+def test_annealed_langevin_default_step_is_the_official_ratio():
+    """Neither eps nor step_lr: ε = 0.4 σ_L² (the NCSN runner's step_lr 2e-5 at σ_L = 0.01)."""
+    sigmas = torch.tensor([2.0, 0.5])
+    runs = [
+        annealed_langevin(
+            SCORE,
+            torch.zeros(4, 2),
+            sigmas,
+            n_steps_each=3,
+            generator=torch.Generator().manual_seed(0),
+            **kw,
+        ).x
+        for kw in ({}, {"eps": 0.4 * 0.5**2}, {"eps": 0.2 * 0.5**2})
+    ]
+    assert torch.equal(runs[0], runs[1]) and not torch.allclose(runs[0], runs[2])
 
 
 def test_bad_schedule_and_state():

@@ -13,10 +13,11 @@ import math
 import pytest
 import torch
 
+from run_helpers import sampler_of
 from scorelab import schedules, toy
-from scorelab.generate import EDMHeunDriver, ODEDriver
 from scorelab.metrics.toy import mode_weights
 from scorelab.nets.precond import OracleScoreModel
+from scorelab.sampling.start import Start
 from scorelab.sde import VESDE, VPSDE
 
 N = 20_000  # binomial std of a mode weight near 0.2: 0.003
@@ -64,6 +65,22 @@ def small_mode_weight(driver, mix, model) -> tuple[float, int]:
     return float(mode_weights(res.x, mix.means)[0]), res.nfe
 
 
+def heun(*overrides: str, start: Start | None = None):
+    """EDM-Heun on [0.002, SIGMA_MAX]; ``start`` replaces the configured start."""
+    drv = sampler_of(
+        "heun", "schedule.sigma_min=0.002", f"schedule.sigma_max={SIGMA_MAX}", *overrides
+    )
+    drv.start = start or drv.start
+    return drv
+
+
+def ode(*overrides: str, start: Start | None = None):
+    """The probability-flow ODE with 17 Heun steps (35 NFE)."""
+    drv = sampler_of("ode", "sampler.method=heun", "schedule.n_steps=17", *overrides)
+    drv.start = start or drv.start
+    return drv
+
+
 def test_the_prediction_itself():
     """The exact mixture at σ_max as the start gives the true 0.2; the prior start 0.254, the
     exact first two moments of p_T 0.2 within 0.01 (p_T is nearly Gaussian at σ_max = 20)."""
@@ -95,11 +112,11 @@ def test_helper_gives_the_moments_of_the_noised_data():
 def test_edm_heun_small_mode_weight(setup):
     mix, data, model = setup
     mean, std = schedules.moment_matched_start(data, SIGMA_MAX)
-    old = EDMHeunDriver(sigma_min=0.002, sigma_max=SIGMA_MAX, init="prior")
+    old = heun("init=prior")
     w0, nfe = small_mode_weight(old, mix, model)
     assert nfe == 35
     assert w0 == pytest.approx(predicted_small_mode_weight(*PRIOR), abs=TOL)  # the offset bias
-    drv = EDMHeunDriver(sigma_min=0.002, sigma_max=SIGMA_MAX, init_mean=mean, init_std=std)
+    drv = heun(start=Start("auto", mean=mean, std=std))
     w1, nfe = small_mode_weight(drv, mix, model)
     assert nfe == 35
     assert w1 == pytest.approx(predicted_small_mode_weight(mean, std), abs=TOL)
@@ -109,10 +126,10 @@ def test_edm_heun_small_mode_weight(setup):
 def test_ve_ode_small_mode_weight(setup):
     mix, data, model = setup
     mean, std = schedules.moment_matched_start(data, SIGMA_MAX)
-    w0, nfe = small_mode_weight(ODEDriver(method="heun", n_steps=17, init="prior"), mix, model)
+    w0, nfe = small_mode_weight(ode("init=prior"), mix, model)
     assert nfe == 35
     assert w0 == pytest.approx(predicted_small_mode_weight(*PRIOR), abs=TOL)
-    drv = ODEDriver(method="heun", n_steps=17, init_mean=mean, init_std=std)
+    drv = ode(start=Start("auto", mean=mean, std=std))
     w1, _ = small_mode_weight(drv, mix, model)
     assert w1 == pytest.approx(predicted_small_mode_weight(mean, std), abs=TOL)
     assert abs(w1 - 0.2) < abs(w0 - 0.2) - 0.03
@@ -120,29 +137,28 @@ def test_ve_ode_small_mode_weight(setup):
 
 def test_init_prior_keeps_the_old_start(setup):
     mix, _, model = setup
-    old = EDMHeunDriver(sigma_min=0.002, sigma_max=SIGMA_MAX, init="prior")
+    old = heun("init=prior")
     g = torch.Generator().manual_seed(3)
     x_old = old(model, (64, 2), generator=g).x
     # init_std = σ_max and init_mean = 0 draw the same start from the same generator
-    same = EDMHeunDriver(sigma_min=0.002, sigma_max=SIGMA_MAX, init_mean=0.0, init_std=SIGMA_MAX)
+    same = heun(start=Start("auto", mean=0.0, std=SIGMA_MAX))
     x_same = same(model, (64, 2), generator=torch.Generator().manual_seed(3)).x
     torch.testing.assert_close(x_old, x_same)
-    ode = ODEDriver(method="heun", n_steps=5)
-    assert ode.init == "auto" and ode.init_mean is None and ode.init_std is None
+    start = sampler_of("ode").start
+    assert start.kind == "auto" and start.mean is None and start.std is None
 
 
-def test_a_shifted_mean_alone_keeps_the_prior_std(monkeypatch):
-    import scorelab.sampling.ode as ode_mod
-
+def test_a_shifted_mean_alone_keeps_the_prior_std():
     model = OracleScoreModel(toy.ncsn_toy_mixture(), VPSDE(0.1, 20.0, 1000))
-    real, seen = ode_mod.ode_sampler, []
+    exact, seen = model._score, []
 
-    def spy(score, x, sde, **kw):
-        seen.append(x.clone())
-        return real(score, x, sde, **kw)
+    def spy(x, t):
+        if not seen:
+            seen.append(x.clone())
+        return exact(x, t)
 
-    monkeypatch.setattr(ode_mod, "ode_sampler", spy)
-    drv = ODEDriver(method="euler", n_steps=1, init_mean=[1.0, -2.0])
+    model._score = spy
+    drv = sampler_of("ode", "sampler.method=euler", "schedule.n_steps=1", "init.mean=[1.0,-2.0]")
     drv(model, (20_000, 2), generator=torch.Generator().manual_seed(0))
     x0 = seen[0]  # the VP prior N(0, I), shifted
     torch.testing.assert_close(x0.mean(0), torch.tensor([1.0, -2.0]), atol=0.03, rtol=0)
@@ -150,9 +166,9 @@ def test_a_shifted_mean_alone_keeps_the_prior_std(monkeypatch):
 
 
 def test_bad_options_are_refused():
-    with pytest.raises(ValueError, match="init='prior'"):
-        EDMHeunDriver(init="uniform", init_mean=0.0)
-    with pytest.raises(ValueError, match="init must be one of"):
-        ODEDriver(init="data")
-    with pytest.raises(ValueError, match="init_std must be > 0"):
-        ODEDriver(init_std=[1.0, 0.0])
+    with pytest.raises(ValueError, match="need init=prior or auto"):
+        Start("uniform", mean=0.0)
+    with pytest.raises(ValueError, match="is not a start"):
+        Start("data")
+    with pytest.raises(ValueError, match=r"init: std=\[1.0, 0.0\] must be > 0"):
+        sampler_of("ode", "init.std=[1.0,0.0]")

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError
 
 from scorelab.data import DATA_META_KEYS
+from scorelab.draw import Sampler, sampler_name
 from scorelab.io import (
     CheckpointError,
     checkpoint_path_problem,
@@ -232,10 +233,58 @@ def check_sigma_data(model: Any, loss: Any) -> None:
         )
 
 
-def build_sampler(cfg: DictConfig):
-    if cfg.get("sampler") is None:
+def build_sampler(cfg: DictConfig) -> Sampler | None:
+    """The :class:`~scorelab.draw.Sampler` of ``sampler``, ``schedule`` and ``init`` (None
+    without a sampler). Check it against a model with :func:`check_sampler`."""
+    node = cfg.get("sampler")
+    if node is None:
         return None
-    return build(cfg.sampler, "sampler")
+    target = str(node.get("_target_", ""))
+    if target.startswith("scorelab.generate."):
+        raise ConfigError(
+            f"the sampler config {target} predates samplers configured as functions (a "
+            "checkpoint written by an older scorelab); pick one on the command line: sampler=heun, "
+            "pc, ode, ald, ... (README: checkpoints)"
+        )
+    if not node.get("_partial_", False):
+        raise ConfigError(
+            f"sampler: {target or 'the config'} must be a sampling function with _partial_: true "
+            "(see conf/sampler/)"
+        )
+    for group in ("schedule", "init"):
+        if cfg.get(group) is None:
+            raise ConfigError(
+                f"sampler={sampler_name(build(node, 'sampler'))} needs {group}=NAME (conf/{group}/)"
+            )
+    fn = build(node, "sampler")
+    return Sampler(fn, build(cfg.schedule, "schedule"), build(cfg.init, "init"))
+
+
+def sampler_from_config(name: str, *overrides: str) -> Sampler:
+    """The :class:`~scorelab.draw.Sampler` that ``sampler=name`` with ``overrides``
+    (``schedule.*``, ``init.*``, ``sampler.*``) builds from the package's configs, as the entry
+    points do: for scripts and notebooks that sample without a command line."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from scorelab.runs import CONF_DIR
+
+    if GlobalHydra.instance().is_initialized():
+        cfg = compose("sample", overrides=[f"sampler={name}", *overrides])
+    else:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("sample", overrides=[f"sampler={name}", *overrides])
+    return build_sampler(cfg)
+
+
+def check_sampler(sampler: Sampler | None, model: Any, shape: tuple[int, ...] | None) -> None:
+    """Refuse, as a ConfigError, a sampler that does not fit ``model`` (before any sampling)."""
+    if sampler is None:
+        return
+    try:
+        sampler.check(model, shape)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def check_optimizer(node: Any) -> None:
@@ -273,11 +322,7 @@ def build_module(cfg: DictConfig | dict) -> ScoreModule:
     noise = build_noise(cfg)
     model = build_score_model(cfg, noise)
     sampler = build_sampler(cfg)
-    if sampler is not None:
-        try:
-            sampler.check(model)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+    check_sampler(sampler, model, data_shape(cfg))
     if isinstance(model, OracleScoreModel):
         raise ConfigError("model=oracle has nothing to train; use python -m scorelab.sample")
     loss = build_loss(cfg, noise)

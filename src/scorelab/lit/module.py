@@ -102,7 +102,7 @@ class ScoreModule(L.LightningModule):
         model: the parametrised score network.
         loss: a loss object, ``loss(score_fn, x) -> LossOutput``.
         optimizer: a partial optimizer, ``optimizer(params)``.
-        sampler: a sampler driver (see :mod:`scorelab.generate`) used for validation samples.
+        sampler: a :class:`~scorelab.draw.Sampler` used for validation samples.
         data_shape: shape of one example, (C, H, W) or (D,).
         data_range: ``"zero_one"`` or ``"minus_one_one"``: how data was scaled, for grids.
         warmup_steps: linear learning-rate warm-up length.

@@ -24,6 +24,7 @@ from scorelab.lit.build import (
     build_noise,
     build_sampler,
     build_score_model,
+    check_sampler,
     check_sigma_max_resolved,
     checkpoint_config,
     data_range,
@@ -31,7 +32,7 @@ from scorelab.lit.build import (
     to_plain,
 )
 from scorelab.lit.module import to_unit_range
-from scorelab.runs import group_choice, task_overrides
+from scorelab.runs import DRAW_GROUPS, group_choice, task_overrides
 from scorelab.sampling.start import DataMoments
 
 # Config groups a checkpoint carries: the command line may change their keys on top of the
@@ -49,57 +50,83 @@ def command_line(cfg: DictConfig, overrides: list[str] | None = None) -> list[st
     return ["sampler=(composed)"] if cfg.get("sampler") is not None else []
 
 
+def _key(item: str) -> str:
+    return item.split("=", 1)[0].lstrip("+~")
+
+
 def checkpoint_sampler_keys(args: list[str]) -> list[str]:
-    """Command-line ``args`` of ``scorelab.sample``/``evaluate`` with ``sampler.KEY=VALUE`` made
-    ``++sampler.KEY=VALUE`` when a checkpoint is given and no ``sampler=NAME`` is picked.
+    """Command-line ``args`` of ``scorelab.sample``/``evaluate`` with ``sampler.KEY=VALUE``
+    (likewise ``schedule.``, ``init.``) made ``++sampler.KEY=VALUE`` when a checkpoint is given
+    and the group is not picked (``sampler=NAME`` picks all three).
 
-    Then the keys are meant for the checkpoint's own sampler, which the entry point's config
+    Then the keys are meant for the checkpoint's own settings, which the entry point's config
     (``sampler: null``) does not hold: Hydra would refuse them ("Key 'sampler' is not in
-    struct") unless written with ``+``. ``+sampler.`` and ``~sampler.`` stay as they are."""
-
-    def key(item: str) -> str:
-        return item.split("=", 1)[0].lstrip("+~")
-
-    ckpt = any(key(a) == "ckpt_path" and a.split("=", 1)[1] not in ("", "null") for a in args)
-    if not ckpt or any("=" in a and key(a) == "sampler" for a in args):
+    struct") unless written with ``+``. ``+KEY`` and ``~KEY`` stay as they are."""
+    ckpt = any(_key(a) == "ckpt_path" and a.split("=", 1)[1] not in ("", "null") for a in args)
+    if not ckpt:
         return list(args)
-    return [f"++{a}" if a.startswith("sampler.") and "=" in a else a for a in args]
+    picked = {_key(a) for a in args if "=" in a and _key(a) in DRAW_GROUPS}
+    if "sampler" in picked:
+        picked.update(DRAW_GROUPS)
+    free = tuple(f"{g}." for g in DRAW_GROUPS if g not in picked)
+    return [f"++{a}" if a.startswith(free) and "=" in a else a for a in args]
 
 
-def sampler_for_checkpoint(
+def _kind(node) -> tuple:
+    """A sampler config's function and, for the PC family, its predictor's and corrector's."""
+    node = node or {}
+
+    def target(v) -> str | None:
+        return v.get("_target_") if v else None
+
+    return target(node), target(node.get("predictor")), target(node.get("corrector"))
+
+
+def draw_for_checkpoint(
     cfg: DictConfig, ckpt: dict, overrides: list[str] | None = None
-) -> DictConfig | None:
-    """The sampler to use on a checkpoint: its own, with the ``sampler.*`` keys of the command
-    line on top, unless the command line picks another one (``sampler=NAME``), which comes with
-    its group's settings. Picking the checkpoint's own sampler (``sampler=ald`` on an ALD-trained
-    run) keeps its experiment-specific settings (e.g. NCSNv2's step_lr and final denoising); an
-    experiment's sampler (``experiment=NAME`` alone) does not replace the checkpoint's.
-    ``overrides``: see :func:`command_line`."""
+) -> dict[str, DictConfig | None]:
+    """``sampler``, ``schedule`` and ``init`` to use on a checkpoint: its own, with the
+    ``group.*`` keys of the command line on top, unless the command line picks another option
+    (``schedule=NAME``), which comes with its group's settings; ``sampler=NAME`` picks all three
+    (the sampler's own schedule and start). Picking the checkpoint's own sampler
+    (``sampler=ald`` on an ALD-trained run) keeps its experiment-specific settings (e.g.
+    NCSNv2's step_lr and final denoising); an experiment's sampler (``experiment=NAME`` alone)
+    does not replace the checkpoint's. ``overrides``: see :func:`command_line`."""
     overrides = command_line(cfg, overrides)
-    own = (ckpt.get("scorelab_config") or {}).get("sampler")
-    picked = group_choice(overrides, "sampler") is not None
-    if not own or (picked and own.get("_target_") != cfg.sampler.get("_target_")):
-        return cfg.get("sampler")
-    merged = OmegaConf.create(own)
-    for item in overrides:
-        key = item.split("=", 1)[0].lstrip("+~")
-        if key.startswith("sampler."):
-            OmegaConf.update(
-                merged, key[len("sampler.") :], OmegaConf.select(cfg, key), force_add=True
-            )
-    return merged
+    saved = ckpt.get("scorelab_config") or {}
+    same_sampler = group_choice(overrides, "sampler") is None or _kind(
+        saved.get("sampler")
+    ) == _kind(cfg.get("sampler"))
+    out: dict[str, DictConfig | None] = {}
+    for group in DRAW_GROUPS:
+        own = saved.get(group)
+        picked = not same_sampler or (
+            group != "sampler" and group_choice(overrides, group) is not None
+        )
+        if not own or picked:
+            out[group] = cfg.get(group)
+            continue
+        merged = OmegaConf.create(own)
+        for item in overrides:
+            key = _key(item)
+            if key.startswith(f"{group}."):
+                OmegaConf.update(
+                    merged, key[len(group) + 1 :], OmegaConf.select(cfg, key), force_add=True
+                )
+        out[group] = merged
+    return out
 
 
 def checkpoint_overrides(cfg: DictConfig, ckpt: dict, overrides: list[str] | None = None) -> dict:
     """What the command line changes in the config of the checkpoint ``ckpt`` (read from
-    ``cfg.ckpt_path``): the sampler (see :func:`sampler_for_checkpoint`) and keys of its other
+    ``cfg.ckpt_path``): how to draw (see :func:`draw_for_checkpoint`) and keys of its other
     groups (``sde.N=2000``). Everything else, an experiment's settings included, comes from the
     checkpoint. Picking another data, model, sde or loss is refused.
     ``overrides``: see :func:`command_line`."""
     overrides = command_line(cfg, overrides)
     changes: dict = {}
     for item in overrides:
-        key = item.split("=", 1)[0].lstrip("+~")
+        key = _key(item)
         group = key.split(".")[0]
         if group not in CHECKPOINT_GROUPS or item.startswith("~"):
             continue
@@ -109,8 +136,8 @@ def checkpoint_overrides(cfg: DictConfig, ckpt: dict, overrides: list[str] | Non
                 f"replace; drop it (a key such as {group}.NAME=VALUE changes one setting)"
             )
         changes[key] = OmegaConf.select(cfg, key)
-    if any(item.split("=", 1)[0].lstrip("+~").split(".")[0] == "sampler" for item in overrides):
-        changes["sampler"] = sampler_for_checkpoint(cfg, ckpt, overrides)
+    if any(_key(item).split(".")[0] in DRAW_GROUPS for item in overrides):
+        changes.update(draw_for_checkpoint(cfg, ckpt, overrides))
     return changes
 
 
@@ -146,15 +173,16 @@ def load_sampling_model(
     sampler = build_sampler(config)
     if sampler is None and need_sampler:
         raise ConfigError("the checkpoint has no sampler configured; pass sampler=NAME")
-    if sampler is not None:
-        try:
-            sampler.check(model)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
     shape = data_shape(config)
     if (config.get("module") or {}).get("channels_last") and len(shape) == 3:
         model.to(memory_format=torch.channels_last)  # as training kept the weights
     state = ckpt["state_dict"]
+    # The data's mean and variance, saved beside the weights (unknown in older checkpoints).
+    moments = DataMoments(shape)
+    saved = {k: state.get(f"data_moments.{k}", v) for k, v in moments.state_dict().items()}
+    moments.load_state_dict(saved)
+    object.__setattr__(model, "data_moments", moments)
+    check_sampler(sampler, model, shape)
     prefix = "ema.module." if cfg.get("use_ema", True) else "model."
     weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     mismatch = describe_state_mismatch(model.state_dict(), weights)
@@ -163,11 +191,6 @@ def load_sampling_model(
             f"checkpoint {path} does not fit the architecture in its config ({prefix}*: {mismatch})"
         )
     model.load_state_dict(weights)
-    # The data's mean and variance, saved beside the weights (unknown in older checkpoints).
-    moments = DataMoments(shape)
-    saved = {k: state.get(f"data_moments.{k}", v) for k, v in moments.state_dict().items()}
-    moments.load_state_dict(saved)
-    object.__setattr__(model, "data_moments", moments)
     model.eval()
     unit = partial(to_unit_range, data_range=data_range(config))
     return SamplingModel(model, sampler, shape, unit, to_plain(config))
@@ -190,10 +213,7 @@ def build_sampling_model(cfg: DictConfig, overrides: list[str] | None = None):
     noise = build_noise(cfg)
     model = build_score_model(cfg, noise)
     sampler = build_sampler(cfg)
-    try:
-        sampler.check(model)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    check_sampler(sampler, model, data_shape(cfg))
     return model, sampler, data_shape(cfg), (lambda x: x), OmegaConf.to_container(cfg, resolve=True)
 
 

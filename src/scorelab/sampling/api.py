@@ -1,6 +1,7 @@
 """Public names of :mod:`scorelab.sampling` (re-exported by the package)."""
 
 from scorelab.sampling.base import SampleResult
+from scorelab.sampling.dpm_solver import dpmpp_multistep
 from scorelab.sampling.edm import edm_heun
 from scorelab.sampling.langevin import annealed_langevin, langevin, tweedie_denoise
 from scorelab.sampling.ode import ode_sampler
@@ -33,6 +34,7 @@ __all__ = [
     "SampleResult",
     "ancestral_sampler",
     "annealed_langevin",
+    "dpmpp_multistep",
     "edm_heun",
     "em_sampler",
     "langevin",

@@ -28,6 +28,11 @@ from scorelab.sampling.base import (
 )
 from scorelab.utils import append_dims
 
+# The official NCSN runner steps x + step·s + √(2 step) z with step = step_lr = 2e-5 at
+# σ_L = 0.01: in the paper's notation ε = 2·step_lr = 4e-5 = 0.4 σ_L². The same ratio suits any
+# σ_L. (The paper's text reads ε = 2e-5, i.e. 0.2 σ_L²: half the step the published samples used.)
+DEFAULT_EPS_OVER_SIGMA_MIN_SQ = 0.4
+
 
 def langevin(
     score_fn: ScoreFn,
@@ -110,8 +115,9 @@ def annealed_langevin(
     For each σ_i of the descending schedule, T = ``n_steps_each`` steps of
     x ← x + (α_i/2) s(x, σ_i) + √α_i z with α_i = ε σ_i²/σ_L².
 
-    Give exactly one of ``eps`` (the paper's ε) or ``step_lr`` (the official code's knob,
-    which equals ε/2: the code's step is x + step·s + √(2 step) z).
+    Give at most one of ``eps`` (the paper's ε) or ``step_lr`` (the official code's knob,
+    which equals ε/2: the code's step is x + step·s + √(2 step) z); with neither,
+    ε = 0.4 σ_L² (:data:`DEFAULT_EPS_OVER_SIGMA_MIN_SQ`).
 
     Args:
         score_fn: σ-conditioned score ``fn(x, sigma)``, sigma (B,).
@@ -129,14 +135,16 @@ def annealed_langevin(
     """
     check_state(x)
     n_steps_each = check_int("n_steps_each", n_steps_each)
-    if (eps is None) == (step_lr is None):
+    if eps is not None and step_lr is not None:
         raise ValueError(
-            f"give exactly one of eps (paper's ε) or step_lr (official code's, = ε/2); "
-            f"got eps={eps}, step_lr={step_lr}"
+            f"eps={eps} and step_lr={step_lr} both set the Langevin step (step_lr = ε/2); give "
+            "one and set the other to null"
         )
-    eps = check_positive("eps", eps) if eps is not None else 2 * check_positive("step_lr", step_lr)
     sigma_list = check_sigmas(sigmas, allow_zero_last=False).tolist()  # one host copy
     sigma_last = sigma_list[-1]
+    if eps is None and step_lr is None:
+        eps = DEFAULT_EPS_OVER_SIGMA_MIN_SQ * sigma_last**2
+    eps = check_positive("eps", eps) if eps is not None else 2 * check_positive("step_lr", step_lr)
     score = CountingScore(score_fn)
     x_mean = x
     i = 0

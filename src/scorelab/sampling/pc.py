@@ -221,7 +221,7 @@ def pc_sampler(
     sde: SDE,
     *,
     predictor: PredictorFactory = ReverseDiffusionPredictor,
-    corrector: CorrectorFactory = NoneCorrector,
+    corrector: CorrectorFactory | None = NoneCorrector,
     eps: float | None = None,
     n_steps: int | None = None,
     denoise: bool = True,
@@ -239,7 +239,8 @@ def pc_sampler(
         x: (B, ...) initial state, drawn from the prior (``sde.prior_sampling``).
         sde: the forward SDE.
         predictor: class or partial, called as ``predictor(sde, score_fn, generator=g)``.
-        corrector: class or partial, called as ``corrector(sde, score_fn, generator=g)``.
+        corrector: class or partial, called as ``corrector(sde, score_fn, generator=g)``;
+            None: no corrector.
         eps: final time, in (0, T); default 1e-5 for VE and 1e-3 for VP / sub-VP.
         n_steps: number of steps; default ``sde.N``. Otherwise the SDE is re-discretised with
             N = n_steps (which sets Δt, SMLD's σ_i and DDPM's β_i).
@@ -260,7 +261,7 @@ def pc_sampler(
         sde = sde.with_num_steps(check_int("n_steps", n_steps))
     score = CountingScore(score_fn)
     pred = _build(predictor, "predictor", sde, score, generator)
-    corr = _build(corrector, "corrector", sde, score, generator)
+    corr = _build(corrector or NoneCorrector, "corrector", sde, score, generator)
     timesteps = torch.linspace(sde.T, eps, sde.N, device=x.device, dtype=x.dtype)
     x_mean = x
     if project is not None:

@@ -98,3 +98,100 @@ def gaussian_start(
     mean = torch.as_tensor(mean, device=z.device, dtype=torch.float64)
     std = torch.as_tensor(std, device=z.device, dtype=torch.float64)
     return (mean + std * z.double()).to(z.dtype)
+
+
+class Start:
+    """Where a draw starts (what ``init=`` builds), at the first point of the schedule, where
+    the marginal is alpha·x_0 + std·z and the prior N(0, prior_std² I).
+
+    ``kind``:
+      - ``auto``: N(alpha·mean, alpha²·var + std²) per coordinate when the model knows its
+        data's moments, else the prior (the deterministic samplers' default: any error in the
+        start stays in their samples);
+      - ``moments``: the same, refused when the moments are unknown;
+      - ``prior``: N(0, prior_std² I) (the stochastic samplers' default);
+      - ``uniform``: uniform on ``[low, high]`` per coordinate (NCSN's start); a null end is
+        mean ∓ √3·std of the data (the uniform with the data's mean and variance) when the model
+        knows them, else 0 and 1.
+    ``mean`` / ``std`` (with ``auto`` or ``prior``) give the Gaussian explicitly; a missing one
+    keeps the prior's (0, prior_std).
+    """
+
+    KINDS = ("auto", "moments", "prior", "uniform")
+
+    def __init__(self, kind: str = "auto", mean=None, std=None, low=None, high=None) -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"init={kind!r} is not a start; use one of {', '.join(self.KINDS)}")
+        if (mean is not None or std is not None) and kind not in ("auto", "prior"):
+            raise ValueError(
+                f"mean / std set a Gaussian start; they need init=prior or auto, got init={kind}"
+            )
+        if std is not None and not bool((torch.as_tensor(std) > 0).all()):
+            raise ValueError(f"std={std} must be > 0")
+        if None not in (low, high) and not high > low:
+            raise ValueError(f"high={high} must be > low={low}")
+        self.kind, self.mean, self.std, self.low, self.high = kind, mean, std, low, high
+
+    def __call__(self, model, shape, grid, *, device=None, generator=None) -> tuple[Tensor, dict]:
+        """(x of ``shape``, a JSON-friendly description of where it came from)."""
+        moments = getattr(model, "data_moments", None)
+        moments = moments if moments is not None and moments.known else None
+        if self.kind == "uniform":
+            return self._uniform(shape, moments, device, generator)
+        if self.mean is not None or self.std is not None:
+            mean = 0.0 if self.mean is None else self.mean
+            sd = grid.prior_std if self.std is None else self.std
+            x = gaussian_start(shape, mean, sd, device=device, generator=generator)
+            return x, {"kind": "given", "mean": _summary(mean), "std": _summary(sd)}
+        if moments is None and self.kind == "moments":
+            raise ValueError(
+                "init=moments needs the data's mean and variance, which this model does not know "
+                "(a checkpoint saved before they were, or a converted one); use init=auto or "
+                "init=prior"
+            )
+        if moments is None or self.kind == "prior":
+            x = grid.prior_std * torch.randn(shape, generator=generator, device=device)
+            return x, {"kind": "prior", "mean": 0.0, "std": float(grid.prior_std)}
+        mean, sd = moments.marginal(grid.std, grid.alpha)
+        x = gaussian_start(
+            shape, mean.to(device), sd.to(device), device=device, generator=generator
+        )
+        info = {
+            "kind": "moments",
+            "distribution": "N(alpha * data_mean, alpha^2 * data_var + std^2) per coordinate",
+            "alpha": float(grid.alpha),
+            "std": float(grid.std),
+            **moments.describe(),
+        }
+        return x, info
+
+    def _uniform(self, shape, moments, device, generator) -> tuple[Tensor, dict]:
+        low, high = self.low, self.high
+        if moments is not None:
+            half = math.sqrt(3.0) * moments.var.double().sqrt()
+            low = moments.mean.double() - half if low is None else low
+            high = moments.mean.double() + half if high is None else high
+        low = 0.0 if low is None else low
+        high = 1.0 if high is None else high
+        u = torch.rand(shape, generator=generator, device=device)
+        lo = torch.as_tensor(low, dtype=torch.float64, device=u.device)
+        hi = torch.as_tensor(high, dtype=torch.float64, device=u.device)
+        x = (lo + (hi - lo) * u.double()).to(u.dtype)
+        return x, {"kind": "uniform", "low": _summary(low), "high": _summary(high)}
+
+    def describe(self) -> dict:
+        out = {"kind": self.kind}
+        for key in ("mean", "std", "low", "high"):
+            if getattr(self, key) is not None:
+                out[key] = _summary(getattr(self, key))
+        return out
+
+
+def _summary(v) -> float | list | str:
+    """A JSON-friendly view of a start parameter (a number, a short list, or its shape)."""
+    t = torch.as_tensor(v)
+    if t.numel() == 1:
+        return float(t)
+    if t.numel() <= 16:
+        return t.flatten().tolist()
+    return f"tensor of shape {tuple(t.shape)}"
