@@ -16,6 +16,7 @@ sampling work, and describes them for ``sample_info.json`` and the metrics recor
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from contextlib import contextmanager
 from functools import partial
@@ -184,7 +185,7 @@ class Sampler:
     def describe(self) -> dict:
         info: dict = {"name": self.name, "function": self.function.__name__}
         for key, v in self.fn.keywords.items():
-            info[key] = v if _plain(v) else _describe_part(v)
+            info[key] = _json(v) if _plain(v) else _describe_part(v)
         info["schedule"] = {"name": schedule_name(self.schedule), **_settings(self.schedule)}
         info["init"] = self.start.describe()
         if self.started_from is not None:
@@ -258,8 +259,14 @@ def _describe_part(v) -> dict | str:
 
 
 def _settings(obj) -> dict:
-    return {k: v for k, v in vars(obj).items() if _plain(v)}
+    return {k: _json(v) for k, v in vars(obj).items() if _plain(v)}
 
 
 def _plain(v) -> bool:
     return isinstance(v, int | float | str | bool | type(None))
+
+
+def _json(v):
+    """``v`` for a JSON record: a non-finite float as its string ("inf"), which strict JSON
+    readers accept."""
+    return str(v) if isinstance(v, float) and not math.isfinite(v) else v

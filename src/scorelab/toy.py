@@ -131,14 +131,43 @@ class GaussianMixture:
         std = torch.as_tensor(std, dtype=torch.float64, device=x.device).expand(B)
         return alpha, std
 
+    def _shared(self, x: Tensor, alpha: Tensor, std: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Log-densities (B, K), 1/var (K, D) and mean/var (K, D) when the whole batch is at
+        one level: (B, D) × (D, K) matrix products instead of (B, K, D) tensors, about two
+        orders of magnitude cheaper in 64-D."""
+        self._check_x(x)
+        dev = x.device
+        a, sd = float(alpha[0]), float(std[0])
+        var = (a * self.stds.to(dev)) ** 2 + sd**2  # (K, D)
+        m = a * self.means.to(dev)
+        iv = 1.0 / var
+        miv = m * iv
+        xd = x.double()
+        quad = (xd * xd) @ iv.T - 2.0 * (xd @ miv.T) + (m * miv).sum(1)
+        lp = torch.log(self.weights.to(dev)) - 0.5 * (quad + torch.log(2 * math.pi * var).sum(1))
+        return lp, iv, miv
+
+    @staticmethod
+    def _one_level(alpha: Tensor, std: Tensor) -> bool:
+        return bool((alpha == alpha[0]).all() and (std == std[0]).all())
+
     def log_prob_perturbed(self, x: Tensor, alpha, std) -> Tensor:
         """log p(x) for x = alpha x_0 + std z, x_0 from the mixture. alpha, std: scalar or (B,)."""
-        lp, _, _ = self._components(x, *self._coeffs(x, alpha, std))
+        alpha, std = self._coeffs(x, alpha, std)
+        if self._one_level(alpha, std):
+            lp = self._shared(x, alpha, std)[0]
+        else:
+            lp = self._components(x, alpha, std)[0]
         return torch.logsumexp(lp, dim=1).to(x.dtype)
 
     def score_perturbed(self, x: Tensor, alpha, std) -> Tensor:
         """∇ₓ log p(x) of the perturbed mixture, (B, D)."""
-        lp, mu, var = self._components(x, *self._coeffs(x, alpha, std))
+        alpha, std = self._coeffs(x, alpha, std)
+        if self._one_level(alpha, std):
+            lp, iv, miv = self._shared(x, alpha, std)
+            r = torch.softmax(lp, dim=1)
+            return (r @ miv - x.double() * (r @ iv)).to(x.dtype)
+        lp, mu, var = self._components(x, alpha, std)
         resp = torch.softmax(lp, dim=1)[..., None]  # (B, K, 1)
         s = (resp * (mu - x.double()[:, None, :]) / var).sum(1)
         return s.to(x.dtype)
