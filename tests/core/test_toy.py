@@ -144,3 +144,21 @@ BAD = [
 def test_bad_mixture_inputs_raise_value_error(make, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_one_level_batches_take_the_matrix_path_with_the_same_values():
+    """A batch at one level is scored by (B, D) x (D, K) products; it must give what the
+    per-sample formula gives (forced here by a second level in one extra row)."""
+    g = torch.Generator().manual_seed(0)
+    mix = GaussianMixture(
+        [0.2, 0.3, 0.5], torch.randn(3, 16, generator=g), 0.5 + torch.rand(3, 16, generator=g)
+    )
+    x = 3 * torch.randn(257, 16, generator=g, dtype=torch.float64)
+    for alpha, std in ((1.0, 0.0), (1.0, 0.3), (0.6, 0.8), (0.05, 1.0)):
+        a = torch.full((257,), alpha, dtype=torch.float64)
+        s = torch.full((257,), std, dtype=torch.float64)
+        s2 = torch.cat([s[:-1], s[-1:] + 1.0])  # two levels: the general path
+        fast, slow = mix.score_perturbed(x, a, s), mix.score_perturbed(x, a, s2)
+        torch.testing.assert_close(fast[:-1], slow[:-1], rtol=1e-10, atol=1e-10)
+        lp_fast, lp_slow = mix.log_prob_perturbed(x, a, s), mix.log_prob_perturbed(x, a, s2)
+        torch.testing.assert_close(lp_fast[:-1], lp_slow[:-1], rtol=1e-10, atol=1e-10)
