@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import statistics
 import sys
 import time
@@ -27,24 +26,17 @@ from _study import study_parser  # noqa: E402
 
 from scorelab import schedules, toy  # noqa: E402
 from scorelab.io import write_text_atomic  # noqa: E402
+from scorelab.lit.build import sampler_from_config  # noqa: E402
 from scorelab.metrics.toy import (  # noqa: E402
     exact_nll,
     mode_weight_error,
     mode_weights,
     sliced_wasserstein,
 )
+from scorelab.nets.precond import OracleScoreModel  # noqa: E402
 from scorelab.plots import save_figure
-from scorelab.sampling import (  # noqa: E402
-    LangevinCorrector,
-    ancestral_sampler,
-    annealed_langevin,
-    edm_heun,
-    em_sampler,
-    ode_sampler,
-    pc_sampler,
-)
-from scorelab.sampling.dpm_solver import dpmpp_multistep  # noqa: E402
-from scorelab.sde import SDE, VESDE, VPSDE, sigma_score_from_time_score  # noqa: E402
+from scorelab.sampling.start import DataMoments  # noqa: E402
+from scorelab.sde import VESDE, VPSDE  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DT = torch.float64
@@ -116,57 +108,18 @@ MIXTURES: dict[str, Callable[[], toy.GaussianMixture]] = {
 }
 
 
-class FastOracle:
-    """Exact perturbed scores of a diagonal :class:`~scorelab.toy.GaussianMixture`.
+class SampleMoments(OracleScoreModel):
+    """The mixture's exact score, with the data's mean and variance estimated from a fixed
+    "training set" of MM_DATA samples (what a trained model saves), for the moment-matched
+    starts (``init=moments``)."""
 
-    Every sampler here evaluates a whole batch at one noise level; then the component
-    log-densities are matrix products (B, D) × (D, K) instead of (B, K, D) tensors, which makes
-    the 64-D oracle about two orders of magnitude cheaper. Batches with per-sample levels fall
-    back to the mixture's own (identical) formula.
-    """
+    def __init__(self, mix: toy.GaussianMixture, noise, data: Tensor) -> None:
+        super().__init__(mix, noise)
+        self._moments = DataMoments.of(data.mean(0), data.var(0), len(data))
 
-    def __init__(self, mix: toy.GaussianMixture) -> None:
-        self.mix = mix
-        self.log_w = mix.weights.log()
-        self.mu = mix.means
-        self.var0 = mix.stds**2
-
-    def _terms(self, x: Tensor, alpha: float, std: float) -> tuple[Tensor, ...]:
-        var = alpha * alpha * self.var0 + std * std  # (K, D)
-        m = alpha * self.mu
-        iv = 1.0 / var
-        miv = m * iv
-        xd = x.double()
-        quad = (xd * xd) @ iv.T - 2.0 * (xd @ miv.T) + (m * miv).sum(1)
-        logp = self.log_w - 0.5 * (quad + torch.log(2 * math.pi * var).sum(1))  # (B, K)
-        return xd, logp, iv, miv
-
-    def score(self, x: Tensor, alpha: float, std: float) -> Tensor:
-        """∇ log p of alpha·x_0 + std·z at x (B, D), alpha and std shared by the batch."""
-        xd, logp, iv, miv = self._terms(x, alpha, std)
-        r = torch.softmax(logp, dim=1)
-        return (r @ miv - xd * (r @ iv)).to(x.dtype)
-
-    def log_prob(self, x: Tensor) -> Tensor:
-        """Exact log-density of the mixture itself, (B,)."""
-        return torch.logsumexp(self._terms(x, 1.0, 0.0)[1], dim=1)
-
-    def sigma_score(self) -> Callable[[Tensor, Tensor], Tensor]:
-        def fn(x: Tensor, sigma: Tensor) -> Tensor:
-            if bool((sigma == sigma[0]).all()):
-                return self.score(x, 1.0, float(sigma[0]))
-            return self.mix.score_sigma(x, sigma)
-
-        return fn
-
-    def time_score(self, sde: SDE) -> Callable[[Tensor, Tensor], Tensor]:
-        def fn(x: Tensor, t: Tensor) -> Tensor:
-            if bool((t == t[0]).all()):
-                a, s = sde.marginal_coeffs(t[:1].double())
-                return self.score(x, float(a), float(s))
-            return self.mix.score_t(x, t, sde)
-
-        return fn
+    @property
+    def data_moments(self) -> DataMoments:
+        return self._moments
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +141,7 @@ def metrics(x: Tensor, ref: Tensor, mix: toy.GaussianMixture) -> dict:
     return {
         "sw": sw(x, ref),
         "mode_err": mode_weight_error(x, mix.means, mix.weights).item(),
-        "nll": exact_nll(x, FastOracle(mix).log_prob).item(),
+        "nll": exact_nll(x, mix.log_prob).item(),
         "weights": [round(w, 4) for w in mode_weights(x, mix.means).tolist()],
     }
 
@@ -218,115 +171,65 @@ def data_samples(dim: str) -> Tensor:
     )
 
 
-def mm_start(dim: str, shape: tuple, sigma: float, g: torch.Generator) -> Tensor:
-    """x ~ N(μ_data, σ² I + diag(var_data)): the first two moments of the VE marginal at σ."""
-    mean, std = schedules.moment_matched_start(data_samples(dim), sigma)
-    return mean + std * torch.randn(shape, generator=g, dtype=DT)
-
-
-def configs(
-    sde_name: str, oracle: FastOracle, n: int, d: int, size: dict, dim: str = ""
-) -> list[tuple]:
-    """(family, setting, make_run) for one panel; ``make_run(g)`` returns a SampleResult.
+def configs(sde_name: str, mix: toy.GaussianMixture, n: int, size: dict, dim: str = "") -> list:
+    """(family, setting, make_run) for one panel; ``make_run(g)`` draws ``n`` samples with the
+    package's sampler configs (``sampler=``, ``schedule=``, ``init=``, as on the command line)
+    and returns the SampleResult.
 
     With ``dim`` given, VE also gets the moment-matched-start variants of the deterministic
-    samplers (EDM-Heun and the probability-flow ODE with Heun steps).
+    samplers (``init=moments``, the moments estimated from ``data_samples(dim)``).
     """
     sde = VESDE(0.01, VE_SIGMA_MAX, 1000) if sde_name == "VE" else VPSDE(0.1, 20.0, 1000)
-    tscore = oracle.time_score(sde)
-    shape = (n, d)
+    plain = OracleScoreModel(mix, sde)
+    mm = SampleMoments(mix, sde, data_samples(dim)) if dim else plain
+    shape = (n, mix.dim)
 
-    def prior(g):
-        return sde.prior_sampling(shape, generator=g, dtype=DT)
+    def run(name: str, *overrides: str, model=plain):
+        sampler = sampler_from_config(name, *overrides)
+        return lambda g: sampler(model, shape, generator=g)
+
+    def karras(steps: int, smax: float) -> tuple[str, ...]:
+        return (
+            f"schedule.num_steps={steps}",
+            f"schedule.sigma_min={EDM_SIGMA_MIN}",
+            f"schedule.sigma_max={smax}",
+        )
 
     out: list[tuple] = []
-    pc = functools.partial(LangevinCorrector, snr=0.16, n_steps=1)
-    for N in size["pc"]:
+    for N in size["pc"]:  # reverse diffusion + Langevin corrector, snr 0.16
         out.append(
-            (
-                "PC (reverse diffusion + Langevin)",
-                f"PC-{N}",
-                lambda g, N=N: pc_sampler(
-                    tscore, prior(g), sde, corrector=pc, n_steps=N, generator=g
-                ),
-            )
+            ("PC (reverse diffusion + Langevin)", f"PC-{N}", run("pc", f"schedule.n_steps={N}"))
         )
     for N in size["em"]:
-        out.append(
-            (
-                "Euler–Maruyama",
-                f"EM-{N}",
-                lambda g, N=N: em_sampler(tscore, prior(g), sde, n_steps=N, generator=g),
-            )
-        )
+        out.append(("Euler–Maruyama", f"EM-{N}", run("em", f"schedule.n_steps={N}")))
     for N in size["ancestral"]:
-        out.append(
-            (
-                "ancestral",
-                f"ancestral-{N}",
-                lambda g, N=N: ancestral_sampler(tscore, prior(g), sde, n_steps=N, generator=g),
-            )
-        )
+        out.append(("ancestral", f"ancestral-{N}", run("ancestral", f"schedule.n_steps={N}")))
     for tol in size["dopri5_tol"]:
-        out.append(
-            (
-                "PF-ODE dopri5",
-                f"dopri5 tol={tol:g}",
-                lambda g, tol=tol: ode_sampler(
-                    tscore, prior(g), sde, method="dopri5", rtol=tol, atol=tol
-                ),
-            )
-        )
+        ode = ("init=prior", f"sampler.rtol={tol}", f"sampler.atol={tol}")
+        out.append(("PF-ODE dopri5", f"dopri5 tol={tol:g}", run("ode", *ode)))
     for N in size["ode_heun"]:
-        out.append(
-            (
-                "PF-ODE Heun",
-                f"ODE-Heun-{N}",
-                lambda g, N=N: ode_sampler(tscore, prior(g), sde, method="heun", n_steps=N),
-            )
-        )
+        ode = ("init=prior", "sampler.method=heun", f"schedule.n_steps={N}")
+        out.append(("PF-ODE Heun", f"ODE-Heun-{N}", run("ode", *ode)))
 
-    # EDM-Heun on the σ-score; for VP it goes through the VP time score, which with exact
-    # scores is the same function as the VE σ-score (only the σ range differs).
+    # EDM-Heun and DPM-Solver++ on the σ-score (in VE coordinates on VP too), from N(0, σ_max² I)
     if sde_name == "VE":
-        sscore = oracle.sigma_score()
         edm_sigmas = [80.0, size["edm_big_sigma"]]
     else:
-        sscore = sigma_score_from_time_score(sde, tscore)
         a, s = sde.marginal_coeffs(torch.tensor([sde.T], dtype=DT))
         edm_sigmas = [80.0, round(float(s / a), 1)]  # EDM's default; σ(T) of the VP SDE
     for smax in edm_sigmas:
-        fam = f"EDM-Heun σ_max={smax:g}"
         for steps in size["edm"]:
+            name = f"EDM-{steps} σ_max={smax:g}"
             out.append(
-                (
-                    fam,
-                    f"EDM-{steps} σ_max={smax:g}",
-                    lambda g, steps=steps, smax=smax: edm_heun(
-                        sscore,
-                        torch.randn(shape, generator=g, dtype=DT) * smax,
-                        schedules.karras_sigmas(steps, EDM_SIGMA_MIN, smax).to(DT),
-                    ),
-                )
+                (f"EDM-Heun σ_max={smax:g}", name, run("heun", "init=prior", *karras(steps, smax)))
             )
-
-    # DPM-Solver++ (2M, 3M) on the same Karras schedules: one score evaluation per level.
-    def dpmpp(start, steps: int, smax: float, order: int):
-        sig = schedules.karras_sigmas(steps, EDM_SIGMA_MIN, smax).to(DT)
-        return lambda g: dpmpp_multistep(sscore, start(g, smax), sig, order=order)
-
-    def plain_start(g, smax):
-        return torch.randn(shape, generator=g, dtype=DT) * smax
-
-    for order in (2, 3):
+    for order in (2, 3):  # one score evaluation per level
         for smax in edm_sigmas:
             fam = f"DPM-Solver++ {order}M σ_max={smax:g}"
             for steps in size["dpmpp"]:
                 name = f"DPM++{order}M-{steps} σ_max={smax:g}"
-                out.append((fam, name, dpmpp(plain_start, steps, smax, order)))
-
-    def moment_matched_start(g, smax):
-        return mm_start(dim, shape, smax, g)
+                cfg = ("init=prior", f"sampler.order={order}", *karras(steps, smax))
+                out.append((fam, name, run("dpmpp", *cfg)))
 
     if sde_name == "VE" and dim:
         for order in (2, 3):
@@ -334,70 +237,47 @@ def configs(
                 fam = f"DPM-Solver++ {order}M σ_max={smax:g}, moment-matched start"
                 for steps in size["dpmpp"]:
                     name = f"DPM++{order}M-{steps} σ_max={smax:g} MM"
-                    out.append((fam, name, dpmpp(moment_matched_start, steps, smax, order)))
+                    cfg = ("init=moments", f"sampler.order={order}", *karras(steps, smax))
+                    out.append((fam, name, run("dpmpp", *cfg, model=mm)))
         # The same deterministic samplers started from the Gaussian with the first two moments
         # of the true marginal at σ_max instead of N(0, σ_max² I).
         for smax in size["mm_sigma_max"]:
             fam = f"EDM-Heun σ_max={smax:g}, moment-matched start"
             for steps in size["edm"]:
-                out.append(
-                    (
-                        fam,
-                        f"EDM-{steps} σ_max={smax:g} MM",
-                        lambda g, steps=steps, smax=smax: edm_heun(
-                            sscore,
-                            mm_start(dim, shape, smax, g),
-                            schedules.karras_sigmas(steps, EDM_SIGMA_MIN, smax).to(DT),
-                        ),
-                    )
-                )
+                name = f"EDM-{steps} σ_max={smax:g} MM"
+                out.append((fam, name, run("heun", "init=moments", *karras(steps, smax), model=mm)))
         for N in size["ode_heun"]:
+            ode = ("init=moments", "sampler.method=heun", f"schedule.n_steps={N}")
             out.append(
                 (
                     "PF-ODE Heun, moment-matched start",
                     f"ODE-Heun-{N} MM",
-                    lambda g, N=N: ode_sampler(
-                        tscore, mm_start(dim, shape, VE_SIGMA_MAX, g), sde, method="heun", n_steps=N
-                    ),
+                    run("ode", *ode, model=mm),
                 )
             )
         tol = min(size["dopri5_tol"])
+        ode = ("init=moments", f"sampler.rtol={tol}", f"sampler.atol={tol}")
         out.append(
             (
                 "PF-ODE dopri5, moment-matched start",
                 f"dopri5 tol={tol:g} MM",
-                lambda g, tol=tol: ode_sampler(
-                    tscore,
-                    mm_start(dim, shape, VE_SIGMA_MAX, g),
-                    sde,
-                    method="dopri5",
-                    rtol=tol,
-                    atol=tol,
-                ),
+                run("ode", *ode, model=mm),
             )
         )
 
     if sde_name == "VE":  # NCSN's sampler is a VE (σ-conditioned) sampler
-        al_score = oracle.sigma_score()
         for L in size["al_levels"]:
-            sig = schedules.geometric_sigmas(VE_SIGMA_MAX, AL_SIGMA_MIN, L).to(DT)
-            gamma = float(sig[0] / sig[1])
-            eps = schedules.ncsnv2_step_size(gamma, AL_SIGMA_MIN, AL_STEPS_EACH)
-            out.append(
-                (
-                    f"annealed Langevin (T={AL_STEPS_EACH})",
-                    f"ALD L={L}",
-                    lambda g, sig=sig, eps=eps: annealed_langevin(
-                        al_score,
-                        torch.randn(shape, generator=g, dtype=DT) * VE_SIGMA_MAX,
-                        sig,
-                        n_steps_each=AL_STEPS_EACH,
-                        eps=eps,
-                        final_denoise=True,
-                        generator=g,
-                    ),
-                )
+            sig = schedules.geometric_sigmas(VE_SIGMA_MAX, AL_SIGMA_MIN, L)
+            eps = schedules.ncsnv2_step_size(float(sig[0] / sig[1]), AL_SIGMA_MIN, AL_STEPS_EACH)
+            ald = (
+                "init=prior",
+                f"schedule.num_scales={L}",
+                f"schedule.sigma_min={AL_SIGMA_MIN}",
+                f"sampler.n_steps_each={AL_STEPS_EACH}",
+                f"sampler.eps={eps!r}",
+                "sampler.final_denoise=true",
             )
+            out.append((f"annealed Langevin (T={AL_STEPS_EACH})", f"ALD L={L}", run("ald", *ald)))
     return out
 
 
@@ -439,11 +319,10 @@ def reference_set(dim: str, n: int, sets: int) -> tuple[Tensor, dict]:
 
 def run_panel(dim: str, sde_name: str, size: dict, seed: int = 0) -> dict:
     mix = MIXTURES[dim]()
-    oracle = FastOracle(mix)
-    n, d = size["n"], mix.dim
+    n = size["n"]
     ref, floor = reference_set(dim, n, size["true_sets"])
     rows = []
-    cfgs = configs(sde_name, oracle, n, d, size, dim)
+    cfgs = configs(sde_name, mix, n, size, dim)
     for fam, setting, make in cfgs:
         g = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
@@ -537,22 +416,22 @@ def sigma_max_sweep(dim: str, size: dict) -> list[dict]:
     sampler started from N(0, σ_max² I), and the same started from the moment-matched
     N(μ_data, σ_max² I + diag(var_data))."""
     mix = MIXTURES[dim]()
-    oracle = FastOracle(mix)
     n = size["n"]
     ref, _ = reference_set(dim, n, size["true_sets"])
     mean = (mix.weights[:, None] * mix.means).sum(0)
+    sde = VESDE(0.01, VE_SIGMA_MAX, 1000)
+    models = {
+        "N(0, σ²I)": OracleScoreModel(mix, sde),
+        "moment-matched": SampleMoments(mix, sde, data_samples(dim)),
+    }
     out = []
     for smax, start in [
         (s, st) for st in ("N(0, σ²I)", "moment-matched") for s in size["sweep_sigma_max"]
     ]:
-        g = torch.Generator().manual_seed(0)
-        if start == "moment-matched":
-            x0 = mm_start(dim, (n, mix.dim), smax, g)
-        else:
-            x0 = torch.randn(n, mix.dim, generator=g, dtype=DT) * smax
-        res = edm_heun(
-            oracle.sigma_score(), x0, schedules.karras_sigmas(18, EDM_SIGMA_MIN, smax).to(DT)
-        )
+        init = "init=moments" if start == "moment-matched" else "init=prior"
+        karras = (f"schedule.sigma_min={EDM_SIGMA_MIN}", f"schedule.sigma_max={smax}")
+        sampler = sampler_from_config("heun", init, *karras)
+        res = sampler(models[start], (n, mix.dim), generator=torch.Generator().manual_seed(0))
         row = {
             "dim": dim,
             "sigma_max": smax,
@@ -759,6 +638,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = study_parser(__doc__, HERE)
     a = p.parse_args(argv)
     torch.set_num_threads(1)  # many small ops; a second thread only contends on this machine
+    torch.set_default_dtype(DT)  # the samplers' starts and states in float64, as the scores
     size = SMOKE if a.smoke else FULL
     a.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

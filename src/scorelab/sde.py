@@ -151,7 +151,9 @@ class NoiseProcess(ABC):
         """Annealed Langevin's levels: ``num_scales`` geometric ones from σ_max down to
         ``sigma_min`` (inside :meth:`sigma_range`), else ``default_min``, else σ_min."""
         lo, hi = self.sigma_range()
-        if sigma_min is not None and not lo <= sigma_min < hi:
+        # σ(t) at the smallest time sits a hair above the process's own σ_min (VE: σ(1e-5) =
+        # σ_min · (σ_max/σ_min)^1e-5); σ_min itself is allowed
+        if sigma_min is not None and not lo * (1 - 1e-3) <= sigma_min < hi:
             raise ValueError(
                 f"schedule.sigma_min={sigma_min} must lie in the model's range "
                 f"[{lo:.4g}, {hi:.4g}); choose one inside it or null (from the data's scale)"

@@ -139,10 +139,12 @@ class Geometric:
 
 
 class Level:
-    """One noise level for plain Langevin dynamics: ``sigma`` (null: the model's smallest)."""
+    """One noise level for plain Langevin dynamics: ``sigma`` (null: the model's smallest; 0:
+    the data's own score, which only an exact score knows)."""
 
     def __init__(self, sigma: float | None = None) -> None:
-        _need("sigma", sigma, null=True)
+        if sigma != 0:  # 0: the data's own score
+            _need("sigma", sigma, null=True)
         self.sigma = sigma
 
     def __call__(self, model) -> Grid:
