@@ -53,13 +53,15 @@ def check_label_range(label: Tensor, num_labels: int) -> None:
 
     Without this an out-of-range index reaches ``nn.Embedding``: an IndexError on the CPU, a
     device-side assert that breaks the whole CUDA context on a GPU. Skipped inside
-    ``torch.compile`` (the check reads the labels back to the host, which would split the
-    compiled graph); the labels there come from the data module or from guidance, which
-    check them first.
+    ``torch.compile`` and CUDA-graph capture (the check reads two numbers back to the host,
+    which would split the compiled graph or break the capture); the labels there come from
+    the data module or from guidance, which check them first.
     """
     if label.numel() == 0 or torch.compiler.is_compiling():
         return
-    lo, hi = int(label.min()), int(label.max())
+    if label.is_cuda and torch.cuda.is_current_stream_capturing():
+        return
+    lo, hi = torch.stack(torch.aminmax(label)).tolist()  # one read-back
     if lo < 0 or hi > num_labels:
         bad = lo if lo < 0 else hi
         raise ValueError(
