@@ -6,6 +6,10 @@ official code feeds ``999·t`` for continuous VP/subVP training and the integer 
 :mod:`scorelab.nets.conditioning`, such as EDM's ``c_noise``, via ``cond_input``). They take
 the keyword arguments of :class:`scorelab.nets.ncsnpp.NCSNpp` (see there for the layer layout)
 and differ from it only in their defaults (DDPM++) or in arguments they fix (DDPM).
+
+``num_labels = K`` makes either one class-conditional, ``net(x, cond, label=y)``, exactly as
+for NCSN++: a label embedding (K + 1 rows, row K = no label) summed with the sinusoidal
+features before the embedding MLP. The default None adds no parameter.
 """
 
 from __future__ import annotations

@@ -44,7 +44,31 @@ class LabelEmbedding(nn.Module):
             label = label.expand(batch)
         if label.shape[0] != batch:
             raise ValueError(f"label has {label.shape[0]} entries for a batch of {batch}")
+        check_label_range(label, self.num_labels)
         return self.table(label)
+
+
+def check_label_range(label: Tensor, num_labels: int) -> None:
+    """Refuse, in one line, a label outside [0, num_labels] (num_labels itself is ∅).
+
+    Without this an out-of-range index reaches ``nn.Embedding``: an IndexError on the CPU, a
+    device-side assert that breaks the whole CUDA context on a GPU. Skipped inside
+    ``torch.compile`` and CUDA-graph capture (the check reads two numbers back to the host,
+    which would split the compiled graph or break the capture); the labels there come from
+    the data module or from guidance, which check them first.
+    """
+    if label.numel() == 0 or torch.compiler.is_compiling():
+        return
+    if label.is_cuda and torch.cuda.is_current_stream_capturing():
+        return
+    lo, hi = torch.stack(torch.aminmax(label)).tolist()  # one read-back
+    if lo < 0 or hi > num_labels:
+        bad = lo if lo < 0 else hi
+        raise ValueError(
+            f"label {bad} is outside [0, {num_labels}] (the classes 0..{num_labels - 1}, and "
+            f"{num_labels} = no label); pass labels in that range, or build the network with "
+            "model.net.num_labels = the data's number of classes"
+        )
 
 
 def no_labels_refused(cls_name: str, label) -> None:

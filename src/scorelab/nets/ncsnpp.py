@@ -19,6 +19,15 @@ Conditioning, ``net(x, cond)`` with ``cond`` a float ``(B,)`` tensor:
 Fourier features; 999·t or 250·ln σ for the sinusoids), and the parametrisation checks that it
 feeds that kind.
 
+Class labels (``num_labels = K``, default None: unconditional): ``net(x, cond, label=y)``
+with ``y`` (B,) long in ``[0, K]`` (K, or ``label=None``, is the null label ∅ of
+classifier-free guidance). A learned embedding of the label (:mod:`scorelab.nets.labels`),
+as wide as the noise features, is added to those features before the embedding MLP, so the
+label reaches every residual block through the same projection as the noise level (the
+convention of EDM's port of these networks, ``SongUNet``). With ``conditional=False`` the MLP
+sees the label alone. Without labels no parameter is added: the official checkpoints load as
+before.
+
 The network is raw: no division by σ (``scale_by_sigma`` lives in :mod:`scorelab.nets.precond`)
 and no input centring (the data module scales images). Input ``(B, channels, image_size,
 image_size)``, output of the same shape.
@@ -39,6 +48,7 @@ from scorelab.nets.conditioning import (
     check_kind,
     unscale,
 )
+from scorelab.nets.labels import LabelEmbedding, check_num_labels, no_labels_refused
 from scorelab.nets.layers_sde import (
     AttnBlock,
     Combine,
@@ -122,6 +132,12 @@ class NCSNpp(nn.Module):
         cond_input: what ``cond`` holds (:mod:`scorelab.nets.conditioning`): ``"sigma"``,
             ``"c_noise"``, ``"time"`` or ``"step"``; None: ``"sigma"`` for the Fourier embedding,
             ``"step"`` for the positional one (``"none"`` when not ``conditional``).
+        num_labels: number of classes K of a class-conditional network (None: none). Adds
+            an embedding of K + 1 rows (row K = no label) as wide as the noise features
+            (``2·nf`` Fourier, ``nf`` positional), summed with them before the embedding MLP.
+
+    Shapes: x (B, channels, image_size, image_size), cond (B,), label (B,) long in [0, K]
+    or None (= K) -> (B, channels, image_size, image_size).
     """
 
     def __init__(
@@ -147,6 +163,7 @@ class NCSNpp(nn.Module):
         embedding_type: str = "fourier",
         fourier_scale: float = 16.0,
         cond_input: str | None = None,
+        num_labels: int | None = None,
     ) -> None:
         super().__init__()
         ch_mult = tuple(int(m) for m in ch_mult)
@@ -162,6 +179,10 @@ class NCSNpp(nn.Module):
 
         self.image_size, self.channels, self.nf = image_size, channels, nf
         self.conditional = conditional
+        self.num_labels = check_num_labels(num_labels)
+        # The embedding MLP (and every block's projection of it) exists when the network sees
+        # the noise level, a label, or both.
+        embedded = conditional or self.num_labels is not None
         if not conditional:
             self.cond_input = check_kind("cond_input", cond_input or "none", ("none",))
         else:
@@ -171,7 +192,7 @@ class NCSNpp(nn.Module):
         n_res = len(ch_mult)
         resolutions = [image_size // 2**i for i in range(n_res)]
         biggan = self.resblock_type == "biggan"
-        temb_dim = 4 * nf if conditional else None
+        temb_dim = 4 * nf if embedded else None
 
         def resblock(in_ch: int, out_ch: int | None = None, **kw: bool) -> nn.Module:
             common = dict(
@@ -192,9 +213,12 @@ class NCSNpp(nn.Module):
         embed_dim = 2 * nf if fourier_embedding else nf
         self.temb = (
             nn.Sequential(dense(embed_dim, 4 * nf), nn.SiLU(), dense(4 * nf, 4 * nf))
-            if conditional
+            if embedded
             else None
         )
+        self.label_embed: LabelEmbedding | None = None
+        if self.num_labels is not None:
+            self.label_embed = LabelEmbedding(self.num_labels, embed_dim)
 
         # Parameter-free pyramid resamplers (shared by every level).
         self.pyramid_downsample = (
@@ -292,7 +316,7 @@ class NCSNpp(nn.Module):
         """The fixed features the network computes from ``cond`` (B,), before its learned MLP:
         Fourier features of ln σ (or t), or sinusoids of 999·t (or 250·ln σ); None if not
         ``conditional``."""
-        if self.temb is None:
+        if not self.conditional:
             return None
         if self.fourier is not None:
             return self.fourier(unscale(self.cond_input, cond))
@@ -302,13 +326,16 @@ class NCSNpp(nn.Module):
         scale = SINUSOID_SCALE[True] if log_sigma else STEP_SCALE
         return sinusoidal_embedding(unscale(self.cond_input, cond) * scale, self.nf)
 
-    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cond: Tensor | None = None, *, label=None) -> Tensor:
         """Raw network output.
 
         Args:
             x: ``(B, channels, image_size, image_size)``.
             cond: ``(B,)`` float of the kind ``cond_input`` (by default σ for the Fourier
-                embedding, 999·t or a step index for the positional embedding).
+                embedding, 999·t or a step index for the positional embedding); ignored when
+                not ``conditional``.
+            label: ``(B,)`` long in ``[0, num_labels]`` or None (the null label); only for a
+                network built with ``num_labels``.
 
         Returns:
             ``(B, channels, image_size, image_size)``.
@@ -321,8 +348,20 @@ class NCSNpp(nn.Module):
                 f"{x.shape[1]} and image_size={x.shape[-1]} or resize the data."
             )
         temb = None
-        if self.temb is not None:
-            temb = self.temb(self.cond_features(cond).to(x.dtype))
+        if self.conditional:
+            if cond is None:
+                raise ValueError(
+                    f"NCSNpp(conditional=True) needs cond of shape (B,) "
+                    f"(cond_input={self.cond_input!r})"
+                )
+            temb = self.cond_features(cond).to(x.dtype)
+        if self.label_embed is not None:
+            lab = self.label_embed(label, x.shape[0], x.device).to(x.dtype)
+            temb = lab if temb is None else temb + lab
+        else:
+            no_labels_refused(type(self).__name__, label)
+        if temb is not None:
+            temb = self.temb(temb)
 
         biggan = self.resblock_type == "biggan"
         pyramid = x if self.progressive_input != "none" else None

@@ -18,6 +18,17 @@ average pooling in the CRP chain and normalises inside the RefineBlocks. `NCSNv2
 chain); the 1/σ output scaling of NCSNv2 is *not* applied here but by a parametrisation
 wrapper, so these modules are raw networks `net(x, cond) -> (B, C, H, W)`.
 
+Class labels (``num_labels = K``, default None: unconditional), ``net(x, cond, label=y)``
+with y (B,) long in [0, K] (K, or ``label=None``, is the null label ∅ of classifier-free
+guidance). These networks have no embedding vector to add a label to: NCSN conditions on the
+noise level by indexing the affine parameters of every normalisation, NCSNv2 not at all. The
+label therefore enters the same way, as a shift of the normalisation's bias β: one learned
+embedding of width ``ngf`` (:mod:`scorelab.nets.labels`, K + 1 rows) is projected, in every
+encoder residual block, to one per-channel offset after each of its two normalisations (before
+the ELU), on top of the level-indexed (NCSN) or plain (NCSNv2) β. The decoder sees the label
+through the encoder's features it fuses. Without labels no parameter is added, so the
+official checkpoints convert as before.
+
 Module names differ from the official code; `scorelab.conversion.ncsn` maps official
 checkpoints onto these modules.
 """
@@ -30,6 +41,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from scorelab.nets.labels import LabelEmbedding, check_num_labels, no_labels_refused
 from scorelab.nets.normalization import CondInstanceNorm2dPlus, InstanceNorm2dPlus
 
 NormFactory = Callable[[int], nn.Module]
@@ -47,8 +59,11 @@ class ResBlock(nn.Module):
     the resolution (conv, then 2×2 mean pooling, on both paths); with dilation it keeps the
     resolution and uses dilated 3×3 convs everywhere, the skip included.
 
-    Shapes: x (B, c_in, H, W), y (B,) or None -> (B, c_out, H', W') with H' = H/2 for a pooling
-    entry block and H' = H otherwise.
+    With `label_dim` > 0 a label embedding (B, label_dim) shifts each normalisation's output
+    per channel (a label-dependent β), through `label_shift1` and `label_shift2`.
+
+    Shapes: x (B, c_in, H, W), y (B,) or None, emb (B, label_dim) or None -> (B, c_out, H', W')
+    with H' = H/2 for a pooling entry block and H' = H otherwise.
     """
 
     def __init__(
@@ -60,6 +75,7 @@ class ResBlock(nn.Module):
         act: nn.Module,
         entry: bool = False,
         dilation: int | None = None,
+        label_dim: int = 0,
     ) -> None:
         super().__init__()
         d = dilation or 1
@@ -76,14 +92,27 @@ class ResBlock(nn.Module):
                 self.skip = nn.Conv2d(c_in, c_out, 1)
             else:
                 self.skip = _conv3x3(c_in, c_out, dilation=d)
+        self.label_shift1: nn.Linear | None = None
+        self.label_shift2: nn.Linear | None = None
+        if label_dim > 0:
+            self.label_shift1 = nn.Linear(label_dim, c_in)
+            self.label_shift2 = nn.Linear(label_dim, c_mid)
 
-    def forward(self, x: Tensor, y: Tensor | None) -> Tensor:
-        h = self.conv1(self.act(self.norm1(x, y)))
-        h = self.conv2(self.act(self.norm2(h, y)))
+    def forward(self, x: Tensor, y: Tensor | None, emb: Tensor | None = None) -> Tensor:
+        h = self._shift(self.norm1(x, y), self.label_shift1, emb)
+        h = self.conv1(self.act(h))
+        h = self._shift(self.norm2(h, y), self.label_shift2, emb)
+        h = self.conv2(self.act(h))
         skip = x if self.skip is None else self.skip(x)
         if self.pool:
             h, skip = F.avg_pool2d(h, 2), F.avg_pool2d(skip, 2)
         return h + skip
+
+    @staticmethod
+    def _shift(h: Tensor, proj: nn.Linear | None, emb: Tensor | None) -> Tensor:
+        if proj is None or emb is None:
+            return h
+        return h + proj(emb).to(h.dtype)[..., None, None]
 
 
 class ResidualConvUnits(nn.Module):
@@ -254,6 +283,7 @@ class _RefineNet(nn.Module):
         ngf: int,
         num_classes: int | None,
         rescale_input: bool,
+        num_labels: int | None = None,
     ) -> None:
         super().__init__()
         _check_positive_int("channels", channels, "use 1 for MNIST or 3 for colour images")
@@ -275,6 +305,12 @@ class _RefineNet(nn.Module):
         self.channels, self.image_size, self.ngf = channels, image_size, ngf
         self.num_classes = num_classes
         self.rescale_input = rescale_input
+        self.num_labels = check_num_labels(num_labels)
+        self.label_embed: LabelEmbedding | None = None
+        label_dim = 0
+        if self.num_labels is not None:
+            label_dim = ngf
+            self.label_embed = LabelEmbedding(self.num_labels, label_dim)
 
         conditional = num_classes is not None
         if conditional:
@@ -296,9 +332,22 @@ class _RefineNet(nn.Module):
                 nn.ModuleList(
                     [
                         ResBlock(
-                            c, c_out, norm=norm, act=act, entry=st.entry, dilation=st.dilation
+                            c,
+                            c_out,
+                            norm=norm,
+                            act=act,
+                            entry=st.entry,
+                            dilation=st.dilation,
+                            label_dim=label_dim,
                         ),
-                        ResBlock(c_out, c_out, norm=norm, act=act, dilation=st.dilation),
+                        ResBlock(
+                            c_out,
+                            c_out,
+                            norm=norm,
+                            act=act,
+                            dilation=st.dilation,
+                            label_dim=label_dim,
+                        ),
                     ]
                 )
             )
@@ -328,14 +377,22 @@ class _RefineNet(nn.Module):
         self.out_act = act
         self.out_conv = nn.Conv2d(ngf, channels, 3, padding=1)
 
-    def _features(self, x: Tensor, y: Tensor | None) -> Tensor:
+    def _label_features(self, x: Tensor, label) -> Tensor | None:
+        """The label embedding (B, ngf), or None for a network without labels."""
+        if self.label_embed is None:
+            no_labels_refused(type(self).__name__, label)
+            return None
+        return self.label_embed(label, x.shape[0], x.device)
+
+    def _features(self, x: Tensor, y: Tensor | None, label=None) -> Tensor:
+        emb = self._label_features(x, label)
         if self.rescale_input:
             x = 2 * x - 1  # data in [0, 1] -> [-1, 1]
         h = self.stem(x)
         skips = []
         for stage in self.encoder:
             for block in stage:
-                h = block(h, y)
+                h = block(h, y, emb)
             skips.append(h)
         out: Tensor | None = None
         for refine, skip in zip(self.decoder, reversed(skips)):
@@ -358,8 +415,11 @@ class NCSN(_RefineNet):
         num_classes: number of noise levels L; cond is the index in [0, L).
         rescale_input: map x -> 2x - 1 first (the official code, for data in [0, 1]); set False
             when the data are already in [-1, 1].
+        num_labels: number of classes K of a class-conditional network (None: none); see the
+            module docstring for how the label enters.
 
-    Shapes: x (B, C, H, W), cond (B,) long -> (B, C, H, W).
+    Shapes: x (B, C, H, W), cond (B,) long, label (B,) long in [0, K] or None (= K)
+    -> (B, C, H, W).
     """
 
     def __init__(
@@ -369,6 +429,7 @@ class NCSN(_RefineNet):
         ngf: int = 128,
         num_classes: int = 10,
         rescale_input: bool = True,
+        num_labels: int | None = None,
     ) -> None:
         _check_positive_int("num_classes", num_classes, "it is the number of noise levels L")
         super().__init__(
@@ -377,6 +438,7 @@ class NCSN(_RefineNet):
             ngf=ngf,
             num_classes=num_classes,
             rescale_input=rescale_input,
+            num_labels=num_labels,
         )
 
     cond_input = "index"  # the kind of cond (scorelab.nets.conditioning)
@@ -385,13 +447,13 @@ class NCSN(_RefineNet):
         """One-hot (B, L) of the level index: the row every CondInstanceNorm++ table reads."""
         return F.one_hot(cond.long(), self.num_classes).float()
 
-    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cond: Tensor, *, label=None) -> Tensor:
         if cond.dtype.is_floating_point:
             raise ValueError(
                 f"NCSN is conditioned on the noise-level index: cond must be a long tensor "
                 f"of shape (B,) with values in [0, {self.num_classes}), got dtype {cond.dtype}"
             )
-        return self._features(x, cond)
+        return self._features(x, cond, label)
 
 
 class NCSNv2(_RefineNet):
@@ -404,12 +466,20 @@ class NCSNv2(_RefineNet):
         image_size: H = W; a multiple of 2 and >= 8.
         ngf: base width.
         rescale_input: map x -> 2x - 1 first (for data in [0, 1]).
+        num_labels: number of classes K of a class-conditional network (None: none); see the
+            module docstring for how the label enters.
 
-    Shapes: x (B, C, H, W), cond (B,) ignored (may be None) -> (B, C, H, W).
+    Shapes: x (B, C, H, W), cond (B,) ignored (may be None), label (B,) long in [0, K] or
+    None (= K) -> (B, C, H, W).
     """
 
     def __init__(
-        self, channels: int = 3, image_size: int = 32, ngf: int = 128, rescale_input: bool = True
+        self,
+        channels: int = 3,
+        image_size: int = 32,
+        ngf: int = 128,
+        rescale_input: bool = True,
+        num_labels: int | None = None,
     ) -> None:
         super().__init__(
             channels=channels,
@@ -417,6 +487,7 @@ class NCSNv2(_RefineNet):
             ngf=ngf,
             num_classes=None,
             rescale_input=rescale_input,
+            num_labels=num_labels,
         )
 
     cond_input = "none"  # unconditional: the parametrisation divides by σ
@@ -425,8 +496,8 @@ class NCSNv2(_RefineNet):
         """None: the network never sees the noise level."""
         return None
 
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        return self._features(x, None)
+    def forward(self, x: Tensor, cond: Tensor | None = None, *, label=None) -> Tensor:
+        return self._features(x, None, label)
 
 
 class NCSNv2Deeper(NCSNv2):
@@ -435,14 +506,23 @@ class NCSNv2Deeper(NCSNv2):
     The official `NCSNv2Deeper` without its final division by σ. `image_size` must be a
     multiple of 4 and >= 16.
 
-    Shapes: x (B, C, H, W), cond (B,) ignored -> (B, C, H, W).
+    Shapes: x (B, C, H, W), cond (B,) ignored, label as for `NCSNv2` -> (B, C, H, W).
     """
 
     stages = _DEEPER_STAGES
 
     def __init__(
-        self, channels: int = 3, image_size: int = 64, ngf: int = 128, rescale_input: bool = True
+        self,
+        channels: int = 3,
+        image_size: int = 64,
+        ngf: int = 128,
+        rescale_input: bool = True,
+        num_labels: int | None = None,
     ) -> None:
         super().__init__(
-            channels=channels, image_size=image_size, ngf=ngf, rescale_input=rescale_input
+            channels=channels,
+            image_size=image_size,
+            ngf=ngf,
+            rescale_input=rescale_input,
+            num_labels=num_labels,
         )
