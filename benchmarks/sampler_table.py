@@ -5,14 +5,14 @@ Writes benchmarks/results/samplers_oracle.json and the results table of docs/sam
 
     PYTHONPATH=src python benchmarks/sampler_table.py [--n 4000] [--seed 0]
 
-Sliced W2 uses 256 fixed random directions; the noise floor is the mean (± std) of the same
-distance between two independent sets of true samples of the same size.
+Every sampler is built from the package's configs (``sampler=``, ``schedule=``, ``init=``), as
+on the command line. Sliced W2 uses 256 fixed random directions; the noise floor is the mean
+(± std) of the same distance between two independent sets of true samples of the same size.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import time
@@ -22,19 +22,10 @@ import torch
 
 from scorelab import schedules, toy
 from scorelab.io import write_text_atomic
+from scorelab.lit.build import sampler_from_config
 from scorelab.metrics.toy import mode_weights, sliced_wasserstein
-from scorelab.sampling.api import (
-    LangevinCorrector,
-    ancestral_sampler,
-    annealed_langevin,
-    edm_heun,
-    em_sampler,
-    langevin,
-    ode_sampler,
-    pc_sampler,
-    reverse_diffusion_sampler,
-)
-from scorelab.sde import VESDE, VPSDE, sigma_score_from_time_score
+from scorelab.nets.precond import OracleScoreModel
+from scorelab.sde import VESDE, VPSDE
 
 ROOT = Path(__file__).resolve().parents[1]
 MIX = toy.ncsn_toy_mixture()
@@ -52,6 +43,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     torch.set_num_threads(1)  # the oracle is many tiny ops
+    torch.set_default_dtype(DT)  # starts and states in float64, as the exact scores
     n = args.n
     g = torch.Generator().manual_seed(args.seed)
     ref = MIX.sample(n, generator=g, dtype=DT)
@@ -78,129 +70,93 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    # ---- σ-conditioned samplers (NCSN Figure 3 settings) ----
-    sscore = toy.oracle_sigma_score(MIX)
-    uni = torch.rand(n, 2, generator=g, dtype=DT) * 16 - 8
+    # ---- σ-conditioned samplers (NCSN Figure 3 settings), from uniform noise on [-8, 8]² ----
+    uni = ("init=uniform", "init.low=-8", "init.high=8")
+
+    def draw(model, name: str, *overrides: str):
+        sampler = sampler_from_config(name, *overrides)
+        return lambda: sampler(model, (n, 2), generator=g)
+
+    ve_20_1 = OracleScoreModel(MIX, VESDE(1.0, 20.0, 10))
+    ve_20_01 = OracleScoreModel(MIX, VESDE(0.1, 20.0, 10))
+    ald = ("schedule.num_scales=10", "sampler.n_steps_each=100", *uni)
     record(
         "Langevin T=1000 ε=0.1",
         "—",
-        lambda: langevin(sscore, uni, 0.0, n_steps=1000, step_size=0.1, generator=g),
+        draw(
+            ve_20_1,
+            "langevin",
+            "schedule.sigma=0",
+            "sampler.n_steps=1000",
+            "sampler.step_size=0.1",
+            *uni,
+        ),
         "uniform init (NCSN Fig. 3)",
     )
     record(
         "annealed Langevin L=10 T=100 ε=0.1",
         "σ 20→1",
-        lambda: annealed_langevin(
-            sscore,
-            uni,
-            schedules.geometric_sigmas(20, 1, 10),
-            n_steps_each=100,
-            eps=0.1,
-            generator=g,
-        ),
+        draw(ve_20_1, "ald", *ald, "schedule.sigma_min=1", "sampler.eps=0.1"),
         "uniform init (NCSN Fig. 3); samples of p_σ=1",
     )
     record(
         "annealed Langevin L=10 T=100 ε=0.1 + Tweedie",
         "σ 20→1",
-        lambda: annealed_langevin(
-            sscore,
-            uni,
-            schedules.geometric_sigmas(20, 1, 10),
-            n_steps_each=100,
-            eps=0.1,
-            final_denoise=True,
-            generator=g,
+        draw(
+            ve_20_1,
+            "ald",
+            *ald,
+            "schedule.sigma_min=1",
+            "sampler.eps=0.1",
+            "sampler.final_denoise=true",
         ),
         "Tweedie shrinks p_σ=1 towards the modes",
     )
     record(
         "annealed Langevin L=10 T=100 ε=0.01 + Tweedie",
         "σ 20→0.1",
-        lambda: annealed_langevin(
-            sscore,
-            uni,
-            schedules.geometric_sigmas(20, 0.1, 10),
-            n_steps_each=100,
-            eps=0.01,
-            final_denoise=True,
-            generator=g,
+        draw(
+            ve_20_01,
+            "ald",
+            *ald,
+            "schedule.sigma_min=0.1",
+            "sampler.eps=0.01",
+            "sampler.final_denoise=true",
         ),
         "uniform init",
     )
 
-    # ---- time-conditioned samplers ----
-    def sde_rows(label: str, make, pc_steps: int = 1000) -> None:
-        sde = make(pc_steps)
-        score = toy.oracle_time_score(MIX, sde)
-        prior = lambda: sde.prior_sampling((n, 2), generator=g, dtype=DT)  # noqa: E731
-        pc = functools.partial(pc_sampler, corrector=functools.partial(LangevinCorrector, snr=0.16))
-        record(
-            f"PC-{pc_steps} (reverse diffusion + Langevin, snr 0.16)",
-            label,
-            lambda: pc(score, prior(), sde, generator=g),
-        )
-        sde100 = make(100)
-        score100 = toy.oracle_time_score(MIX, sde100)
+    # ---- time-conditioned samplers, from the prior ----
+    def sde_rows(label: str, sde) -> None:
+        model = OracleScoreModel(MIX, sde)
+        prior = "init=prior"
+        record("PC-1000 (reverse diffusion + Langevin, snr 0.16)", label, draw(model, "pc"))
         record(
             "PC-100 (reverse diffusion + Langevin, snr 0.16)",
             label,
-            lambda: pc(score100, prior(), sde100, generator=g),
+            draw(model, "pc", "schedule.n_steps=100"),
         )
-        record(
-            f"Euler–Maruyama-{pc_steps}",
-            label,
-            lambda: em_sampler(score, prior(), sde, generator=g),
-        )
-        record(
-            "Euler–Maruyama-100", label, lambda: em_sampler(score100, prior(), sde100, generator=g)
-        )
-        record(
-            f"reverse diffusion-{pc_steps}",
-            label,
-            lambda: reverse_diffusion_sampler(score, prior(), sde, generator=g),
-        )
-        record(
-            f"ancestral-{pc_steps}",
-            label,
-            lambda: ancestral_sampler(score, prior(), sde, generator=g),
-        )
-        record("ODE dopri5 (rtol=atol=1e-5)", label, lambda: ode_sampler(score, prior(), sde))
-        record(
-            "ODE Euler-1000",
-            label,
-            lambda: ode_sampler(score, prior(), sde, method="euler", n_steps=1000),
-        )
-        record(
-            "ODE Heun-100",
-            label,
-            lambda: ode_sampler(score, prior(), sde, method="heun", n_steps=100),
-        )
-        sig_score = sigma_score_from_time_score(sde, score)
-        karras = schedules.karras_sigmas(18, 0.002, 80.0).to(DT)
-        record(
-            "EDM-Heun 18 steps, σ 80→0.002",
-            label,
-            lambda: edm_heun(sig_score, torch.randn(n, 2, generator=g, dtype=DT) * 80, karras),
-        )
+        record("Euler–Maruyama-1000", label, draw(model, "em"))
+        record("Euler–Maruyama-100", label, draw(model, "em", "schedule.n_steps=100"))
+        record("reverse diffusion-1000", label, draw(model, "reverse_diffusion"))
+        record("ancestral-1000", label, draw(model, "ancestral"))
+        record("ODE dopri5 (rtol=atol=1e-5)", label, draw(model, "ode", prior))
+        ode = ("schedule.n_steps=1000", "sampler.method=euler")
+        record("ODE Euler-1000", label, draw(model, "ode", prior, *ode))
+        ode = ("schedule.n_steps=100", "sampler.method=heun")
+        record("ODE Heun-100", label, draw(model, "ode", prior, *ode))
+        karras = ("schedule.sigma_min=0.002", "schedule.sigma_max=80")
+        record("EDM-Heun 18 steps, σ 80→0.002", label, draw(model, "heun", prior, *karras))
 
-    sde_rows("VE σ_max=50", lambda N: VESDE(0.01, 50.0, N))
-    sde_rows("VP", lambda N: VPSDE(0.1, 20.0, N))
+    sde_rows("VE σ_max=50", VESDE(0.01, 50.0, 1000))
+    sde_rows("VP", VPSDE(0.1, 20.0, 1000))
 
     # ---- VE prior mismatch: the probability-flow ODE against σ_max ----
     sigma_rule = schedules.max_pairwise_distance(ref)
     for s_max in (20.0, round(sigma_rule, 2), 50.0, 100.0, 200.0):
-        sde = VESDE(0.01, s_max, 1000)
-        score = toy.oracle_time_score(MIX, sde)
+        model = OracleScoreModel(MIX, VESDE(0.01, s_max, 1000))
         note = "NCSNv2 rule: max pairwise distance" if s_max == round(sigma_rule, 2) else ""
-        record(
-            "ODE dopri5",
-            f"VE σ_max={s_max:g}",
-            lambda score=score, sde=sde: ode_sampler(
-                score, sde.prior_sampling((n, 2), generator=g, dtype=DT), sde
-            ),
-            note,
-        )
+        record("ODE dopri5", f"VE σ_max={s_max:g}", draw(model, "ode", "init=prior"), note)
 
     result = {
         "mixture": "0.2·N((-5,-5), I) + 0.8·N((5,5), I)",
