@@ -34,6 +34,7 @@ from scorelab.io import (
 )
 from scorelab.lit.build import ConfigError, build_datamodule, build_module, validate_config
 from scorelab.lit.callbacks import AtomicCheckpointIO, RunCheckpoint, read_end
+from scorelab.lit.metrics_callback import SampleMetrics
 from scorelab.outputs import write_samples
 from scorelab.runs import CONF_DIR, entry_point, run_cli, task_overrides
 
@@ -222,6 +223,9 @@ def train(cfg: DictConfig) -> dict:
         for stale in remove_stale_temporaries(out / "checkpoints"):
             rank_zero_info(f"removed {stale.name}, left by a save that was killed")
     callbacks = build_callbacks(cfg)
+    for cb in callbacks:  # the metrics callback scores samples against the run's data
+        if isinstance(cb, SampleMetrics) and cb.data is None:
+            cb.data = OmegaConf.to_container(cfg.data, resolve=True)
     loggers = build_loggers(cfg)
     trainer = _instantiate(
         cfg.trainer,

@@ -17,6 +17,7 @@ from omegaconf.errors import InterpolationKeyError
 
 from scorelab.data import DATA_META_KEYS
 from scorelab.draw import Sampler, sampler_name
+from scorelab.guidance import check_label_config
 from scorelab.io import (
     CheckpointError,
     checkpoint_path_problem,
@@ -335,6 +336,10 @@ def build_module(cfg: DictConfig | dict) -> ScoreModule:
         raise ConfigError(f"optimizer: {err}") from None
     resolved = to_plain(cfg)
     try:
+        check_label_config(resolved)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    try:
         return ScoreModule(
             model,
             loss,
@@ -342,6 +347,7 @@ def build_module(cfg: DictConfig | dict) -> ScoreModule:
             sampler=sampler,
             data_shape=data_shape(cfg),
             data_range=data_range(cfg),
+            seed=int(cfg.get("seed", 0)),
             config=resolved,
             **OmegaConf.to_container(cfg.module, resolve=True),
         )

@@ -60,6 +60,8 @@ class SampleMetrics(L.Callback):
             ``toy``, ``mnist``, ``fid``, ``is``, ``kid``).
         seed: base seed of the sampling noise (the same at every evaluation, so values of
             different steps differ by the model only).
+        data: the run's data config (which metrics apply, the reference statistics); the
+            training entry point passes it (:func:`scorelab.train.train`).
     """
 
     def __init__(
@@ -69,7 +71,9 @@ class SampleMetrics(L.Callback):
         metrics: list[str] | None = None,
         options: dict | None = None,
         seed: int = 4321,
+        data: dict | None = None,
     ) -> None:
+        self.data = data
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
         if n_samples < 2:
@@ -91,9 +95,12 @@ class SampleMetrics(L.Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit" or self.suite is not None:
             return
-        data = (pl_module.config or {}).get("data")
+        data = self.data
         if not data:
-            raise ValueError("SampleMetrics needs the module's config with a 'data' entry")
+            raise ValueError(
+                "SampleMetrics needs the run's data config: pass data=... (python -m "
+                "scorelab.train passes it)"
+            )
         if pl_module.sampler is None:
             raise ValueError("SampleMetrics needs a sampler: set sampler=NAME in the run config")
         device = trainer.strategy.root_device

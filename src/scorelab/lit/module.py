@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from scorelab.guidance import check_label_config, check_label_dropout, drop_labels, label_count
+from scorelab.guidance import check_label_dropout, drop_labels, label_count
 from scorelab.io import CheckpointError, atomic_torch_save, describe_state_mismatch
 from scorelab.lit.ema import EMAModel
 from scorelab.lit.rng import RNG_KEY, ForkedRNG, collect_rng_states, restore_rng_states
@@ -126,8 +126,10 @@ class ScoreModule(L.LightningModule):
         label_dropout: for a class-conditional network (``model.net.num_labels``), the chance
             that a training label is replaced by the null label, which trains the unconditional
             score that classifier-free guidance needs (Ho & Salimans 2022).
-        config: the resolved run configuration as plain containers; saved in checkpoints so
-            that :func:`scorelab.lit.build.load_module` can rebuild the module.
+        seed: the run's seed; validation draws its noise from ``seed + 1``.
+        config: the resolved run configuration as plain containers, saved in checkpoints so
+            that :func:`scorelab.lit.build.load_module` and the sampling entry points can
+            rebuild the model and its sampler. The module itself reads nothing from it.
     """
 
     def __init__(
@@ -150,11 +152,12 @@ class ScoreModule(L.LightningModule):
         compile: bool | str = False,
         accumulate_grad_batches: int = 1,
         label_dropout: float = 0.1,
+        seed: int = 0,
         config: dict | None = None,
     ) -> None:
         super().__init__()
         self.label_dropout = check_label_dropout(label_dropout)
-        check_label_config(config)
+        self.seed = int(seed)
         self.num_labels = label_count(model)
         self._label: Tensor | None = None  # the labels of the step under way (see _labelled)
         if not 0.0 <= ema_decay < 1.0:
@@ -415,7 +418,7 @@ class ScoreModule(L.LightningModule):
         # Validation draws its noise from a fixed seed, so the validation loss is comparable
         # across steps and training's global RNG stream does not depend on when (or whether,
         # after a resume) validation ran.
-        self._val_rng.enter(int(self.config.get("seed", 0)) + 1)
+        self._val_rng.enter(self.seed + 1)
 
     def on_validation_end(self) -> None:
         self._val_rng.exit()
