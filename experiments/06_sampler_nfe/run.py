@@ -638,7 +638,15 @@ def main(argv: list[str] | None = None) -> dict:
     p = study_parser(__doc__, HERE)
     a = p.parse_args(argv)
     torch.set_num_threads(1)  # many small ops; a second thread only contends on this machine
+    before = torch.get_default_dtype()
     torch.set_default_dtype(DT)  # the samplers' starts and states in float64, as the scores
+    try:
+        return _run(a)
+    finally:
+        torch.set_default_dtype(before)
+
+
+def _run(a) -> dict:
     size = SMOKE if a.smoke else FULL
     a.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -138,13 +138,14 @@ class GaussianMixture:
         self._check_x(x)
         dev = x.device
         a, sd = float(alpha[0]), float(std[0])
-        var = (a * self.stds.to(dev)) ** 2 + sd**2  # (K, D)
-        m = a * self.means.to(dev)
+        var = (a * self.stds.to(dev, torch.float64)) ** 2 + sd**2  # (K, D)
+        m = a * self.means.to(dev, torch.float64)
         iv = 1.0 / var
         miv = m * iv
         xd = x.double()
         quad = (xd * xd) @ iv.T - 2.0 * (xd @ miv.T) + (m * miv).sum(1)
-        lp = torch.log(self.weights.to(dev)) - 0.5 * (quad + torch.log(2 * math.pi * var).sum(1))
+        log_w = torch.log(self.weights.to(dev, torch.float64))
+        lp = log_w - 0.5 * (quad + torch.log(2 * math.pi * var).sum(1))
         return lp, iv, miv
 
     @staticmethod

@@ -124,7 +124,7 @@ CASES = [
         ["sampler=langevin", "sampler.step_size=-1"],
         "sampler=langevin: step_size must be a finite number > 0, got -1",
     ),
-    (["sampler=langevin", "schedule.sigma=0"], "schedule: sigma=0 must be a number > 0 or null"),
+    (["sampler=langevin", "schedule.sigma=-1"], "schedule: sigma=-1 must be a number > 0 or null"),
     (["loss.eps=2"], "loss: eps (smallest training time) must be in (0, T) = (0, 1.0), got 2"),
     (
         ["sde=edm", "loss=edm", "model/parametrization=edm", "model.parametrization.sigma_data=0"],
