@@ -38,7 +38,8 @@ def test_experiment_composes_and_builds(name, tmp_path):
     noise = module.model.noise.grid()[:2].float()  # the two noisiest levels (σ, or t)
     with torch.no_grad():
         out = module.model(x, noise)
-    assert out.shape == x.shape
+    classes = cfg.model.net.get("num_classes") if cfg.model.get("classifier") else None
+    assert out.shape == (x.shape if classes is None else (2, classes))  # classifiers: logits
     assert torch.isfinite(out).all()
 
 

@@ -146,6 +146,11 @@ def check_sigma_max_resolved(cfg: DictConfig, path: str | Path) -> None:
 def build_score_model(cfg: DictConfig, noise: NoiseProcess):
     """The parametrised score network, or the exact oracle for ``model=oracle``."""
     m = cfg.model
+    if m.get("classifier") is not None:
+        raise ConfigError(
+            "this config's model is a noise-conditional classifier, not a score model; sample "
+            "a score checkpoint and pass the classifier as task=class task.classifier=PATH"
+        )
     if m.get("oracle", False):
         d = cfg.data
         if d.get("name") != "gmm":
@@ -320,6 +325,10 @@ def build_module(cfg: DictConfig | dict) -> ScoreModule:
     """The ScoreModule of a config; the sampler is checked against the model here.
     ``sde.sigma_max: auto`` is resolved in ``cfg`` itself first (:func:`resolve_sigma_max`)."""
     cfg = resolve_sigma_max(as_config(cfg))
+    if (cfg.get("model") or {}).get("classifier") is not None:  # model=classifier(_mlp)
+        from scorelab.lit.classifier import build_classifier_module
+
+        return build_classifier_module(cfg)
     noise = build_noise(cfg)
     model = build_score_model(cfg, noise)
     sampler = build_sampler(cfg)
