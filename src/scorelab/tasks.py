@@ -417,19 +417,17 @@ def _class_task(node: DictConfig, model, sampler, shape, meta: dict) -> Task:
 def _trained_classifier(path: str, model, shape, meta: dict):
     """(classifier, number of classes) of the checkpoint ``path``, refused in one line unless
     it was trained on the score model's data shape, data range and SDE."""
-    from scorelab.lit.build import data_range, data_shape
-    from scorelab.lit.classifier import load_classifier
+    from scorelab.nets.noise_classifier import load_classifier
 
     classifier, config = load_classifier(path)
-    cfg = OmegaConf.create(config)
-    theirs, ours = data_shape(cfg), tuple(int(s) for s in shape)
+    theirs, ours = _example_shape(config["data"]), tuple(int(s) for s in shape)
     if theirs != ours:
         raise ValueError(
             f"task.classifier={path} was trained on examples of shape {theirs}, but the score "
             f"model draws {ours}; train a classifier on the score model's data"
         )
     if meta and meta.get("data") is not None and len(ours) == 3:
-        a, b = data_range(cfg), data_range(OmegaConf.create(meta))
+        a, b = (str(c["data"].get("scaling", "none")) for c in (config, meta))
         if a != b:
             raise ValueError(
                 f"task.classifier={path} saw data scaled to {a}, but the score model's data is "
@@ -442,6 +440,13 @@ def _trained_classifier(path: str, model, shape, meta: dict):
             f"{mine}; train the classifier with the score model's sde (same type and range)"
         )
     return classifier, classifier.num_classes
+
+
+def _example_shape(data: dict) -> tuple[int, ...]:
+    """(C, H, W) for images, (D,) for points, from a run's data config."""
+    if data.get("image_size") is not None:
+        return (int(data["channels"]), int(data["image_size"]), int(data["image_size"]))
+    return (int(data["dim"]),)
 
 
 def _process_key(process) -> str:

@@ -22,7 +22,8 @@ from cli import run_cli
 from run_helpers import compose_cfg
 from scorelab.io import atomic_torch_save
 from scorelab.lit.build import build_module
-from scorelab.lit.classifier import ClassifierModule, load_classifier
+from scorelab.lit.classifier import ClassifierModule, build_classifier_module
+from scorelab.nets.noise_classifier import load_classifier
 from scorelab.sample import sample
 from scorelab.sde import VESDE
 from scorelab.toy import GaussianMixture, oracle_classifier
@@ -91,7 +92,7 @@ def test_training_brings_the_classifier_to_the_exact_posterior(trained):
     x, t, k = _perturbed(20_000, seed=1)
     ce, acc = _scores(classifier, x, t, k)
     best_ce, best_acc = _scores(oracle_classifier(MIXTURE, classifier.noise), x, t, k)
-    fresh = build_module(compose_cfg("train", TRAIN, trained / "fresh")).classifier
+    fresh = build_classifier_module(compose_cfg("train", TRAIN, trained / "fresh")).classifier
     ce0, _ = _scores(fresh, x, t, k)
     # chance: always the heavier component (accuracy 0.8), or the weights as the posterior
     prior_ce = -(0.2 * math.log(0.2) + 0.8 * math.log(0.8))
@@ -128,7 +129,7 @@ def test_guided_samples_land_in_the_requested_component(trained, tmp_path):
 
 
 def test_checkpoint_round_trip(tmp_path):
-    module = build_module(compose_cfg("train", TRAIN, tmp_path))
+    module = build_classifier_module(compose_cfg("train", TRAIN, tmp_path))
     assert isinstance(module, ClassifierModule)
     with torch.no_grad():  # weights no one would train to, in the EMA copy the loader reads
         for p in module.ema.module.parameters():
@@ -238,7 +239,7 @@ def test_a_classifier_checkpoint_is_no_score_model(trained, tmp_path):
 def test_training_a_classifier_without_labels_is_refused(tmp_path):
     overrides = [o for o in TRAIN if o != "data.labels=true"]
     with pytest.raises(ValueError, match="data.labels=false; set data.labels=true"):
-        build_module(compose_cfg("train", overrides, tmp_path))
+        build_classifier_module(compose_cfg("train", overrides, tmp_path))
 
 
 def test_refusal_through_the_command_line_is_one_line(tmp_path):

@@ -325,10 +325,6 @@ def build_module(cfg: DictConfig | dict) -> ScoreModule:
     """The ScoreModule of a config; the sampler is checked against the model here.
     ``sde.sigma_max: auto`` is resolved in ``cfg`` itself first (:func:`resolve_sigma_max`)."""
     cfg = resolve_sigma_max(as_config(cfg))
-    if (cfg.get("model") or {}).get("classifier") is not None:  # model=classifier(_mlp)
-        from scorelab.lit.classifier import build_classifier_module
-
-        return build_classifier_module(cfg)
     noise = build_noise(cfg)
     model = build_score_model(cfg, noise)
     sampler = build_sampler(cfg)

@@ -10,15 +10,15 @@ The training entry point's machinery is the score models' own: atomic checkpoint
 config inside, resumption, ``metrics.json``; validation reports the loss and the accuracy, over
 all levels and per noise bucket (``val/acc_<bucket>``).
 
-:func:`load_classifier` rebuilds the classifier of such a checkpoint (its EMA weights) for
-``python -m scorelab.sample ... task=class task.classifier=PATH``.
+:func:`scorelab.nets.noise_classifier.load_classifier` rebuilds the classifier of such a
+checkpoint (its EMA weights) for ``python -m scorelab.sample ... task=class
+task.classifier=PATH``.
 """
 
 from __future__ import annotations
 
 import math
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -28,7 +28,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from scorelab.io import CheckpointError, read_checkpoint
 from scorelab.lit.ema import EMAModel
 from scorelab.lit.module import LR_DECAYS, lr_factor, unpack_batch, unpack_labels
 from scorelab.lit.rng import RNG_KEY, ForkedRNG, collect_rng_states, restore_rng_states
@@ -273,48 +272,3 @@ def build_classifier_module(cfg: DictConfig) -> ClassifierModule:
         )
     except ValueError as err:
         raise ConfigError(f"module: {err}") from None
-
-
-def load_classifier(
-    path: str | Path, *, what: str = "task.classifier"
-) -> tuple[NoiseConditionalClassifier, dict]:
-    """(classifier with the EMA weights, in eval mode; the run's config) of the checkpoint at
-    ``path``, written by a classifier run. Refused in one line naming ``what``: a missing or
-    unreadable file, or the checkpoint of something other than a classifier."""
-    from scorelab.lit.build import ConfigError, checkpoint_config
-
-    p = Path(str(path))
-    if not p.is_file():
-        raise CheckpointError(
-            f"{what}={path} is not a file; give the checkpoint of a classifier run (e.g. "
-            "logs/train/runs/experiment-mnist_classifier/checkpoints/last.ckpt)"
-        )
-    try:
-        ckpt = read_checkpoint(p, mmap=True)
-    except CheckpointError as err:
-        raise CheckpointError(f"{what}={path}: {err}") from None
-    try:
-        config = checkpoint_config(ckpt, p)
-    except CheckpointError as err:
-        raise CheckpointError(f"{what}={path}: {err}") from None
-    if not is_classifier_config(config):
-        raise ConfigError(
-            f"{what}={path} is not a classifier checkpoint (its model has no "
-            "model.classifier); give the checkpoint of a classifier run (python -m "
-            "scorelab.train experiment=mnist_classifier)"
-        )
-    try:
-        classifier = build_classifier(config)
-    except ValueError as err:
-        raise ConfigError(f"{what}={path}: {err}") from None
-    prefix = "ema.module."
-    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    try:
-        classifier.load_state_dict(state)
-    except RuntimeError:
-        raise CheckpointError(
-            f"{what}={path}: its weights do not fit the classifier in its own config; use "
-            "another checkpoint of that run, or retrain"
-        ) from None
-    classifier.eval().requires_grad_(False)
-    return classifier, config

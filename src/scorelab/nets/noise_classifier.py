@@ -18,15 +18,17 @@ VE process reaches σ = 80), and returns log-probabilities (B, K).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from scorelab.io import CheckpointError, read_checkpoint
 from scorelab.nets.conditioning import STEP_SCALE, check_cond_input, check_kind
 from scorelab.nets.noise_embedding import FEATURES, NoiseEmbedding, check_choice
 from scorelab.nets.unet_small import _ResBlock
-from scorelab.sde import NoiseProcess
+from scorelab.sde import NoiseProcess, as_sde
 from scorelab.utils import append_dims
 
 #: The conditioning kinds a classifier can be fed from the samplers' continuous noise argument.
@@ -127,6 +129,10 @@ class ConvClassifier(nn.Module):
         """The kind of cond this network expects (:mod:`scorelab.nets.conditioning`)."""
         return self.embedding
 
+    def cond_features(self, cond: Tensor) -> Tensor:
+        """The fixed features (B, ch) of cond, before the learned MLP."""
+        return self.embed(cond)
+
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         if x.ndim != 4 or tuple(x.shape[1:]) != (self.channels, self.image_size, self.image_size):
             raise ValueError(
@@ -188,6 +194,10 @@ class MLPClassifier(nn.Module):
     @property
     def cond_input(self) -> str:
         return self.embedding
+
+    def cond_features(self, cond: Tensor) -> Tensor:
+        """The fixed features (B, embed_dim) of cond."""
+        return self.embed(cond)
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         if x.ndim != 2 or x.shape[1] != self.dim:
@@ -259,9 +269,67 @@ class NoiseConditionalClassifier(nn.Module):
         return torch.log_softmax(self.logits(x, t).float(), dim=1).to(x.dtype)
 
 
+def classifier_from_config(config: dict) -> NoiseConditionalClassifier:
+    """The classifier a run's resolved ``config`` describes (``model.net``,
+    ``model.classifier``, ``sde``), with fresh weights."""
+    from hydra.utils import instantiate
+
+    noise = instantiate(config["sde"])
+    as_sde(noise, "a noise-conditional classifier needs an SDE (sde=ve, vp, subvp or edm)")
+    c = config["model"]["classifier"] or {}
+    return NoiseConditionalClassifier(
+        instantiate(config["model"]["net"]),
+        noise,
+        net_cond=c.get("net_cond", "sigma"),
+        sigma_data=c.get("sigma_data", 0.5),
+    )
+
+
+def load_classifier(
+    path: str | Path, *, what: str = "task.classifier"
+) -> tuple[NoiseConditionalClassifier, dict]:
+    """(classifier with the EMA weights, in eval mode; the run's config) of the checkpoint at
+    ``path``, written by a classifier run (:mod:`scorelab.lit.classifier`). Refused in one line
+    naming ``what``: a missing or unreadable file, or the checkpoint of something else."""
+    p = Path(str(path))
+    if not p.is_file():
+        raise CheckpointError(
+            f"{what}={path} is not a file; give the checkpoint of a classifier run (e.g. "
+            "logs/train/runs/experiment-mnist_classifier/checkpoints/last.ckpt)"
+        )
+    try:
+        ckpt = read_checkpoint(p, mmap=True)
+    except CheckpointError as err:
+        raise CheckpointError(f"{what}={path}: {err}") from None
+    config = ckpt.get("scorelab_config") or {}
+    if not (config.get("model") or {}).get("classifier"):
+        raise CheckpointError(
+            f"{what}={path} is not a classifier checkpoint (its config has no "
+            "model.classifier); give the checkpoint of a classifier run (python -m "
+            "scorelab.train experiment=mnist_classifier)"
+        )
+    try:
+        classifier = classifier_from_config(config)
+    except Exception as err:  # noqa: BLE001 - a config this version cannot build, in one line
+        raise CheckpointError(f"{what}={path}: cannot rebuild its classifier ({err})") from None
+    prefix = "ema.module."
+    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    try:
+        classifier.load_state_dict(state)
+    except RuntimeError:
+        raise CheckpointError(
+            f"{what}={path}: its weights do not fit the classifier in its own config; use "
+            "another checkpoint of that run, or retrain"
+        ) from None
+    classifier.eval().requires_grad_(False)
+    return classifier, config
+
+
 __all__ = [
     "CLASSIFIER_CONDS",
     "ConvClassifier",
     "MLPClassifier",
     "NoiseConditionalClassifier",
+    "classifier_from_config",
+    "load_classifier",
 ]
