@@ -202,9 +202,8 @@ def test_a_classifier_of_another_sde_is_refused(trained, tmp_path):
 
 
 def test_a_classifier_of_another_data_shape_is_refused(trained):
-    from scorelab.generate import PCDriver
+    from run_helpers import sampler_of
     from scorelab.nets.precond import OracleScoreModel
-    from scorelab.sampling.pc import ReverseDiffusionPredictor
     from scorelab.tasks import build_task
 
     mixture = GaussianMixture([0.5, 0.5], [[-5.0, -5.0, 0.0], [5.0, 5.0, 0.0]], 1.0)
@@ -213,7 +212,7 @@ def test_a_classifier_of_another_data_shape_is_refused(trained):
     from omegaconf import OmegaConf
 
     with pytest.raises(ValueError, match=r"examples of shape \(2,\), but the score model draws"):
-        build_task(OmegaConf.create(node), model, PCDriver(ReverseDiffusionPredictor), (3,), {}, 4)
+        build_task(OmegaConf.create(node), model, sampler_of("reverse_diffusion"), (3,), {}, 4)
 
 
 @pytest.mark.parametrize(
