@@ -4,8 +4,9 @@
 ``task.known_dims`` are fixed to ``task.known_values``; for images the pixels of ``task.mask``
 (``center``, ``left_half``, ``random`` with ``task.fraction`` and ``task.mask_seed``, or a .npy /
 .png file, nonzero = known) come from the test split. ``task=class`` samples class
-``task.label`` with classifier guidance of scale ``task.scale``; the only classifier so far is
-the exact one of an analytic mixture (``model=oracle data=gmm``, label = component index).
+``task.label`` with classifier guidance of scale ``task.scale``: the noise-conditional
+classifier of the checkpoint ``task.classifier`` (:mod:`scorelab.lit.classifier`), or, without
+one, the exact one of an analytic mixture (``model=oracle data=gmm``, label = component index).
 
 :func:`build_task` checks the request against the model and data and refuses bad input in one
 line before any sampling. The returned :class:`Task` wraps the sampler (predictor–corrector
@@ -352,7 +353,7 @@ def build_task(
             f"sampler={got}; pick one of those"
         )
     if name == "class":
-        return _class_task(node, model, sampler)
+        return _class_task(node, model, sampler, shape, meta)
     if name == "colorize":
         return _colorize_task(sampler, shape, meta, n, images)
     return _inpaint_task(node, model, sampler, shape, meta, n, images)
@@ -370,38 +371,90 @@ def _colorize_task(sampler, shape, meta: dict, n: int, images) -> Task:
     return task
 
 
-def _class_task(node: DictConfig, model, sampler) -> Task:
+def _class_task(node: DictConfig, model, sampler, shape, meta: dict) -> Task:
     from scorelab.sampling.conditional import classifier_guided_score
     from scorelab.toy import oracle_classifier
 
     mixture = getattr(model, "mixture", None)
-    if mixture is None:
+    path = node.get("classifier")
+    if mixture is None and path is None:
         raise ValueError(
-            "task=class needs a noise-conditional classifier: not available yet for "
-            "checkpoints; use model=oracle data=gmm (the exact classifier of the mixture)"
+            "task=class on a trained score model needs task.classifier=PATH, the checkpoint of "
+            "a noise-conditional classifier of its data and SDE (python -m scorelab.train "
+            "experiment=mnist_classifier); or use model=oracle data=gmm (the exact classifier)"
         )
-    label, scale, k = node.get("label"), node.get("scale", 1.0), mixture.num_components
-    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < k:
-        raise ValueError(
-            f"task.label={label!r} must be a component index in [0, {k}) for this {k}-component "
-            f"mixture; pick one of {list(range(k))}"
-        )
+    label, scale = node.get("label"), node.get("scale", 1.0)
     ok = isinstance(scale, int | float) and not isinstance(scale, bool)
     if not (ok and 0 <= scale < float("inf")):
         raise ValueError(
             f"task.scale={scale!r} must be a finite number >= 0 (1: sample p(x | label))"
         )
-    classifier = oracle_classifier(mixture, model.noise)
+    if path is not None:
+        classifier, k = _trained_classifier(str(path), model, shape, meta)
+        what, name = f"class index in [0, {k}) for this {k}-class classifier", str(path)
+    else:
+        classifier, k = oracle_classifier(mixture, model.noise), mixture.num_components
+        what, name = f"component index in [0, {k}) for this {k}-component mixture", None
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < k:
+        raise ValueError(f"task.label={label!r} must be a {what}; pick one of {list(range(k))}")
     task = Task(
         "class",
         sampler,
-        {"label": label, "scale": float(scale), "classifier": "exact component posterior"},
+        {
+            "label": label,
+            "scale": float(scale),
+            "classifier": name or "exact component posterior",
+        },
     )
     task.guidance = lambda score: classifier_guided_score(score, classifier, label, scale)
-    g = torch.Generator().manual_seed(0)
-    task.truth = mixture_component_samples(mixture, label, 2000, g)
-    task.data = mixture.sample(2000, generator=g, dtype=torch.float64)
+    if mixture is not None:
+        g = torch.Generator().manual_seed(0)
+        task.truth = mixture_component_samples(mixture, label, 2000, g)
+        task.data = mixture.sample(2000, generator=g, dtype=torch.float64)
     return task
+
+
+def _trained_classifier(path: str, model, shape, meta: dict):
+    """(classifier, number of classes) of the checkpoint ``path``, refused in one line unless
+    it was trained on the score model's data shape, data range and SDE."""
+    from scorelab.nets.noise_classifier import load_classifier
+
+    classifier, config = load_classifier(path)
+    theirs, ours = _example_shape(config["data"]), tuple(int(s) for s in shape)
+    if theirs != ours:
+        raise ValueError(
+            f"task.classifier={path} was trained on examples of shape {theirs}, but the score "
+            f"model draws {ours}; train a classifier on the score model's data"
+        )
+    if meta and meta.get("data") is not None and len(ours) == 3:
+        a, b = (str(c["data"].get("scaling", "none")) for c in (config, meta))
+        if a != b:
+            raise ValueError(
+                f"task.classifier={path} saw data scaled to {a}, but the score model's data is "
+                f"scaled to {b}; train the classifier with data.scaling={b}"
+            )
+    mine, other = _process_key(model.noise), _process_key(classifier.noise)
+    if mine != other:
+        raise ValueError(
+            f"task.classifier={path} was trained on the SDE {other}, but the score model's is "
+            f"{mine}; train the classifier with the score model's sde (same type and range)"
+        )
+    return classifier, classifier.num_classes
+
+
+def _example_shape(data: dict) -> tuple[int, ...]:
+    """(C, H, W) for images, (D,) for points, from a run's data config."""
+    if data.get("image_size") is not None:
+        return (int(data["channels"]), int(data["image_size"]), int(data["image_size"]))
+    return (int(data["dim"]),)
+
+
+def _process_key(process) -> str:
+    """A noise process as its type and range, e.g. ``VESDE(sigma_min=0.002, sigma_max=80)``
+    (the number of steps N is a sampling choice and left out)."""
+    names = ("sigma_min", "sigma_max", "beta_0", "beta_1")
+    args = ", ".join(f"{n}={getattr(process, n):.6g}" for n in names if hasattr(process, n))
+    return f"{type(process).__name__}({args})"
 
 
 def _inpaint_task(node: DictConfig, model, sampler, shape, meta: dict, n: int, images) -> Task:

@@ -34,6 +34,7 @@ from scorelab.io import (
 )
 from scorelab.lit.build import ConfigError, build_datamodule, build_module, validate_config
 from scorelab.lit.callbacks import AtomicCheckpointIO, RunCheckpoint, read_end
+from scorelab.lit.classifier import build_classifier_module, is_classifier_config
 from scorelab.lit.metrics_callback import SampleMetrics
 from scorelab.outputs import write_samples
 from scorelab.runs import CONF_DIR, entry_point, run_cli, task_overrides
@@ -215,7 +216,8 @@ def train(cfg: DictConfig) -> dict:
                 print(_finished_line(out, end, knob, previous))
             return previous
     L.seed_everything(int(cfg.seed), workers=True)
-    module = build_module(cfg)
+    # model=classifier / classifier_mlp: a noise-conditional classifier for task=class
+    module = (build_classifier_module if is_classifier_config(cfg) else build_module)(cfg)
     if ckpt_path and finished is None:
         check_resume_checkpoint(module, ckpt_path)
     datamodule = build_datamodule(cfg)

@@ -9,6 +9,7 @@ import torch
 
 from run_helpers import compose_cfg
 from scorelab.lit.build import build_module, data_shape
+from scorelab.lit.classifier import build_classifier_module, is_classifier_config
 from scorelab.runs import CONF_DIR
 from scorelab.train import train
 
@@ -33,12 +34,13 @@ def test_every_required_experiment_exists():
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_composes_and_builds(name, tmp_path):
     cfg = compose_cfg("train", [f"experiment={name}"], tmp_path)
-    module = build_module(cfg)
+    module = (build_classifier_module if is_classifier_config(cfg) else build_module)(cfg)
     x = torch.zeros(2, *data_shape(cfg))
     noise = module.model.noise.grid()[:2].float()  # the two noisiest levels (σ, or t)
     with torch.no_grad():
         out = module.model(x, noise)
-    assert out.shape == x.shape
+    classes = cfg.model.net.get("num_classes") if cfg.model.get("classifier") else None
+    assert out.shape == (x.shape if classes is None else (2, classes))  # classifiers: logits
     assert torch.isfinite(out).all()
 
 

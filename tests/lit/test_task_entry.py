@@ -217,7 +217,7 @@ def test_class_on_a_model_without_classifier_is_refused():
     class Trained:  # a checkpoint's model: a score, no mixture, no classifier
         noise = VESDE(0.01, 20.0, 10)
 
-    with pytest.raises(ValueError, match="not available yet for checkpoints; use model=oracle"):
+    with pytest.raises(ValueError, match="on a trained score model needs task.classifier=PATH"):
         build_task(_node({"name": "class", "label": 0}), Trained(), PC, (2,), {}, 4)
 
 

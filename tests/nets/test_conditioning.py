@@ -20,14 +20,19 @@ import torch
 
 from run_helpers import compose_cfg
 from scorelab.lit.build import ConfigError, build_noise, build_score_model
+from scorelab.lit.classifier import build_classifier
 from scorelab.nets.conditioning import STEP_SCALE
 from scorelab.nets.precond import EDMPrecond, ScoreModel
 from scorelab.nets.unet_small import UNetSmall
 from scorelab.runs import CONF_DIR
 from scorelab.sde import VPSDE
 
+# Score networks (the oracle has none; the noise-conditional classifiers are probed through the
+# experiments below)
 MODELS = sorted(
-    p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml") if "oracle: true" not in p.read_text()
+    p.stem
+    for p in (Path(CONF_DIR) / "model").glob("*.yaml")
+    if "oracle: true" not in p.read_text() and not p.read_text().startswith("# A noise-cond")
 )
 SDES = ("ve", "vp", "subvp", "ncsn", "edm")
 T_EPS = 1e-5  # the SDE losses' smallest training time
@@ -167,7 +172,10 @@ def test_every_experiment_tells_its_noise_levels_apart(name, tmp_path):
         extra.append("sde.sigma_max=20")
     cfg = compose_cfg("train", [f"experiment={name}", *extra], tmp_path)
     torch.manual_seed(0)
-    model = build_score_model(cfg, build_noise(cfg))
+    if cfg.model.get("classifier") is not None:  # a classifier, fed from t as the score nets
+        model = build_classifier(cfg)
+    else:
+        model = build_score_model(cfg, build_noise(cfg))
     if model.net_cond == "index":
         f = model.net.cond_features(model.net_input(model.noise.sigmas.float()))
         assert torch.equal(torch.cdist(f, f).argmin(dim=1), torch.arange(f.shape[0]))

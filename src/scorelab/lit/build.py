@@ -146,6 +146,11 @@ def check_sigma_max_resolved(cfg: DictConfig, path: str | Path) -> None:
 def build_score_model(cfg: DictConfig, noise: NoiseProcess):
     """The parametrised score network, or the exact oracle for ``model=oracle``."""
     m = cfg.model
+    if m.get("classifier") is not None:
+        raise ConfigError(
+            "this config's model is a noise-conditional classifier, not a score model; sample "
+            "a score checkpoint and pass the classifier as task=class task.classifier=PATH"
+        )
     if m.get("oracle", False):
         d = cfg.data
         if d.get("name") != "gmm":

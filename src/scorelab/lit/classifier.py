@@ -1,0 +1,274 @@
+"""Training a noise-conditional classifier p_t(y | x_t) for classifier guidance, and loading one.
+
+``python -m scorelab.train experiment=mnist_classifier`` (or any run with a classifier model:
+``model=classifier`` for images, ``model=classifier_mlp`` for points, and ``data.labels=true``)
+trains :class:`ClassifierModule`: each labelled batch (x_0, y) is perturbed by the forward
+process, x_t = α(t) x_0 + std(t) z with t ~ U(eps, T) (eps: the samplers' smallest time, 1e-5
+for VE and 1e-3 for VP/sub-VP unless ``model.classifier.eps`` says otherwise), and the loss is
+the cross-entropy of y under the classifier at (x_t, t) (Song et al. 2021, §5 and Appendix I).
+The training entry point's machinery is the score models' own: atomic checkpoints with the
+config inside, resumption, ``metrics.json``; validation reports the loss and the accuracy, over
+all levels and per noise bucket (``val/acc_<bucket>``).
+
+:func:`scorelab.nets.noise_classifier.load_classifier` rebuilds the classifier of such a
+checkpoint (its EMA weights) for ``python -m scorelab.sample ... task=class
+task.classifier=PATH``.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from scorelab.lit.ema import EMAModel
+from scorelab.lit.module import LR_DECAYS, lr_factor, unpack_batch, unpack_labels
+from scorelab.lit.rng import RNG_KEY, ForkedRNG, collect_rng_states, restore_rng_states
+from scorelab.nets.noise_classifier import NoiseConditionalClassifier
+from scorelab.sde import as_sde
+
+#: The ``module.*`` keys a classifier run reads; the score modules' others do not apply.
+MODULE_KEYS = ("warmup_steps", "lr_decay", "grad_clip", "ema_decay", "val_buckets")
+
+
+def is_classifier_config(cfg: DictConfig | dict) -> bool:
+    """Whether the config's model is a noise-conditional classifier (``model.classifier``)."""
+    model = cfg.get("model") or {}
+    return model.get("classifier") is not None
+
+
+class ClassifierModule(L.LightningModule):
+    """Trains ``classifier`` by cross-entropy on perturbed labelled data; keeps an EMA copy.
+
+    Args:
+        classifier: a :class:`NoiseConditionalClassifier` (its ``noise`` is the SDE).
+        optimizer: a partial optimizer, ``optimizer(params)``.
+        eps: the smallest training time (null: the SDE's ``sampling_eps``).
+        data_shape: shape of one example.
+        warmup_steps, lr_decay, grad_clip, ema_decay: as in :class:`~scorelab.lit.module.
+            ScoreModule`.
+        val_buckets: number of equal parts of the time range for ``val/acc_<bucket>``.
+        config: the resolved run configuration, saved in checkpoints.
+    """
+
+    def __init__(
+        self,
+        classifier: NoiseConditionalClassifier,
+        optimizer,
+        *,
+        eps: float | None = None,
+        data_shape: tuple[int, ...] = (2,),
+        warmup_steps: int = 0,
+        lr_decay: str = "none",
+        grad_clip: float = 1.0,
+        ema_decay: float = 0.999,
+        val_buckets: int = 4,
+        config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        sde = as_sde(classifier.noise, "a noise-conditional classifier is trained on an SDE")
+        eps = float(sde.sampling_eps if eps is None else eps)
+        if not 0 < eps < sde.T:
+            raise ValueError(
+                f"model.classifier.eps={eps} must be in (0, T) = (0, {sde.T:g}); use null "
+                "(the samplers' smallest time)"
+            )
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {lr_decay!r}")
+        if grad_clip < 0:
+            raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {grad_clip}")
+        if val_buckets < 1:
+            raise ValueError(f"val_buckets must be >= 1, got {val_buckets}")
+        self.automatic_optimization = False
+        self.classifier = classifier
+        self.sde, self.eps = sde, eps
+        self.optimizer_factory = optimizer
+        self.data_shape = tuple(int(s) for s in data_shape)
+        self.warmup_steps, self.lr_decay = int(warmup_steps), lr_decay
+        self.grad_clip, self.ema_decay = float(grad_clip), float(ema_decay)
+        self.val_buckets = int(val_buckets)
+        self.config = config or {}
+        self.ema = EMAModel(self.classifier, self.ema_decay)
+        self.ema.requires_grad_(False)
+        # What the training entry point reads of a module: no sampler, the skipped-step count.
+        self.sampler = None
+        self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
+        self.val_loss, self.val_acc = MeanMetric(), MeanMetric()
+        self.val_bucket_acc = nn.ModuleList(MeanMetric() for _ in range(self.val_buckets))
+        self._val_rng = ForkedRNG()
+
+    # The score model's view, for code that reads ``module.model`` (its ``noise``).
+    @property
+    def model(self) -> NoiseConditionalClassifier:
+        return self.classifier
+
+    def perturb(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(x_t, t): t ~ U(eps, T) per example, x_t from the forward marginal at t."""
+        t = self.eps + (self.sde.T - self.eps) * torch.rand(x.shape[0], device=x.device)
+        mean, std = self.sde.marginal_prob(x, t)
+        return mean + _bcast(std, x) * torch.randn_like(x), t
+
+    def _labels(self, batch: Any) -> Tensor:
+        y = unpack_labels(batch)
+        if y is None:
+            raise ValueError(
+                "a classifier trains on labelled batches, but this batch has none; set "
+                "data.labels=true"
+            )
+        k = self.classifier.num_classes
+        if bool(((y < 0) | (y >= k)).any()):
+            raise ValueError(
+                f"labels in [{int(y.min())}, {int(y.max())}] do not fit the classifier's "
+                f"{k} classes; set model.net.num_classes to the data's number of classes"
+            )
+        return y.long()
+
+    def configure_optimizers(self):
+        opt = self.optimizer_factory(self.classifier.parameters())
+        total = None
+        if self.lr_decay != "none":
+            total = int(self.trainer.estimated_stepping_batches)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, partial(lr_factor, warmup=self.warmup_steps, decay=self.lr_decay, total=total)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, _ = unpack_batch(batch)
+        y = self._labels(batch)
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        opt.zero_grad(set_to_none=True)
+        xt, t = self.perturb(x)
+        logits = self.classifier.logits(xt, t)
+        loss = F.cross_entropy(logits.float(), y)
+        self.manual_backward(loss)
+        max_norm = self.grad_clip if self.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.classifier.parameters(), max_norm)
+        if bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
+            opt.step()
+            sched.step()
+            self.ema.update_parameters(self.classifier)
+        else:  # neither the weights, the optimizer nor the EMA move
+            opt.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+        acc = (logits.detach().argmax(1) == y).float().mean()
+        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        self.log("train/acc", acc, on_step=True, on_epoch=False)
+        self.log("train/lr", sched.get_last_lr()[0], on_step=True, on_epoch=False)
+        return loss.detach()
+
+    def on_validation_start(self) -> None:
+        # A fixed noise stream: validation figures are comparable across steps.
+        self._val_rng.enter(int(self.config.get("seed", 0)) + 1)
+
+    def on_validation_end(self) -> None:
+        self._val_rng.exit()
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, _ = unpack_batch(batch)
+        y = self._labels(batch)
+        xt, t = self.perturb(x)
+        logits = self.ema.module.logits(xt, t).float()
+        self.val_loss.update(F.cross_entropy(logits, y, reduction="none"))
+        right = (logits.argmax(1) == y).float()
+        self.val_acc.update(right)
+        bucket = (
+            (self.sde.noise_fraction(t) * self.val_buckets).long().clamp(0, self.val_buckets - 1)
+        )
+        for k, metric in enumerate(self.val_bucket_acc):
+            if (bucket == k).any():
+                metric.update(right[bucket == k])
+
+    def on_validation_epoch_end(self) -> None:
+        self.last_val_step = int(self.global_step)
+        if self.val_loss.update_count > 0:
+            self.log("val/loss", self.val_loss.compute(), prog_bar=True)
+            self.log("val/acc", self.val_acc.compute(), prog_bar=True)
+        names = self.sde.bucket_names(self.val_buckets)
+        for name, metric in zip(names, self.val_bucket_acc, strict=True):
+            if metric.update_count > 0:
+                self.log(f"val/acc_{name}", metric.compute())
+        for metric in (self.val_loss, self.val_acc, *self.val_bucket_acc):
+            metric.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["scorelab_config"] = self.config
+        checkpoint[RNG_KEY] = self._val_rng.outer_states or collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if RNG_KEY in checkpoint:
+            restore_rng_states(checkpoint[RNG_KEY])
+
+    def add_missing_data_moments(self, state_dict: dict[str, Any]) -> None:
+        """Nothing to add: a classifier keeps no data moments (the score modules do)."""
+
+
+def _bcast(v: Tensor, like: Tensor) -> Tensor:
+    return v.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
+
+
+def build_classifier(cfg: DictConfig | dict, noise=None) -> NoiseConditionalClassifier:
+    """The :class:`NoiseConditionalClassifier` of a config (``model.net``, ``model.classifier``)."""
+    from scorelab.lit.build import ConfigError, build, build_noise
+
+    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    noise = build_noise(cfg) if noise is None else noise
+    as_sde(noise, "a noise-conditional classifier needs an SDE (sde=ve, vp, subvp or edm)")
+    net = build(cfg.model.net, "model.net")
+    c = OmegaConf.to_container(cfg.model.classifier, resolve=True)
+    try:
+        return NoiseConditionalClassifier(
+            net, noise, net_cond=c.get("net_cond", "sigma"), sigma_data=c.get("sigma_data", 0.5)
+        )
+    except ValueError as err:
+        raise ConfigError(f"model.classifier: {err}") from None
+
+
+def build_classifier_module(cfg: DictConfig) -> ClassifierModule:
+    """The :class:`ClassifierModule` of a training config; bad values refused in one line."""
+    from scorelab.lit.build import (
+        ConfigError,
+        build,
+        check_optimizer,
+        data_shape,
+        resolve_sigma_max,
+        to_plain,
+    )
+
+    if not (cfg.get("data") or {}).get("labels", False):
+        raise ConfigError(
+            "a classifier (model.classifier) trains on labels, but data.labels=false; set "
+            "data.labels=true (MNIST, CIFAR-10: the class; gmm: the component)"
+        )
+    cfg = resolve_sigma_max(cfg)
+    classifier = build_classifier(cfg)
+    check_optimizer(cfg.optimizer)
+    opt = build(cfg.optimizer, "optimizer")
+    try:
+        opt([torch.zeros(1, requires_grad=True)])
+    except ValueError as err:
+        raise ConfigError(f"optimizer: {err}") from None
+    module_cfg = OmegaConf.to_container(cfg.get("module") or {}, resolve=True)
+    kwargs = {k: module_cfg[k] for k in MODULE_KEYS if k in module_cfg}
+    try:
+        return ClassifierModule(
+            classifier,
+            opt,
+            eps=cfg.model.classifier.get("eps"),
+            data_shape=data_shape(cfg),
+            config=to_plain(cfg),
+            **kwargs,
+        )
+    except ValueError as err:
+        raise ConfigError(f"module: {err}") from None
