@@ -50,7 +50,23 @@ def _check_classes(num_classes) -> int:
     return num_classes
 
 
-class ConvClassifier(nn.Module):
+class _NoiseFeatures(nn.Module):
+    """What the classifier networks share: the kind of cond they expect
+    (:mod:`scorelab.nets.conditioning`) and its fixed features, from ``self.embed``."""
+
+    embedding: str
+    embed: nn.Module
+
+    @property
+    def cond_input(self) -> str:
+        return self.embedding
+
+    def cond_features(self, cond: Tensor) -> Tensor:
+        """The fixed features of cond, before any learned layer."""
+        return self.embed(cond)
+
+
+class ConvClassifier(_NoiseFeatures):
     """Image classifier: UNetSmall's down path, global average pooling, a linear head.
 
     Args:
@@ -124,15 +140,6 @@ class ConvClassifier(nn.Module):
         self.norm_out = nn.GroupNorm(min(groups, c), c)
         self.head = nn.Linear(c, self.num_classes)
 
-    @property
-    def cond_input(self) -> str:
-        """The kind of cond this network expects (:mod:`scorelab.nets.conditioning`)."""
-        return self.embedding
-
-    def cond_features(self, cond: Tensor) -> Tensor:
-        """The fixed features (B, ch) of cond, before the learned MLP."""
-        return self.embed(cond)
-
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         if x.ndim != 4 or tuple(x.shape[1:]) != (self.channels, self.image_size, self.image_size):
             raise ValueError(
@@ -150,7 +157,7 @@ class ConvClassifier(nn.Module):
         return self.head(h)
 
 
-class MLPClassifier(nn.Module):
+class MLPClassifier(_NoiseFeatures):
     """Point classifier: the noise features concatenated to x, ``n_layers`` SiLU layers of
     width ``hidden``, a linear head.
 
@@ -190,14 +197,6 @@ class MLPClassifier(nn.Module):
             layers += [nn.Linear(a, b), nn.SiLU()]
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(hidden, self.num_classes)
-
-    @property
-    def cond_input(self) -> str:
-        return self.embedding
-
-    def cond_features(self, cond: Tensor) -> Tensor:
-        """The fixed features (B, embed_dim) of cond."""
-        return self.embed(cond)
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         if x.ndim != 2 or x.shape[1] != self.dim:
