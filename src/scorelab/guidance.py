@@ -81,6 +81,17 @@ def check_label_dropout(p: Any) -> float:
     return float(p)
 
 
+def data_class_count(data: dict) -> int | None:
+    """How many values the labels of a data config take (MNIST and CIFAR-10: 10; ``data=gmm``:
+    its components), or None where the config does not say."""
+    target = str(data.get("_target_", ""))
+    if target.endswith(("MNISTDataModule", "CIFAR10DataModule")):
+        return 10
+    if data.get("name") == "gmm" and data.get("weights") is not None:
+        return len(data["weights"])
+    return None
+
+
 def check_label_config(config: dict | None) -> None:
     """``data.labels`` and ``model.net.num_labels`` must agree: labels on need a network with
     a label embedding, and a label embedding needs labels to train it."""
@@ -95,6 +106,13 @@ def check_label_config(config: dict | None) -> None:
             "data.labels=true but model.net.num_labels=null, so the network cannot see the "
             "labels; set model.net.num_labels to the number of classes (gmm: its number of "
             "components; mnist, cifar10: 10), or data.labels=false"
+        )
+    classes = data_class_count(data)
+    if labels and isinstance(num, int) and classes is not None and num < classes:
+        raise GuidanceError(
+            f"model.net.num_labels={num} but the data's labels take {classes} values, so labels "
+            f"{num}..{classes - 1} would fall outside the label embedding; set "
+            f"model.net.num_labels={classes}"
         )
     if num is not None and not labels:
         raise GuidanceError(

@@ -86,6 +86,10 @@ def test_unconditional_paths_unchanged(tmp_path):
             r"model\.net\.num_labels=2 but data\.labels=false.*set data\.labels=true",
         ),
         (
+            ["data=gmm", "data.labels=true", "model.net.num_labels=1", "sde.sigma_max=20.0"],
+            r"model\.net\.num_labels=1 but the data's labels take 2 values.*num_labels=2",
+        ),
+        (
             [*COND, "module.label_dropout=1.0"],
             r"module\.label_dropout=1\.0 must be in \[0, 1\)",
         ),

@@ -51,15 +51,14 @@ class LabelEmbedding(nn.Module):
 def check_label_range(label: Tensor, num_labels: int) -> None:
     """Refuse, in one line, a label outside [0, num_labels] (num_labels itself is ∅).
 
-    Without this an out-of-range index reaches ``nn.Embedding``: an IndexError on the CPU, a
-    device-side assert that breaks the whole CUDA context on a GPU. Skipped inside
-    ``torch.compile`` and CUDA-graph capture (the check reads two numbers back to the host,
-    which would split the compiled graph or break the capture); the labels there come from
-    the data module or from guidance, which check them first.
+    Without this an out-of-range index reaches ``nn.Embedding`` as an IndexError. Done on the
+    CPU only: on a GPU it would read two numbers back to the host at every forward pass (and
+    split a compiled graph or break a CUDA-graph capture), so there the labels are checked
+    where they enter instead: ``build_module`` refuses a ``num_labels`` below the data's number
+    of classes (:func:`scorelab.guidance.check_label_config`) and guidance refuses a label
+    outside the model's classes before sampling.
     """
-    if label.numel() == 0 or torch.compiler.is_compiling():
-        return
-    if label.is_cuda and torch.cuda.is_current_stream_capturing():
+    if label.numel() == 0 or label.is_cuda or torch.compiler.is_compiling():
         return
     lo, hi = torch.stack(torch.aminmax(label)).tolist()  # one read-back
     if lo < 0 or hi > num_labels:
