@@ -33,6 +33,7 @@ from scorelab.lit.module import LR_DECAYS, lr_factor, unpack_batch, unpack_label
 from scorelab.lit.rng import RNG_KEY, ForkedRNG, collect_rng_states, restore_rng_states
 from scorelab.nets.noise_classifier import NoiseConditionalClassifier
 from scorelab.sde import as_sde
+from scorelab.utils import append_dims
 
 #: The ``module.*`` keys a classifier run reads; the score modules' others do not apply.
 MODULE_KEYS = ("warmup_steps", "lr_decay", "grad_clip", "ema_decay", "val_buckets")
@@ -117,7 +118,7 @@ class ClassifierModule(L.LightningModule):
         """(x_t, t): t ~ U(eps, T) per example, x_t from the forward marginal at t."""
         t = self.eps + (self.sde.T - self.eps) * torch.rand(x.shape[0], device=x.device)
         mean, std = self.sde.marginal_prob(x, t)
-        return mean + _bcast(std, x) * torch.randn_like(x), t
+        return mean + append_dims(std, x.ndim).to(x.dtype) * torch.randn_like(x), t
 
     def _labels(self, batch: Any) -> Tensor:
         y = unpack_labels(batch)
@@ -212,10 +213,6 @@ class ClassifierModule(L.LightningModule):
 
     def add_missing_data_moments(self, state_dict: dict[str, Any]) -> None:
         """Nothing to add: a classifier keeps no data moments (the score modules do)."""
-
-
-def _bcast(v: Tensor, like: Tensor) -> Tensor:
-    return v.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
 
 
 def build_classifier(cfg: DictConfig | dict, noise=None) -> NoiseConditionalClassifier:

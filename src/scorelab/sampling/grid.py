@@ -44,16 +44,6 @@ class Grid:
     std: float
     prior_std: float
 
-    def describe(self) -> dict:
-        out: dict = {"view": self.view, "top_std": self.std}
-        s = self.kwargs.get("sigmas")
-        if s is not None:
-            out.update(levels=len(s), sigma_first=float(s[0]), sigma_last=float(s[-1]))
-        for key in ("sigma", "n_steps", "eps"):
-            if key in self.kwargs:
-                out[key] = self.kwargs[key]
-        return out
-
 
 def _need(key: str, value, *, minimum: float = 0.0, integer: bool = False, null: bool = False):
     if value is None and null:
