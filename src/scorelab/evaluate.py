@@ -380,7 +380,14 @@ def evaluate(cfg: DictConfig) -> dict:
             raise ConfigError(f"n_samples must be >= 1, got {n}")
         suite.prepare()  # reference data and extractors: fail before a long sampling run
         x, nfe, sampling_wall = draw(
-            model, sampler, shape, n, int(cfg.batch_size), int(cfg.seed), device
+            model,
+            sampler,
+            shape,
+            n,
+            int(cfg.batch_size),
+            int(cfg.seed),
+            device,
+            cfg.get("precision", 32),
         )
         x = to_unit(x.float().cpu())
         check_samples(x, suite.info)
@@ -421,6 +428,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "n_samples": n if suite is not None else 0,
         "sampler": sampler_desc,
         "nfe": nfe,
+        "precision": str(cfg.get("precision", 32)),
         "sampling_wall_time_s": sampling_wall,
         "results": records,
         "skipped": suite.skipped if suite is not None else {},

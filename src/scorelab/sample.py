@@ -54,7 +54,14 @@ def sample(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     model = guided(model, cfg.get("guidance"))  # class-conditional: guidance.label / weight
     device = "cuda" if torch.cuda.is_available() else "cpu"
     x, nfe, wall = draw(
-        model, sampler, shape, int(cfg.n_samples), int(cfg.batch_size), int(cfg.seed), device
+        model,
+        sampler,
+        shape,
+        int(cfg.n_samples),
+        int(cfg.batch_size),
+        int(cfg.seed),
+        device,
+        cfg.get("precision", 32),
     )
     x = to_unit(x.float().cpu())
     out = Path(cfg.paths.output_dir)
@@ -70,6 +77,7 @@ def sample(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         "n_samples": int(cfg.n_samples),
         "sampler": sampler.describe(),
         "nfe": nfe,
+        "precision": str(cfg.get("precision", 32)),
         "wall_time_s": wall,
         "ckpt_path": cfg.get("ckpt_path"),
         "guidance": describe_guidance(model),

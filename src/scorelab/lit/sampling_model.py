@@ -237,10 +237,36 @@ def check_request(cfg: DictConfig, *, n_samples: bool = True) -> None:
     seed = cfg.get("seed", 0)
     if seed is None or not 0 <= int(seed) < 2**32:
         raise ConfigError(f"seed={seed} must be in [0, 2**32 - 1]")
+    sampling_dtype(cfg.get("precision", 32))
 
 
-def draw(model, sampler, shape, n: int, batch_size: int, seed: int, device: str = "cpu"):
-    """``n`` samples in batches; returns (samples (n, ...), total NFE of one batch, wall time)."""
+PRECISIONS = {"32": None, "bf16": torch.bfloat16}
+
+
+def sampling_dtype(precision) -> torch.dtype | None:
+    """The autocast dtype of ``precision=`` (None: float32 throughout); refuses other values."""
+    if str(precision) not in PRECISIONS:
+        raise ConfigError(
+            f"precision={precision} is not one of 32, bf16 (bf16: the network in bfloat16 "
+            "autocast, the sampler's own arithmetic in float32)"
+        )
+    return PRECISIONS[str(precision)]
+
+
+def draw(
+    model,
+    sampler,
+    shape,
+    n: int,
+    batch_size: int,
+    seed: int,
+    device: str = "cpu",
+    precision: str | int = 32,
+):
+    """``n`` samples in batches; returns (samples (n, ...), total NFE of one batch, wall time).
+    ``precision="bf16"`` runs the sampler under bfloat16 autocast: convolutions and matrix
+    products in bf16, the sampler's updates (element-wise, float32 inputs) in float32."""
+    dtype = sampling_dtype(precision)
     if n < 1:
         raise ConfigError(f"n_samples must be >= 1, got {n}")
     if batch_size < 1:
@@ -250,9 +276,12 @@ def draw(model, sampler, shape, n: int, batch_size: int, seed: int, device: str 
     model = model.to(device)
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
-        with torch.no_grad():
+        with (
+            torch.no_grad(),
+            torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None),
+        ):
             res = sampler(model, (b, *shape), device=device, generator=gen, progress=True)
-        chunks.append(res.x.detach())
+        chunks.append(res.x.detach().float())
         nfe = max(nfe, int(res.nfe))
     x = torch.cat(chunks)
     bad = ~torch.isfinite(x)
