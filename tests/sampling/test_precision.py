@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from run_helpers import compose_cfg
 from scorelab.lit.build import ConfigError
 from scorelab.lit.sampling_model import draw, sampling_dtype
 from scorelab.sample import sample
-from run_helpers import compose_cfg
 
 
 class _Recorder(nn.Module):
