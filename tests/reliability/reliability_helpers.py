@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from run_helpers import REPO, subprocess_env
+from run_helpers import REPO, run_command, subprocess_env
 from scorelab.lit.rng import RNG_KEY
 
 STEPS, EVERY = 60, 10
@@ -158,14 +158,7 @@ def run(
     log_dir: Path, extra: tuple = (), env: dict | None = None, every: int = EVERY
 ) -> subprocess.CompletedProcess:
     """Run the toy training command to its end."""
-    return subprocess.run(
-        train_command(log_dir, STEPS, every, extra),
-        cwd=REPO,
-        env=env or subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_command(train_command(log_dir, STEPS, every, extra), env)
 
 
 # In-process runs: the same settings as the subprocess command, composed with hydra.compose.
