@@ -44,38 +44,23 @@ SWEEPS = {
     "oracle_sigma_min": ("scorelab.sample", ORACLE, "sde.sigma_min", "sde.sigma_max"),
     "trained_sigma_max": ("scorelab.train", TRAINED, "sde.sigma_max", "sde.N"),
 }
-# Per size: the swept overrides of each sweep that runs.
+# Per size: the swept overrides of each sweep that runs, as on the command line.
 FULL = {
     "n_samples": 1000,
     "sweeps": {
-        "oracle_sigma_max_N": ["sde.sigma_max=1,5,20,auto,100", "sde.N=10,100,300", "seed=0,1,2"],
-        "oracle_sigma_min": [
-            "sde.sigma_min=0.001,0.01,0.1,0.5",
-            "sde.sigma_max=20,100",
-            "sde.N=100",
-            "seed=0,1,2",
-        ],
-        "trained_sigma_max": [
-            "sde.sigma_max=1,5,20,auto,100",
-            "sde.N=100",
-            "trainer.max_steps=400",
-            "trainer.val_check_interval=200",
-            "seed=0,1",
-        ],
+        "oracle_sigma_max_N": "sde.sigma_max=1,5,20,auto,100 sde.N=10,100,300 seed=0,1,2",
+        "oracle_sigma_min": "sde.sigma_min=0.001,0.01,0.1,0.5 sde.sigma_max=20,100 sde.N=100 "
+        "seed=0,1,2",
+        "trained_sigma_max": "sde.sigma_max=1,5,20,auto,100 sde.N=100 trainer.max_steps=400 "
+        "trainer.val_check_interval=200 seed=0,1",
     },
 }
 SMOKE = {
     "n_samples": 64,
     "sweeps": {
-        "oracle_sigma_max_N": ["sde.sigma_max=5,auto", "sde.N=10", "seed=0"],
-        "trained_sigma_max": [
-            "sde.sigma_max=auto",
-            "sde.N=5",
-            "trainer.max_steps=1",
-            "trainer.val_check_interval=1",
-            "trainer.limit_val_batches=1",
-            "seed=0",
-        ],
+        "oracle_sigma_max_N": "sde.sigma_max=5,auto sde.N=10 seed=0",
+        "trained_sigma_max": "sde.sigma_max=auto sde.N=5 trainer.max_steps=1 "
+        "trainer.val_check_interval=1 trainer.limit_val_batches=1 seed=0",
     },
 }
 # Tabled metrics (all lower is better); w_small_mode (weight of the 0.2 mode) stays in metrics.json.
@@ -158,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {"n_samples": n, "sw_noise_floor": floor, "work_dir": str(work), "tables": {}}
     for name, swept in size["sweeps"].items():
         module, fixed, rows, cols = SWEEPS[name]
-        overrides = [*fixed, *swept]
+        overrides = [*fixed, *swept.split()]
         sweep_dir = work / name
         if sweep_dir.exists():
             shutil.rmtree(sweep_dir)
