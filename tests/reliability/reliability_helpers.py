@@ -104,7 +104,7 @@ def compare_weights(a: str | Path, b: str | Path) -> dict:
             max_abs = max(max_abs, float((sa[key].double() - sb[key].double()).abs().max()))
     rng_a, rng_b = ca.get(RNG_KEY) or {}, cb.get(RNG_KEY) or {}
     rng_equal = {
-        part: _same_state(rng_a.get(part), rng_b.get(part))
+        part: same_state(rng_a.get(part), rng_b.get(part))
         for part in sorted(set(rng_a) | set(rng_b))
     }
     return {
@@ -117,14 +117,14 @@ def compare_weights(a: str | Path, b: str | Path) -> dict:
     }
 
 
-def _same_state(a, b) -> bool:
-    """Equality of two saved RNG states (tensors, lists of tensors, tuples or plain values)."""
+def same_state(a, b) -> bool:
+    """Equality of two saved states: nested dicts, lists and tuples of tensors or plain values."""
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
         return a.shape == b.shape and torch.equal(a, b)
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(same_state(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(same_state(a[k], b[k]) for k in a)
     return a == b
 
 
