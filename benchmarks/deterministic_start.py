@@ -18,6 +18,7 @@ Writes benchmarks/results/deterministic_start.{json,md}.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -26,36 +27,18 @@ from scorelab import toy
 from scorelab.io import write_json_atomic, write_text_atomic
 from scorelab.lit.build import sampler_from_config as sampler_of
 from scorelab.nets.precond import OracleScoreModel
-from scorelab.schedules import max_pairwise_distance
 from scorelab.sde import VESDE, VPSDE, subVPSDE
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the mixtures and errors of the test
+from mixture_helpers import FAR_MEAN_MIXTURES, mode_errors, ve_oracle  # noqa: E402
+
 MIXTURES = {
-    "2-D, 0.3/0.7": toy.GaussianMixture(
-        [0.3, 0.7], [[2.0, 10.0], [10.0, 4.0]], [[1.0, 0.7], [1.2, 1.0]]
-    ),
-    "2-D, 0.15/0.35/0.5": toy.GaussianMixture(
-        [0.15, 0.35, 0.5], [[-6.0, 3.0], [4.0, 8.0], [6.0, -4.0]], [0.5, 1.0, 0.8]
-    ),
-    "8-D, 0.25/0.75": toy.GaussianMixture(
-        [0.25, 0.75], [[3.0] * 8, [-1.0, 5.0, 6.0, 2.0, 7.0, 4.0, 0.0, 5.0]], [1.0, 0.8]
-    ),
+    "2-D, 0.3/0.7": FAR_MEAN_MIXTURES["2d-two-modes"],
+    "2-D, 0.15/0.35/0.5": FAR_MEAN_MIXTURES["2d-three-modes"],
+    "8-D, 0.25/0.75": FAR_MEAN_MIXTURES["8d-two-modes"],
     "NCSN's 2-D, 0.2/0.8": toy.ncsn_toy_mixture(),
 }
-
-
-def errors(mix: toy.GaussianMixture, x: torch.Tensor) -> dict[str, float]:
-    x = x.double()
-    mu, s = mix.means[None], mix.stds[None]
-    logp = (-0.5 * ((x[:, None] - mu) / s) ** 2 - s.log()).sum(-1) + mix.weights.log()[None]
-    k = logp.argmax(1)
-    out = {"weight": 0.0, "mean": 0.0, "spread": 0.0}
-    for j in range(mix.num_components):
-        part = x[k == j]
-        out["weight"] = max(out["weight"], abs(len(part) / len(x) - mix.weights[j].item()))
-        out["mean"] = max(out["mean"], ((part.mean(0) - mix.means[j]) / mix.stds[j]).abs().max())
-        out["spread"] = max(out["spread"], (part.std(0) / mix.stds[j] - 1).abs().max())
-    return {key: float(v) for key, v in out.items()}
 
 
 def run(driver, model, n: int, seeds: int) -> dict[str, float]:
@@ -63,7 +46,7 @@ def run(driver, model, n: int, seeds: int) -> dict[str, float]:
     rows = []
     for seed in range(seeds):
         x = driver(model, (n, model.mixture.dim), generator=torch.Generator().manual_seed(seed)).x
-        rows.append(errors(model.mixture, x))
+        rows.append(mode_errors(model.mixture, x))
     return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]}
 
 
@@ -81,9 +64,8 @@ def main() -> None:
         print(f"{section:9s} {mixture:20s} {sde:12s} {sampler:5s} {setting:28s} {res}", flush=True)
 
     for name, mix in MIXTURES.items():
-        data = mix.sample(2000, generator=torch.Generator().manual_seed(0))
-        smax = round(max_pairwise_distance(data), 2)
-        model = OracleScoreModel(mix, VESDE(0.01, smax, 1000))
+        model = ve_oracle(mix)
+        smax = model.noise.sigma_max
         for sampler in ("ode", "heun"):
             for init in ("prior", "auto"):
                 label = "N(0, σ_max² I) (former)" if init == "prior" else "moments (default)"

@@ -9,7 +9,12 @@ A script imports it after putting ``experiments/`` on ``sys.path``::
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+
+import torch
+
+from scorelab.io import write_text_atomic
 
 
 def study_parser(doc: str, here: Path) -> argparse.ArgumentParser:
@@ -19,3 +24,20 @@ def study_parser(doc: str, here: Path) -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="tiny sizes (tests)")
     p.add_argument("--out", type=Path, default=Path(here) / "results")
     return p
+
+
+def parse_study(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv``, create ``--out`` and use one torch thread (the toy studies' tensors are
+    small: a second thread only contends on a shared CPU)."""
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    a.out.mkdir(parents=True, exist_ok=True)
+    return a
+
+
+def write_results(out: Path, stem: str, data: dict, md: str | None = None) -> None:
+    """``<stem>.json`` (and ``<stem>.md``, also printed, when given) under ``out``."""
+    write_text_atomic(out / f"{stem}.json", json.dumps(data, indent=2) + "\n")
+    if md is not None:
+        write_text_atomic(out / f"{stem}.md", md)
+        print(md)

@@ -4,6 +4,7 @@ the entry points as subprocesses of this checkout."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -20,6 +21,21 @@ def subprocess_env() -> dict[str, str]:
     src = str(REPO / "src")
     path = os.environ.get("PYTHONPATH")
     return {**os.environ, "PYTHONPATH": src if not path else f"{src}{os.pathsep}{path}"}
+
+
+def run_command(
+    cmd: list[str], env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run ``cmd`` (an entry point of this checkout) to its end in the repository root, in
+    :func:`subprocess_env` unless ``env`` is given; stdout and stderr captured as text."""
+    return subprocess.run(
+        cmd,
+        cwd=REPO,
+        env=env or subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # Small, fast settings for toy training runs in tests (CLI overrides).
@@ -48,6 +64,27 @@ def compose_cfg(config_name: str, overrides: list[str], out: Path) -> DictConfig
                 f"paths.cache_dir={out}/cache",
             ],
         )
+
+
+def n_params(net) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def adam_step_trains_all(net, x, cond) -> dict:
+    """One Adam step of ``net(x, cond)`` regressed on noise: every parameter gets a finite
+    gradient and changes. Returns the gradients by parameter name."""
+    import torch
+
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in net.parameters()]
+    loss = (net(x, cond) - torch.randn_like(x)).square().mean()
+    opt.zero_grad()
+    loss.backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    opt.step()
+    assert all(not torch.equal(b, p) for b, p in zip(before, net.parameters()))
+    return {name: p.grad for name, p in net.named_parameters()}
 
 
 def bare_trainer(max_steps: int, **kwargs):

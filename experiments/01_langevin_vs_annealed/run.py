@@ -5,7 +5,6 @@ python experiments/01_langevin_vs_annealed/run.py [--smoke] [--out DIR]
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -17,9 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: _study
-from _study import study_parser  # noqa: E402
+from _study import parse_study, study_parser, write_results  # noqa: E402
 
-from scorelab.io import write_text_atomic  # noqa: E402
 from scorelab.metrics.toy import mode_weights  # noqa: E402
 from scorelab.plots import save_figure
 from scorelab.sampling import annealed_langevin, langevin  # noqa: E402
@@ -122,17 +120,12 @@ def plot(samples: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = study_parser(__doc__, HERE)
-    a = p.parse_args(argv)
-    torch.set_num_threads(1)  # small tensors: one thread is fastest on a shared CPU
+    a = parse_study(study_parser(__doc__, HERE), argv)
     size = SMOKE if a.smoke else FULL
-    a.out.mkdir(parents=True, exist_ok=True)
     weights, samples = run(size)
     summary = summarise(weights, size)
-    write_text_atomic(a.out / "mode_weights.json", json.dumps(summary, indent=2) + "\n")
-    write_text_atomic(a.out / "mode_weights.md", markdown(summary))
     plot(samples, a.out / "samples.png")
-    print(markdown(summary))
+    write_results(a.out, "mode_weights", summary, markdown(summary))
     return summary
 
 

@@ -5,7 +5,6 @@ python experiments/02_score_accuracy_low_density/run.py [--smoke] [--out DIR]
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,9 +17,8 @@ import torch  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: _study
-from _study import study_parser  # noqa: E402
+from _study import parse_study, study_parser, write_results  # noqa: E402
 
-from scorelab.io import write_text_atomic  # noqa: E402
 from scorelab.losses import DiscreteDSMLoss, SlicedScoreMatchingLoss  # noqa: E402
 from scorelab.nets.mlp import MLP  # noqa: E402
 from scorelab.plots import save_figure
@@ -131,15 +129,10 @@ def markdown(s: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = study_parser(__doc__, HERE)
-    a = p.parse_args(argv)
-    torch.set_num_threads(1)  # small tensors: one thread is fastest on a shared CPU
-    a.out.mkdir(parents=True, exist_ok=True)
+    a = parse_study(study_parser(__doc__, HERE), argv)
     maps, summary = run(SMOKE if a.smoke else FULL)
     plot(maps, a.out / "score_error.png")
-    write_text_atomic(a.out / "score_error.json", json.dumps(summary, indent=2) + "\n")
-    write_text_atomic(a.out / "score_error.md", markdown(summary))
-    print(markdown(summary))
+    write_results(a.out, "score_error", summary, markdown(summary))
     return summary
 
 

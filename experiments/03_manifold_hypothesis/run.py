@@ -18,10 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: _study
-from _study import study_parser  # noqa: E402
+from _study import parse_study, study_parser, write_results  # noqa: E402
 
 from scorelab.data.images import MNISTDataModule  # noqa: E402
-from scorelab.io import write_text_atomic  # noqa: E402
 from scorelab.losses import SlicedScoreMatchingLoss  # noqa: E402
 from scorelab.nets.mlp import MLP  # noqa: E402
 from scorelab.plots import save_figure
@@ -96,10 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--data-root", type=Path, default=ROOT / "data" / "raw", help="holds MNIST/raw (make data)"
     )
-    a = p.parse_args(argv)
-    torch.set_num_threads(1)
+    a = parse_study(p, argv)
     size = SMOKE if a.smoke else FULL
-    a.out.mkdir(parents=True, exist_ok=True)
     curves = {
         "raw MNIST": train(a.data_root, size, None),
         "MNIST + N(0, 1e-4 I)": train(a.data_root, size, NOISE_STD),
@@ -113,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
         "curves": curves,
         "summary": summarise(curves),
     }
-    write_text_atomic(a.out / "ssm_loss.json", json.dumps(summary, indent=2) + "\n")
+    write_results(a.out, "ssm_loss", summary)
     plot(curves, a.out / "ssm_loss.png")
     print(json.dumps(summary["summary"], indent=2))
     return summary

@@ -5,7 +5,6 @@ python experiments/04_dsm_ssm_ism/run.py [--smoke] [--out DIR]
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -15,9 +14,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: _study
-from _study import study_parser  # noqa: E402
+from _study import parse_study, study_parser, write_results  # noqa: E402
 
-from scorelab.io import write_text_atomic
 from scorelab.losses import (
     DiscreteDSMLoss,
     ImplicitScoreMatchingLoss,
@@ -151,14 +149,9 @@ def markdown(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = study_parser(__doc__, HERE)
-    a = p.parse_args(argv)
-    torch.set_num_threads(1)  # small tensors: one thread is fastest on a shared CPU
-    a.out.mkdir(parents=True, exist_ok=True)
+    a = parse_study(study_parser(__doc__, HERE), argv)
     r = run(SMOKE if a.smoke else FULL)
-    write_text_atomic(a.out / "estimators.json", json.dumps(r, indent=2) + "\n")
-    write_text_atomic(a.out / "estimators.md", markdown(r))
-    print(markdown(r))
+    write_results(a.out, "estimators", r, markdown(r))
     return r
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: _study
-from _study import study_parser  # noqa: E402
+from _study import parse_study, study_parser, write_results  # noqa: E402
 
 from scorelab.io import write_json_atomic, write_text_atomic
 from scorelab.metrics.toy import mode_weight_error, mode_weights, sliced_wasserstein
@@ -29,7 +29,6 @@ from scorelab.toy import ncsn_toy_mixture
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
-# Each sweep: (name, entry point, Hydra overrides, rows, cols).
 ORACLE = ["model=oracle", "data=gmm", "sde=ve", "sampler=pc", "batch_size=4096"]
 TRAINED = [
     "experiment=toy_gmm",
@@ -39,71 +38,30 @@ TRAINED = [
     "++trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
 ]
+# Each sweep: name -> (entry point, its fixed Hydra overrides, table rows, table cols).
+SWEEPS = {
+    "oracle_sigma_max_N": ("scorelab.sample", ORACLE, "sde.sigma_max", "sde.N"),
+    "oracle_sigma_min": ("scorelab.sample", ORACLE, "sde.sigma_min", "sde.sigma_max"),
+    "trained_sigma_max": ("scorelab.train", TRAINED, "sde.sigma_max", "sde.N"),
+}
+# Per size: the swept overrides of each sweep that runs, as on the command line.
 FULL = {
     "n_samples": 1000,
-    "sweeps": [
-        (
-            "oracle_sigma_max_N",
-            "scorelab.sample",
-            [*ORACLE, "sde.sigma_max=1,5,20,auto,100", "sde.N=10,100,300", "seed=0,1,2"],
-            "sde.sigma_max",
-            "sde.N",
-        ),
-        (
-            "oracle_sigma_min",
-            "scorelab.sample",
-            [
-                *ORACLE,
-                "sde.sigma_min=0.001,0.01,0.1,0.5",
-                "sde.sigma_max=20,100",
-                "sde.N=100",
-                "seed=0,1,2",
-            ],
-            "sde.sigma_min",
-            "sde.sigma_max",
-        ),
-        (
-            "trained_sigma_max",
-            "scorelab.train",
-            [
-                *TRAINED,
-                "sde.sigma_max=1,5,20,auto,100",
-                "sde.N=100",
-                "trainer.max_steps=400",
-                "trainer.val_check_interval=200",
-                "seed=0,1",
-            ],
-            "sde.sigma_max",
-            "sde.N",
-        ),
-    ],
+    "sweeps": {
+        "oracle_sigma_max_N": "sde.sigma_max=1,5,20,auto,100 sde.N=10,100,300 seed=0,1,2",
+        "oracle_sigma_min": "sde.sigma_min=0.001,0.01,0.1,0.5 sde.sigma_max=20,100 sde.N=100 "
+        "seed=0,1,2",
+        "trained_sigma_max": "sde.sigma_max=1,5,20,auto,100 sde.N=100 trainer.max_steps=400 "
+        "trainer.val_check_interval=200 seed=0,1",
+    },
 }
 SMOKE = {
     "n_samples": 64,
-    "sweeps": [
-        (
-            "oracle_sigma_max_N",
-            "scorelab.sample",
-            [*ORACLE, "sde.sigma_max=5,auto", "sde.N=10", "seed=0"],
-            "sde.sigma_max",
-            "sde.N",
-        ),
-        (
-            "trained_sigma_max",
-            "scorelab.train",
-            [
-                *TRAINED,
-                "sde.sigma_max=auto",
-                "sde.N=5",
-                "trainer.max_steps=1",
-                "trainer.val_check_interval=1",
-                "trainer.limit_val_batches=1",
-                "seed=0",
-            ],
-            "sde.sigma_max",
-            "sde.N",
-        ),
-    ],
+    "sweeps": {
+        "oracle_sigma_max_N": "sde.sigma_max=5,auto sde.N=10 seed=0",
+        "trained_sigma_max": "sde.sigma_max=auto sde.N=5 trainer.max_steps=1 "
+        "trainer.val_check_interval=1 trainer.limit_val_batches=1 seed=0",
+    },
 }
 # Tabled metrics (all lower is better); w_small_mode (weight of the 0.2 mode) stays in metrics.json.
 METRICS = {"sw": "sliced W2 to exact samples", "mode_err": "max |ŵ_k − w_k|"}
@@ -177,15 +135,15 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="where the multirun directories go (default: a temporary directory)",
     )
-    a = p.parse_args(argv)
-    torch.set_num_threads(1)
+    a = parse_study(p, argv)
     size = SMOKE if a.smoke else FULL
     work = a.work or Path(tempfile.mkdtemp(prefix="sigma_ablation_"))
-    a.out.mkdir(parents=True, exist_ok=True)
     n = size["n_samples"]
     floor = noise_floor(n)
     summary = {"n_samples": n, "sw_noise_floor": floor, "work_dir": str(work), "tables": {}}
-    for name, module, overrides, rows, cols in size["sweeps"]:
+    for name, swept in size["sweeps"].items():
+        module, fixed, rows, cols = SWEEPS[name]
+        overrides = [*fixed, *swept.split()]
         sweep_dir = work / name
         if sweep_dir.exists():
             shutil.rmtree(sweep_dir)
@@ -204,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
             "evaluated": evaluated,
         }
         print(f"{name}: {evaluated}/{len(runs)} runs evaluated", flush=True)
-    write_text_atomic(a.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_results(a.out, "summary", summary)
     return summary
 
 

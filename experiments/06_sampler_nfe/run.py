@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: _study
-from _study import study_parser  # noqa: E402
+from _study import parse_study, study_parser  # noqa: E402
 
 from scorelab import schedules, toy  # noqa: E402
 from scorelab.io import write_text_atomic  # noqa: E402
@@ -635,9 +635,7 @@ def markdown(panels: list[dict], sweep: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = study_parser(__doc__, HERE)
-    a = p.parse_args(argv)
-    torch.set_num_threads(1)  # many small ops; a second thread only contends on this machine
+    a = parse_study(study_parser(__doc__, HERE), argv)
     before = torch.get_default_dtype()
     torch.set_default_dtype(DT)  # the samplers' starts and states in float64, as the scores
     try:
@@ -648,7 +646,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _run(a) -> dict:
     size = SMOKE if a.smoke else FULL
-    a.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     panels = [run_panel(dim, sde, size) for dim in MIXTURES for sde in ("VE", "VP")]
     sweep = [r for dim in MIXTURES for r in sigma_max_sweep(dim, size)]

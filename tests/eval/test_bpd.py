@@ -8,24 +8,17 @@ from types import SimpleNamespace
 import pytest
 import torch
 from eval_helpers import mixture_logpdf
+from omegaconf import OmegaConf
 from torch import nn
 
-from scorelab.evaluate import bits_per_dim_eval
+from scorelab.evaluate import _bpd_options, bits_per_dim_eval
 from scorelab.likelihood import dequantize
 from scorelab.metrics.suite import DataInfo
 from scorelab.sde import VESDE, VPSDE
 from scorelab.toy import GaussianMixture, ncsn_toy_mixture, oracle_time_score
 
-OPTS = {
-    "repeats": 1,
-    "batch_size": 500,
-    "split": "test",
-    "rtol": 1e-5,
-    "atol": 1e-5,
-    "eps": 1e-5,
-    "method": "dopri5",
-    "divergence": "exact",
-}
+# evaluate's defaults (dopri5, tolerances 1e-5, test split), with the exact divergence
+OPTS = _bpd_options(OmegaConf.create({"bpd": {"divergence": "exact"}}))
 
 
 class _ToyData:

@@ -92,22 +92,26 @@ def _pngs(folder: Path, n: int, size: int = 28, mode: str = "L") -> Path:
     return folder
 
 
-def _mnist_overrides(mnist_root: Path, tmp_path: Path) -> list[str]:
-    return [
-        "data=mnist",
-        f"data.root={mnist_root}",
-        f"mnist.classifier_path={_classifier(tmp_path / 'cls.pt')}",
-    ]
+def _mnist_cfg(mnist_root: Path, tmp_path: Path, samples: Path, *overrides: str):
+    """An evaluate config for ``samples`` on the MNIST fixture with an untrained classifier,
+    writing to ``tmp_path / "run"``."""
+    return compose_cfg(
+        "evaluate",
+        [
+            f"samples_path={samples}",
+            *overrides,
+            "data=mnist",
+            f"data.root={mnist_root}",
+            f"mnist.classifier_path={_classifier(tmp_path / 'cls.pt')}",
+        ],
+        tmp_path / "run",
+    )
 
 
 def test_image_folder_with_the_mnist_classifier(tmp_path, mnist_root):
     folder = _pngs(tmp_path / "imgs", 12)
     out = tmp_path / "run"
-    evaluate(
-        compose_cfg(
-            "evaluate", [f"samples_path={folder}", *_mnist_overrides(mnist_root, tmp_path)], out
-        )
-    )
+    evaluate(_mnist_cfg(mnist_root, tmp_path, folder))
     m = _read(out)
     r = m["results"]
     assert m["data"] == {"name": "mnist", "shape": [1, 28, 28]}
@@ -182,27 +186,23 @@ def test_load_samples_rejects_other_arrays_and_mixed_images(tmp_path):
     assert x.dtype == torch.float32 and 0 <= float(x.min()) and float(x.max()) <= 1
 
 
-def test_images_out_of_range_are_refused(tmp_path, mnist_root):
+def _npz_in_minus_one_one(folder: Path) -> Path:
     x = torch.rand(8, 1, 28, 28) * 2 - 1  # [-1, 1]: not mapped back to [0, 1]
-    np.savez(tmp_path / "samples.npz", samples=x.numpy())
-    cfg = compose_cfg(
-        "evaluate",
-        [f"samples_path={tmp_path / 'samples.npz'}", *_mnist_overrides(mnist_root, tmp_path)],
-        tmp_path / "run",
-    )
-    with pytest.raises(MetricConfigError, match=r"must lie in \[0, 1\].*\(x \+ 1\) / 2"):
-        evaluate(cfg)
+    np.savez(folder / "samples.npz", samples=x.numpy())
+    return folder / "samples.npz"
 
 
-def test_wrong_channels_are_refused(tmp_path, mnist_root):
-    folder = _pngs(tmp_path / "rgb", 4, mode="RGB")
-    cfg = compose_cfg(
-        "evaluate",
-        [f"samples_path={folder}", *_mnist_overrides(mnist_root, tmp_path)],
-        tmp_path / "run",
-    )
-    with pytest.raises(MetricConfigError, match=r"shape \(4, 3, 28, 28\).*\(N, 1, 28, 28\)"):
-        evaluate(cfg)
+@pytest.mark.parametrize(
+    "samples, match",
+    [
+        (_npz_in_minus_one_one, r"must lie in \[0, 1\].*\(x \+ 1\) / 2"),
+        (lambda p: _pngs(p / "rgb", 4, mode="RGB"), r"shape \(4, 3, 28, 28\).*\(N, 1, 28, 28\)"),
+    ],
+    ids=["out_of_range", "wrong_channels"],
+)
+def test_images_the_mnist_metrics_cannot_take_are_refused(tmp_path, mnist_root, samples, match):
+    with pytest.raises(MetricConfigError, match=match):
+        evaluate(_mnist_cfg(mnist_root, tmp_path, samples(tmp_path)))
 
 
 def test_stats_file_from_another_extractor_is_refused(tmp_path, mnist_root):
@@ -210,16 +210,12 @@ def test_stats_file_from_another_extractor_is_refused(tmp_path, mnist_root):
     save_statistics(
         stats, FeatureStatistics(np.zeros(128), np.eye(128), "k", "inception:2048", 100)
     )
-    folder = _pngs(tmp_path / "imgs", 4)
-    cfg = compose_cfg(
-        "evaluate",
-        [
-            f"samples_path={folder}",
-            f"mnist.reference_stats={stats}",
-            "metrics=[mnist_fid]",
-            *_mnist_overrides(mnist_root, tmp_path),
-        ],
-        tmp_path / "run",
+    cfg = _mnist_cfg(
+        mnist_root,
+        tmp_path,
+        _pngs(tmp_path / "imgs", 4),
+        f"mnist.reference_stats={stats}",
+        "metrics=[mnist_fid]",
     )
     with pytest.raises(MetricConfigError, match="feature extractor 'inception:2048'"):
         evaluate(cfg)

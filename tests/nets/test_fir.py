@@ -50,26 +50,23 @@ def test_kernel_rejects_bad_taps(bad: tuple[int, ...]) -> None:
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_upsample_matches_reference(kernel: tuple[int, ...]) -> None:
+@pytest.mark.parametrize(
+    "op, hw, gain, up, down, lead, out_hw",
+    [
+        (fir.upsample_2d, (6, 5), 4, 2, 1, 1, (12, 10)),
+        (fir.downsample_2d, (8, 6), 1, 1, 2, 0, (4, 3)),
+    ],
+    ids=["upsample", "downsample"],
+)
+def test_resampling_matches_reference(kernel, op, hw, gain, up, down, lead, out_hw) -> None:
+    """``op`` = upfirdn2d with the kernel times ``gain`` and pads (⌈p/2⌉ + lead, ⌊p/2⌋)."""
     torch.manual_seed(0)
-    x = torch.randn(2, 3, 6, 5)
+    x = torch.randn(2, 3, *hw)
     k2 = fir.fir_kernel_2d(kernel)
     p = k2.shape[0] - 2
-    ref = upfirdn2d_ref(x, k2 * 4, up=2, down=1, pad=((p + 1) // 2 + 1, p // 2))
-    out = fir.upsample_2d(x, k2)
-    assert out.shape == (2, 3, 12, 10)
-    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
-
-
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_downsample_matches_reference(kernel: tuple[int, ...]) -> None:
-    torch.manual_seed(1)
-    x = torch.randn(2, 3, 8, 6)
-    k2 = fir.fir_kernel_2d(kernel)
-    p = k2.shape[0] - 2
-    ref = upfirdn2d_ref(x, k2, up=1, down=2, pad=((p + 1) // 2, p // 2))
-    out = fir.downsample_2d(x, k2)
-    assert out.shape == (2, 3, 4, 3)
+    ref = upfirdn2d_ref(x, k2 * gain, up=up, down=down, pad=((p + 1) // 2 + lead, p // 2))
+    out = op(x, k2)
+    assert out.shape == (2, 3, *out_hw)
     torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
 
 

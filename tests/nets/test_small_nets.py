@@ -8,26 +8,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from run_helpers import adam_step_trains_all, n_params
 from scorelab.nets.mlp import MLP
 from scorelab.nets.noise_embedding import NoiseEmbedding
 from scorelab.nets.unet_small import UNetSmall
-
-
-def n_params(net: torch.nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
-
-
-def adam_step_changes_all(net: torch.nn.Module, x: torch.Tensor, cond: torch.Tensor) -> None:
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    before = [p.detach().clone() for p in net.parameters()]
-    loss = (net(x, cond) - torch.randn_like(x)).square().mean()
-    opt.zero_grad()
-    loss.backward()
-    for name, p in net.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-    opt.step()
-    assert all(not torch.equal(b, p) for b, p in zip(before, net.parameters()))
-
 
 # ---------------------------------------------------------------- embeddings
 
@@ -96,7 +80,7 @@ def test_mlp_parameter_count_formula():
 def test_mlp_train_step():
     torch.manual_seed(0)
     net = MLP(dim=2, activation="silu")
-    adam_step_changes_all(net, torch.randn(2, 2), torch.tensor([0.5, 2.0]))
+    adam_step_trains_all(net, torch.randn(2, 2), torch.tensor([0.5, 2.0]))
 
 
 @pytest.mark.parametrize(
@@ -153,7 +137,7 @@ def test_unet_small_unconditional_ignores_cond():
 def test_unet_small_train_step():
     torch.manual_seed(0)
     net = UNetSmall(channels=1, image_size=28, ch=8)
-    adam_step_changes_all(net, torch.randn(2, 1, 28, 28), torch.tensor([0.1, 5.0]))
+    adam_step_trains_all(net, torch.randn(2, 1, 28, 28), torch.tensor([0.1, 5.0]))
 
 
 def test_unet_small_channels_last_matches_contiguous():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from run_helpers import REPO, subprocess_env
+from run_helpers import REPO, run_command, subprocess_env
 from scorelab.lit.rng import RNG_KEY
 
 STEPS, EVERY = 60, 10
@@ -104,7 +104,7 @@ def compare_weights(a: str | Path, b: str | Path) -> dict:
             max_abs = max(max_abs, float((sa[key].double() - sb[key].double()).abs().max()))
     rng_a, rng_b = ca.get(RNG_KEY) or {}, cb.get(RNG_KEY) or {}
     rng_equal = {
-        part: _same_state(rng_a.get(part), rng_b.get(part))
+        part: same_state(rng_a.get(part), rng_b.get(part))
         for part in sorted(set(rng_a) | set(rng_b))
     }
     return {
@@ -117,14 +117,14 @@ def compare_weights(a: str | Path, b: str | Path) -> dict:
     }
 
 
-def _same_state(a, b) -> bool:
-    """Equality of two saved RNG states (tensors, lists of tensors, tuples or plain values)."""
+def same_state(a, b) -> bool:
+    """Equality of two saved states: nested dicts, lists and tuples of tensors or plain values."""
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
         return a.shape == b.shape and torch.equal(a, b)
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(same_state(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(same_state(a[k], b[k]) for k in a)
     return a == b
 
 
@@ -158,14 +158,7 @@ def run(
     log_dir: Path, extra: tuple = (), env: dict | None = None, every: int = EVERY
 ) -> subprocess.CompletedProcess:
     """Run the toy training command to its end."""
-    return subprocess.run(
-        train_command(log_dir, STEPS, every, extra),
-        cwd=REPO,
-        env=env or subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_command(train_command(log_dir, STEPS, every, extra), env)
 
 
 # In-process runs: the same settings as the subprocess command, composed with hydra.compose.

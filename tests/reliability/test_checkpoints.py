@@ -16,7 +16,7 @@ import torch
 from reliability_helpers import compose_train
 
 import scorelab.train
-from run_helpers import REPO, subprocess_env
+from run_helpers import REPO, run_command, subprocess_env
 from scorelab.io import CheckpointError, read_checkpoint
 from scorelab.lit.build import load_module
 from scorelab.lit.callbacks import AtomicCheckpointIO
@@ -132,13 +132,8 @@ def test_sample_cli_with_corrupt_checkpoint_prints_one_line_and_exits_2(
     tmp_path: Path, tiny_ckpt: Path
 ) -> None:
     bad = _truncated(tiny_ckpt, tmp_path / "bad.ckpt")
-    proc = subprocess.run(
-        [sys.executable, "-m", "scorelab.sample", f"ckpt_path={bad}", f"paths.log_dir={tmp_path}"],
-        cwd=REPO,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = run_command(
+        [sys.executable, "-m", "scorelab.sample", f"ckpt_path={bad}", f"paths.log_dir={tmp_path}"]
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

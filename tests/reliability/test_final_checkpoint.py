@@ -20,7 +20,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from reliability_helpers import compare_weights, run_dir, train_command, train_tiny
 
-from run_helpers import REPO, subprocess_env
+from run_helpers import run_command
 from scorelab.lit.callbacks import END_KEY
 from scorelab.runs import CONF_DIR
 from scorelab.sample import sample
@@ -196,9 +196,7 @@ def test_cli_rerun_prints_one_line_exits_0_and_raising_max_steps_continues(
     logs = tmp_path / "logs"
 
     def cli(steps: int) -> subprocess.CompletedProcess:
-        cmd = train_command(logs, steps, EVERY, SAMPLES)
-        return subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True,
-                              text=True, timeout=600)  # fmt: skip
+        return run_command(train_command(logs, steps, EVERY, SAMPLES))
 
     first = cli(STEPS)
     assert first.returncode == 0, first.stderr[-3000:]

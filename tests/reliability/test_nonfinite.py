@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from reliability_helpers import compose_train
+from reliability_helpers import compose_train, same_state
 
 import scorelab.train
 from run_helpers import bare_trainer
@@ -24,15 +24,23 @@ BAD_STEP = 3  # the 4th training batch is poisoned
 
 
 class PoisonBatch(L.Callback):
-    """Put a NaN into training batch number ``k`` (a corrupt data point)."""
+    """Put a NaN into training batch number ``k`` (a corrupt data point), or with ``onwards``
+    into every batch from ``k`` on (a data set gone bad)."""
 
-    def __init__(self, k: int) -> None:
-        self.k, self.seen = k, 0
+    def __init__(self, k: int, onwards: bool = False) -> None:
+        self.k, self.onwards, self.seen = k, onwards, 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self.seen == self.k:
+        if self.seen == self.k or (self.onwards and self.seen > self.k):
             batch[0, 0] = float("nan")
         self.seen += 1
+
+
+def train_poisoned(monkeypatch: pytest.MonkeyPatch, poison: L.Callback, cfg) -> None:
+    """``train(cfg)`` with ``poison`` among its callbacks."""
+    real = scorelab.train.build_callbacks
+    monkeypatch.setattr(scorelab.train, "build_callbacks", lambda cfg: [*real(cfg), poison])
+    train(cfg)
 
 
 def poison_loss(module, k: int) -> None:
@@ -60,16 +68,6 @@ def _snapshot(module) -> dict:
             "model": module.model.state_dict(),
         }
     )
-
-
-def _equal(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and torch.equal(a, b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 def poison_gradient(module, k: int) -> None:
@@ -128,11 +126,11 @@ def test_skip_leaves_optimizer_schedule_and_ema_bit_identical(tmp_path: Path, wh
 
     assert record.skipped == [0] * BAD_STEP + [1] * 4  # 7 batches for 6 optimizer steps
     assert int(module.skipped_steps) == 1 and trainer.global_step == 6
-    assert _equal(record.before[BAD_STEP], record.after[BAD_STEP])  # nothing moved
+    assert same_state(record.before[BAD_STEP], record.after[BAD_STEP])  # nothing moved
     for k in (BAD_STEP - 1, BAD_STEP + 1):  # ordinary steps do move everything
-        assert not _equal(record.before[k]["optimizer"], record.after[k]["optimizer"])
-        assert not _equal(record.before[k]["ema"], record.after[k]["ema"])
-        assert not _equal(record.before[k]["scheduler"], record.after[k]["scheduler"])
+        assert not same_state(record.before[k]["optimizer"], record.after[k]["optimizer"])
+        assert not same_state(record.before[k]["ema"], record.after[k]["ema"])
+        assert not same_state(record.before[k]["scheduler"], record.after[k]["scheduler"])
     assert all(
         torch.isfinite(v).all() for v in module.state_dict().values() if v.is_floating_point()
     )
@@ -141,13 +139,9 @@ def test_skip_leaves_optimizer_schedule_and_ema_bit_identical(tmp_path: Path, wh
 def test_stop_saves_debug_checkpoint_and_batch_then_stops(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = scorelab.train.build_callbacks
-    monkeypatch.setattr(
-        scorelab.train, "build_callbacks", lambda cfg: [*real(cfg), PoisonBatch(BAD_STEP)]
-    )
     cfg = compose_train(tmp_path, ["module.nonfinite=stop"], steps=6)
     with pytest.raises(NonFiniteLossError) as err:
-        train(cfg)
+        train_poisoned(monkeypatch, PoisonBatch(BAD_STEP), cfg)
     msg = str(err.value)
     debug = tmp_path / "debug"
     assert "\n" not in msg
@@ -167,32 +161,16 @@ def test_stop_saves_debug_checkpoint_and_batch_then_stops(
     assert not (tmp_path / "metrics.json").exists()
 
 
-class PoisonFrom(L.Callback):
-    """Put a NaN into every training batch from number ``k`` on (a data set gone bad)."""
-
-    def __init__(self, k: int) -> None:
-        self.k, self.seen = k, 0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self.seen >= self.k:
-            batch[0, 0] = float("nan")
-        self.seen += 1
-
-
 def test_skip_stops_after_too_many_bad_steps_in_a_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Under nonfinite=skip a run whose every batch is bad stops (with the debug checkpoint)
     after module.max_skips_in_a_row steps in a row, instead of skipping for ever."""
-    real = scorelab.train.build_callbacks
-    monkeypatch.setattr(
-        scorelab.train, "build_callbacks", lambda cfg: [*real(cfg), PoisonFrom(BAD_STEP)]
-    )
     cfg = compose_train(
         tmp_path, ["module.nonfinite=skip", "module.max_skips_in_a_row=3"], steps=20
     )
     with pytest.warns(UserWarning, match="step skipped"), pytest.raises(NonFiniteLossError) as err:
-        train(cfg)
+        train_poisoned(monkeypatch, PoisonBatch(BAD_STEP, onwards=True), cfg)
     msg = str(err.value)
     assert "\n" not in msg
     # batches BAD_STEP and BAD_STEP + 1 are skipped with a warning, the third in a row stops

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from reliability_helpers import TOY_ARGS, run_dir
 
-from run_helpers import REPO, subprocess_env
+from run_helpers import REPO, run_command, subprocess_env
 
 
 def test_real_checkpoint_loads_with_weights_only(tiny_ckpt: Path) -> None:
@@ -72,10 +72,10 @@ def test_wandb_api_key_never_written_to_the_run_dir(tmp_path: Path) -> None:
         "WANDB_CACHE_DIR": str(tmp_path / "wandb_cache"),
     }
     args = [a for a in TOY_ARGS if not a.startswith(("logger=", "callbacks.lr_monitor"))]
-    proc = subprocess.run(
+    proc = run_command(
         [sys.executable, "-m", "scorelab.train", *args, "logger=wandb", "trainer.max_steps=4",
          "trainer.val_check_interval=2", f"paths.log_dir={tmp_path}/logs"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert secret not in proc.stdout + proc.stderr

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from hydra.errors import MissingConfigException
 from reliability_helpers import compose_train
 
 from data_files import make_mnist_arrays
-from run_helpers import REPO, subprocess_env
+from run_helpers import run_command
 from scorelab.data.prepare import MNIST_FILES, mnist_raw_dir, write_idx
 from scorelab.runs import unknown_group_option
 from scorelab.train import train
@@ -275,13 +274,8 @@ def test_unknown_config_option_is_one_line_before_hydra(tmp_path: Path) -> None:
 
 
 def test_cli_prints_the_one_line_and_exits_2(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "scorelab.train", "sde.N=0", f"paths.log_dir={tmp_path}"],
-        cwd=REPO,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = run_command(
+        [sys.executable, "-m", "scorelab.train", "sde.N=0", f"paths.log_dir={tmp_path}"]
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

@@ -17,55 +17,16 @@ import math
 import pytest
 import torch
 
+from mixture_helpers import FAR_MEAN_MIXTURES, mode_errors, ve_oracle
 from run_helpers import compose_cfg, sampler_of
 from scorelab import toy
 from scorelab.nets.precond import OracleScoreModel
 from scorelab.sample import sample
-from scorelab.schedules import max_pairwise_distance
 from scorelab.sde import VESDE
 
 N = 10_000  # binomial std of a weight near 0.3: 0.0046, so ±0.03 is 6.5 std
-MIXTURES = {
-    "2d-two-modes": toy.GaussianMixture(
-        [0.3, 0.7], [[2.0, 10.0], [10.0, 4.0]], [[1.0, 0.7], [1.2, 1.0]]
-    ),
-    "2d-three-modes": toy.GaussianMixture(
-        [0.15, 0.35, 0.5], [[-6.0, 3.0], [4.0, 8.0], [6.0, -4.0]], [0.5, 1.0, 0.8]
-    ),
-    "8d-two-modes": toy.GaussianMixture(
-        [0.25, 0.75], [[3.0] * 8, [-1.0, 5.0, 6.0, 2.0, 7.0, 4.0, 0.0, 5.0]], [1.0, 0.8]
-    ),
-}
+MIXTURES = FAR_MEAN_MIXTURES
 DRIVERS = ("ode", "heun")
-
-
-def ve_oracle(mix: toy.GaussianMixture) -> OracleScoreModel:
-    """The default VE SDE of data=gmm: σ_min 0.01 and σ_max by NCSNv2's rule (the largest
-    pairwise distance of 2000 training points, as `sigma_max: auto`)."""
-    data = mix.sample(2000, generator=torch.Generator().manual_seed(0))
-    return OracleScoreModel(mix, VESDE(0.01, round(max_pairwise_distance(data), 2), 1000))
-
-
-def modes(mix: toy.GaussianMixture, x: torch.Tensor) -> torch.Tensor:
-    """The most probable component of each point, from the mixture's own densities."""
-    x = x.double()[:, None, :]
-    mu, s = mix.means[None], mix.stds[None]
-    logp = (-0.5 * ((x - mu) / s) ** 2 - s.log()).sum(-1) + mix.weights.log()[None]
-    return logp.argmax(1)
-
-
-def errors(mix: toy.GaussianMixture, x: torch.Tensor) -> tuple[float, float]:
-    """(largest mode-weight error, largest per-mode mean error in units of that mode's std)."""
-    k = modes(mix, x)
-    weight_err = max(
-        abs((k == j).double().mean().item() - mix.weights[j].item())
-        for j in range(mix.num_components)
-    )
-    mean_err = max(
-        ((x.double()[k == j].mean(0) - mix.means[j]) / mix.stds[j]).abs().max().item()
-        for j in range(mix.num_components)
-    )
-    return weight_err, mean_err
 
 
 @pytest.mark.parametrize("sampler", DRIVERS)
@@ -76,14 +37,15 @@ def test_default_ve_deterministic_samplers_hit_the_mode_weights_and_means(name, 
     driver = sampler_of(sampler)  # the defaults of conf/sampler/{ode,heun}.yaml
     x = driver(model, (N, mix.dim), generator=torch.Generator().manual_seed(1)).x
     assert torch.isfinite(x).all()
-    weight_err, mean_err = errors(mix, x)
+    err = mode_errors(mix, x)
+    weight_err, mean_err = err["weight"], err["mean"]
     assert weight_err < 0.03, f"mode weights off by {weight_err:.3f}"
     assert mean_err < 0.1, f"a mode's mean is off by {mean_err:.3f} of its std"
     assert driver.describe()["start"]["kind"] == "moments"
     # the same sampler from the old start N(0, σ_max² I) carries the prior mismatch
     old = sampler_of(sampler, "init=prior")
     x_old = old(model, (N, mix.dim), generator=torch.Generator().manual_seed(1)).x
-    old_weight_err, _ = errors(mix, x_old)
+    old_weight_err = mode_errors(mix, x_old)["weight"]
     assert old_weight_err > 0.035, f"old start: mode weights off by only {old_weight_err:.3f}"
     start = old.describe()["start"]
     assert start["kind"] == "prior" and start["mean"] == 0.0
