@@ -28,21 +28,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scorelab.sampling.base import (
-    Callback,
-    SampleResult,
-    ScoreFn,
-    check_int,
-    check_state,
-    randn_like,
-)
-from scorelab.sampling.pc import (
-    CorrectorFactory,
-    NoneCorrector,
-    PredictorFactory,
-    ReverseDiffusionPredictor,
-    pc_sampler,
-)
+from scorelab.sampling.base import SampleResult, ScoreFn, check_int, check_state, randn_like
+from scorelab.sampling.pc import pc_sampler
 from scorelab.sde import SDE, as_sde
 from scorelab.utils import append_dims
 
@@ -92,13 +79,8 @@ def pc_impute(
     *,
     known: Tensor,
     mask: Tensor,
-    predictor: PredictorFactory = ReverseDiffusionPredictor,
-    corrector: CorrectorFactory = NoneCorrector,
-    eps: float | None = None,
-    n_steps: int | None = None,
-    denoise: bool = True,
-    callback: Callback | None = None,
     generator: torch.Generator | None = None,
+    **kwargs,
 ) -> SampleResult:
     """Predictor–corrector imputation: sample the coordinates where ``mask`` is 0 given the
     values ``known`` where it is 1.
@@ -115,8 +97,9 @@ def pc_impute(
         known: the observed values, one example ``x.shape[1:]`` or ``x.shape``; only the
             entries where ``mask`` is 1 are read.
         mask: one example's shape ``x.shape[1:]``, 1 (True) where the coordinate is known.
-        predictor, corrector, eps, n_steps, denoise, callback, generator: as in
-            :func:`~scorelab.sampling.pc.pc_sampler`.
+        generator: source of all noise (on ``x``'s device).
+        kwargs: the other keywords of :func:`~scorelab.sampling.pc.pc_sampler` (predictor,
+            corrector, eps, n_steps, denoise, callback).
 
     Returns:
         :class:`SampleResult` whose known coordinates equal ``known``.
@@ -134,19 +117,7 @@ def pc_impute(
         noisy = mean + append_dims(std, x.ndim) * randn_like(x, generator)
         return torch.where(m, noisy, x), torch.where(m, mean, x_mean)
 
-    return pc_sampler(
-        score_fn,
-        x,
-        sde,
-        predictor=predictor,
-        corrector=corrector,
-        eps=eps,
-        n_steps=n_steps,
-        denoise=denoise,
-        callback=callback,
-        generator=generator,
-        project=impute,
-    )
+    return pc_sampler(score_fn, x, sde, generator=generator, project=impute, **kwargs)
 
 
 def decoupled_basis(channels: int = 3, dtype=torch.float64, device=None) -> Tensor:

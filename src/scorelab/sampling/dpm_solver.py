@@ -27,13 +27,12 @@ from torch import Tensor
 
 from scorelab.sampling.base import (
     Callback,
-    CountingScore,
     SampleResult,
     ScoreFn,
     check_int,
-    check_sigmas,
-    check_state,
+    counted,
     full_batch,
+    sigmas_to_zero,
 )
 
 FORMS = ("dpm-solver", "taylor")
@@ -80,15 +79,9 @@ def dpmpp_multistep(
         :class:`SampleResult`; one score evaluation per step: ``nfe = N`` for N levels > 0.
     """
     del generator
-    check_state(x)
+    score = counted(score_fn, x)
     order = check_order_form(order, form)
-    s = check_sigmas(sigmas, allow_zero_last=True)
-    if s[-1] != 0:
-        s = torch.cat([s, s.new_zeros(1)])
-    if s.numel() < 2:
-        raise ValueError(f"sigmas must hold at least one level > 0, got {s.tolist()}")
-    sig = s.tolist()  # host floats: no device sync inside the loop
-    score = CountingScore(score_fn)
+    sig = sigmas_to_zero(sigmas)
     denoised_hist: list[Tensor] = []  # D at the previous levels, newest last
     sigma_hist: list[float] = []
 
@@ -100,7 +93,7 @@ def dpmpp_multistep(
         sigma_hist = [*sigma_hist[-1:], sigma]
         if callback is not None:
             callback({"i": i, "x": x, "sigma": full_batch(sigma_next, x), "denoised": d})
-    return SampleResult(x=x, x_mean=x, nfe=score.calls, net_calls=score.calls)
+    return score.result(x)
 
 
 def dpmpp_step(

@@ -16,13 +16,12 @@ from torch import Tensor
 
 from scorelab.sampling.base import (
     Callback,
-    CountingScore,
     SampleResult,
     ScoreFn,
-    check_sigmas,
-    check_state,
+    counted,
     full_batch,
     randn_like,
+    sigmas_to_zero,
 )
 
 
@@ -58,19 +57,13 @@ def edm_heun(
     Returns:
         :class:`SampleResult`; ``nfe = 2N - 1`` (18 levels → 35).
     """
-    check_state(x)
-    s = check_sigmas(sigmas, allow_zero_last=True)
-    if s[-1] != 0:
-        s = torch.cat([s, s.new_zeros(1)])
-    if s.numel() < 2:
-        raise ValueError(f"sigmas must hold at least one level > 0, got {s.tolist()}")
+    score = counted(score_fn, x)
+    sig = sigmas_to_zero(sigmas)
     if not s_churn >= 0:
         raise ValueError(f"s_churn must be >= 0, got {s_churn}")
     if not s_noise > 0:
         raise ValueError(f"s_noise must be > 0, got {s_noise}")
-    sig = s.tolist()  # the schedule lives on the host: no device sync in the loop
     n = len(sig) - 1
-    score = CountingScore(score_fn)
 
     def slope(x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
         """dx/dσ = (x - D)/σ = -σ s(x, σ), and the denoised D."""
@@ -94,4 +87,4 @@ def edm_heun(
         x = x_next
         if callback is not None:
             callback({"i": i, "x": x, "sigma": full_batch(sigma_next, x), "denoised": denoised})
-    return SampleResult(x=x, x_mean=x, nfe=score.calls, net_calls=score.calls)
+    return score.result(x)

@@ -16,13 +16,13 @@ from torch import Tensor
 
 from scorelab.sampling.base import (
     Callback,
-    CountingScore,
     SampleResult,
     ScoreFn,
     check_int,
     check_positive,
     check_sigmas,
     check_state,
+    counted,
     full_batch,
     randn_like,
 )
@@ -60,12 +60,11 @@ def langevin(
     Returns:
         :class:`SampleResult`; ``nfe == n_steps``.
     """
-    check_state(x)
+    score = counted(score_fn, x)
     n_steps = check_int("n_steps", n_steps)
     eps = check_positive("step_size", step_size)
     if not float(sigma) >= 0:
         raise ValueError(f"sigma must be >= 0 (0 = the data score), got {sigma}")
-    score = CountingScore(score_fn)
     sig = full_batch(float(sigma), x)
     x_mean = x
     for i in range(n_steps):
@@ -73,7 +72,7 @@ def langevin(
         x = x_mean + eps**0.5 * randn_like(x, generator)
         if callback is not None:
             callback({"i": i, "x": x, "x_mean": x_mean, "sigma": sig})
-    return SampleResult(x=x, x_mean=x_mean, nfe=score.calls, net_calls=score.calls)
+    return score.result(x, x_mean)
 
 
 def tweedie_denoise(score_fn: ScoreFn, x: Tensor, sigma: float | Tensor) -> Tensor:
@@ -133,7 +132,7 @@ def annealed_langevin(
     Returns:
         :class:`SampleResult`; ``nfe == L * n_steps_each (+1 with final_denoise)``.
     """
-    check_state(x)
+    score = counted(score_fn, x)
     n_steps_each = check_int("n_steps_each", n_steps_each)
     if eps is not None and step_lr is not None:
         raise ValueError(
@@ -145,7 +144,6 @@ def annealed_langevin(
     if eps is None and step_lr is None:
         eps = DEFAULT_EPS_OVER_SIGMA_MIN_SQ * sigma_last**2
     eps = check_positive("eps", eps) if eps is not None else 2 * check_positive("step_lr", step_lr)
-    score = CountingScore(score_fn)
     x_mean = x
     i = 0
     for sigma in sigma_list:
@@ -159,4 +157,4 @@ def annealed_langevin(
             i += 1
     if final_denoise:
         x = x_mean = tweedie_denoise(score, x, sigma_last)
-    return SampleResult(x=x, x_mean=x_mean, nfe=score.calls, net_calls=score.calls)
+    return score.result(x, x_mean)
