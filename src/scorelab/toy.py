@@ -76,13 +76,6 @@ class GaussianMixture:
     def num_components(self) -> int:
         return self.means.shape[0]
 
-    def to_config(self) -> dict:
-        return {
-            "weights": self.weights.tolist(),
-            "means": self.means.tolist(),
-            "stds": self.stds.tolist(),
-        }
-
     def moments(self) -> tuple[Tensor, Tensor]:
         """Exact per-coordinate mean and variance, each (D,) float64:
         E[x] = Σ w_k μ_k and Var[x] = Σ w_k (s_k² + μ_k²) - E[x]²."""
@@ -101,10 +94,7 @@ class GaussianMixture:
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
         """n exact samples, (n, D)."""
-        k = torch.multinomial(self.weights.float(), n, replacement=True, generator=generator)
-        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-        x = self.means[k] + self.stds[k] * z
-        return x.to(device=device, dtype=dtype)
+        return sample_with_components(self, n, generator=generator, device=device, dtype=dtype)[0]
 
     # ----- exact densities and scores of the perturbed mixture -----
     def _check_x(self, x: Tensor) -> None:
@@ -323,8 +313,7 @@ def sample_with_components(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
-    """n exact samples (n, D) and the component each came from (n,) long; the points are those
-    :meth:`GaussianMixture.sample` draws from the same generator state."""
+    """n exact samples (n, D) and the component each came from (n,) long."""
     k = torch.multinomial(mixture.weights.float(), n, replacement=True, generator=generator)
     z = torch.randn(n, mixture.dim, generator=generator, dtype=torch.float64)
     x = mixture.means[k] + mixture.stds[k] * z
