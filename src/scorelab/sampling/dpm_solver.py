@@ -58,11 +58,10 @@ def dpmpp_multistep(
     callback: Callback | None = None,
     generator: torch.Generator | None = None,
 ) -> SampleResult:
-    """DPM-Solver++(``order``M) on a descending σ schedule (σ-conditioned score).
+    """DPM-Solver++(``order``M) on a descending σ schedule, from y ~ N(0, σ_0² I) (or a
+    moment-matched start); one score evaluation per step, ``nfe = N`` for N levels > 0.
 
     Args:
-        score_fn: σ-conditioned score ``fn(y, sigma)``, sigma (B,).
-        x: (B, ...) initial state, y ~ N(0, σ_0² I) (or a moment-matched start).
         sigmas: (N+1,) strictly descending noise levels; a trailing 0 is appended if absent
             (then the last step returns the denoiser at the last positive level).
         order: 1 (DDIM, the exponential-integrator Euler step), 2 (2M) or 3 (3M).
@@ -72,11 +71,6 @@ def dpmpp_multistep(
             accurate on mixtures at 15-30 steps, docs/samplers.md); or ``"taylor"``, every
             term from the Taylor expansion of D in λ, so a denoiser that is a polynomial of
             degree ``order - 1`` in λ is integrated exactly and the error falls as h^order.
-        callback: called after each step with ``{"i", "x", "sigma", "denoised"}``.
-        generator: unused (the solver is deterministic); accepted for the common signature.
-
-    Returns:
-        :class:`SampleResult`; one score evaluation per step: ``nfe = N`` for N levels > 0.
     """
     del generator
     score = counted(score_fn, x)

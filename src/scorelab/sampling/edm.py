@@ -41,21 +41,15 @@ def edm_heun(
 
     With ``s_churn = 0`` this is Algorithm 1 (deterministic); otherwise Algorithm 2, which
     raises σ_i to σ̂ = (1 + γ) σ_i with γ = min(s_churn/N, √2 - 1) for σ_i in [s_tmin, s_tmax]
-    and adds the matching noise before each step.
+    and adds the matching noise before each step. Start: x ~ N(0, σ_0² I).
+    ``nfe = 2N - 1`` (18 levels → 35); the callback also gets ``"denoised"``.
 
     Args:
-        score_fn: σ-conditioned score ``fn(x, sigma)``, sigma (B,).
-        x: (B, ...) initial state, x ~ N(0, σ_0² I).
         sigmas: (N,) or (N+1,) strictly descending noise levels, e.g.
             ``schedules.karras_sigmas(18)``; a trailing 0 is appended if absent, so N steps
             are taken.
         s_churn, s_tmin, s_tmax, s_noise: EDM's stochasticity knobs (S_churn >= 0,
             S_noise > 0).
-        callback: called after each step with ``{"i", "x", "sigma", "denoised"}``.
-        generator: source of the churn noise (on ``x``'s device).
-
-    Returns:
-        :class:`SampleResult`; ``nfe = 2N - 1`` (18 levels → 35).
     """
     score = counted(score_fn, x)
     sig = sigmas_to_zero(sigmas)

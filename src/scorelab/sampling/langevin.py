@@ -46,19 +46,8 @@ def langevin(
 ) -> SampleResult:
     """Plain (unadjusted) Langevin dynamics at one fixed noise level.
 
-    x ← x + (ε/2) s(x, σ) + √ε z, repeated ``n_steps`` times.
-
-    Args:
-        score_fn: σ-conditioned score ``fn(x, sigma)``, sigma (B,).
-        x: (B, ...) initial state.
-        sigma: the fixed noise level, >= 0; 0 means the data score.
-        n_steps: number of steps T, >= 1.
-        step_size: ε > 0.
-        callback: called after each step with ``{"i", "x", "x_mean", "sigma"}``.
-        generator: source of the Gaussian noise (on ``x``'s device).
-
-    Returns:
-        :class:`SampleResult`; ``nfe == n_steps``.
+    x ← x + (ε/2) s(x, σ) + √ε z with ε = ``step_size`` > 0, repeated ``n_steps`` >= 1 times
+    (``nfe == n_steps``) at ``sigma`` >= 0 (0: the data score).
     """
     score = counted(score_fn, x)
     n_steps = check_int("n_steps", n_steps)
@@ -116,21 +105,12 @@ def annealed_langevin(
 
     Give at most one of ``eps`` (the paper's ε) or ``step_lr`` (the official code's knob,
     which equals ε/2: the code's step is x + step·s + √(2 step) z); with neither,
-    ε = 0.4 σ_L² (:data:`DEFAULT_EPS_OVER_SIGMA_MIN_SQ`).
+    ε = 0.4 σ_L² (:data:`DEFAULT_EPS_OVER_SIGMA_MIN_SQ`). NCSN starts from uniform noise.
 
     Args:
-        score_fn: σ-conditioned score ``fn(x, sigma)``, sigma (B,).
-        x: (B, ...) initial state (NCSN: uniform noise).
         sigmas: (L,) strictly descending noise levels σ_1 > … > σ_L > 0.
-        n_steps_each: T >= 1 steps per level.
-        eps: the paper's ε > 0.
-        step_lr: the official code's step_lr > 0 (= ε/2).
+        n_steps_each: T >= 1 steps per level; ``nfe == L * T (+1 with final_denoise)``.
         final_denoise: end with x + σ_L² s(x, σ_L) (NCSNv2); costs one more evaluation.
-        callback: called after each step with ``{"i", "x", "x_mean", "sigma"}``.
-        generator: source of the Gaussian noise (on ``x``'s device).
-
-    Returns:
-        :class:`SampleResult`; ``nfe == L * n_steps_each (+1 with final_denoise)``.
     """
     score = counted(score_fn, x)
     n_steps_each = check_int("n_steps_each", n_steps_each)

@@ -39,12 +39,9 @@ def ode_sampler(
     callback: Callback | None = None,
     generator: torch.Generator | None = None,
 ) -> SampleResult:
-    """Solve the probability-flow ODE from T to eps.
+    """Solve the probability-flow ODE from T to eps, from a prior draw; ``x == x_mean``.
 
     Args:
-        score_fn: time-conditioned score ``fn(x, t)``, t (B,).
-        x: (B, ...) initial state from the prior (``sde.prior_sampling``).
-        sde: the forward SDE.
         method: adaptive ``"dopri5"`` (= ``"rk45"``, Dormand–Prince as scipy's RK45),
             ``"dopri8"``, ``"bosh3"``, ``"adaptive_heun"`` through torchdiffeq; or fixed-step
             ``"euler"`` (1st order, n_steps NFE) or ``"heun"`` (2nd order, 2·n_steps NFE).
@@ -54,12 +51,8 @@ def ode_sampler(
             adaptive methods.
         denoise: finish with one reverse-diffusion step at t = eps, keeping its mean (one more
             evaluation), as the official code does.
-        callback: called after each fixed step with ``{"i", "x", "t"}``; after the solve for the
-            adaptive methods.
-        generator: unused (the ODE is deterministic); accepted for the common signature.
 
-    Returns:
-        :class:`SampleResult` with ``x == x_mean``; ``nfe`` counts every score evaluation.
+    The adaptive methods call ``callback`` once, after the solve.
     """
     del generator
     score = counted(score_fn, x)

@@ -211,12 +211,9 @@ def pc_sampler(
     """Predictor–corrector sampling from t = T down to t = eps in ``n_steps`` steps.
 
     At each time of ``linspace(T, eps, n_steps)``: corrector step(s), then the predictor step
-    (the official order).
+    (the official order); ``nfe = n_steps · (predictor evals + corrector n_steps)``.
 
     Args:
-        score_fn: time-conditioned score ``fn(x, t)``, t (B,).
-        x: (B, ...) initial state, drawn from the prior (``sde.prior_sampling``).
-        sde: the forward SDE.
         predictor: class or partial, called as ``predictor(sde, score_fn, generator=g)``.
         corrector: class or partial, called as ``corrector(sde, score_fn, generator=g)``;
             None: no corrector.
@@ -224,14 +221,9 @@ def pc_sampler(
         n_steps: number of steps; default ``sde.N``. Otherwise the SDE is re-discretised with
             N = n_steps (which sets Δt, SMLD's σ_i and DDPM's β_i).
         denoise: return the last step's mean (no final noise) as ``x``.
-        callback: called after each time step with ``{"i", "x", "x_mean", "t"}``.
-        generator: source of all noise (on ``x``'s device).
         project: ``fn(x, x_mean, t) -> (x, x_mean)`` applied to the start at t = T, after each
             corrector step at t_i and after each predictor step at t_{i+1}, with ``t=None``
             after the last one (conditional samplers overwrite known coordinates with it).
-
-    Returns:
-        :class:`SampleResult`; ``nfe = n_steps · (predictor evals + corrector n_steps)``.
     """
     score = counted(score_fn, x)
     sde = as_sde(sde, "pc_sampler needs an SDE")
