@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from scorelab.sampling.base import ScoreFn, check_eps, counted
+from scorelab.sampling.base import ScoreFn, check_eps, check_int, counted
 from scorelab.sampling.ode import solve
 from scorelab.sde import SDE, as_sde
 from scorelab.utils import flat_sum
@@ -138,6 +138,11 @@ def ode_likelihood(
 DATA_RANGES = {"minus_one_one": 2.0, "zero_one": 1.0}
 
 
+def _check_range(data_range: str) -> None:
+    if data_range not in DATA_RANGES:
+        raise ValueError(f"data_range must be one of {tuple(DATA_RANGES)}, got {data_range!r}")
+
+
 def bits_per_dim(
     logp: Tensor, dim: int, *, data_range: str = "minus_one_one", n_bins: int = 256
 ) -> Tensor:
@@ -162,12 +167,8 @@ def bits_per_dim(
     Returns:
         (B,) bits per dimension.
     """
-    if data_range not in DATA_RANGES:
-        raise ValueError(f"data_range must be one of {tuple(DATA_RANGES)}, got {data_range!r}")
-    if isinstance(dim, bool) or int(dim) != dim or dim < 1:
-        raise ValueError(f"dim must be an integer >= 1, got {dim}")
-    if isinstance(n_bins, bool) or int(n_bins) != n_bins or n_bins < 2:
-        raise ValueError(f"n_bins must be an integer >= 2, got {n_bins}")
+    _check_range(data_range)
+    dim, n_bins = check_int("dim", dim), check_int("n_bins", n_bins, 2)
     offset = math.log2(n_bins) - math.log2(DATA_RANGES[data_range])
     return -logp / (dim * math.log(2)) + offset
 
@@ -191,8 +192,7 @@ def dequantize(
     Returns:
         (B, ...) float32 (or x's float dtype) dequantized data.
     """
-    if data_range not in DATA_RANGES:
-        raise ValueError(f"data_range must be one of {tuple(DATA_RANGES)}, got {data_range!r}")
+    _check_range(data_range)
     if x.is_floating_point():
         k = torch.round(x * (n_bins - 1))
         dtype = x.dtype

@@ -33,12 +33,6 @@ T_MIN = 1e-5
 _SDES = "sde=edm, ve, vp or subvp"
 
 
-def _check_N(N: int) -> int:
-    if isinstance(N, bool) or int(N) != N or N < 1:
-        raise ValueError(f"N must be an integer >= 1 (number of discretisation steps), got {N}")
-    return int(N)
-
-
 class NoiseProcess(ABC):
     """What every noise process answers: VE, VP, sub-VP and NCSN's discrete levels alike.
     ``cond`` (B,) is the caller's noise argument: t for an SDE, σ for :class:`NoiseLevels`."""
@@ -164,7 +158,9 @@ class SDE(NoiseProcess):
     sampling_eps: float = 1e-3
 
     def __init__(self, N: int) -> None:
-        self.N = _check_N(N)
+        if isinstance(N, bool) or int(N) != N or N < 1:
+            raise ValueError(f"N must be an integer >= 1 (number of discretisation steps), got {N}")
+        self.N = int(N)
 
     # ----- the continuous process -----
     @abstractmethod
@@ -188,7 +184,14 @@ class SDE(NoiseProcess):
         return sigma_score_from_time_score(self, score_fn)
 
     def from_sigma_score(self, sigma_score_fn: ScoreFn) -> ScoreFn:
-        return time_score_from_sigma_score(self, sigma_score_fn)
+        """∇ log p_t(x) = s_σ(x/alpha)/alpha, the inverse of :func:`sigma_score_from_time_score`."""
+
+        def fn(x: Tensor, t: Tensor) -> Tensor:
+            alpha, std = self.marginal_coeffs(t)
+            a = append_dims(alpha, x.ndim)
+            return sigma_score_fn(x / a, std / alpha) / a
+
+        return fn
 
     def check_net_cond(self, kind: str) -> None:
         if kind == "index":
@@ -432,17 +435,6 @@ def sigma_score_from_time_score(sde: SDE, score_fn: ScoreFn) -> ScoreFn:
         alpha, _ = sde.marginal_coeffs(t)
         a = append_dims(alpha, y.ndim)
         return a * score_fn(a * y, t)
-
-    return fn
-
-
-def time_score_from_sigma_score(sde: SDE, score_fn: ScoreFn) -> ScoreFn:
-    """Inverse of :func:`sigma_score_from_time_score`: ∇ log p_t(x) = s_sigma(x/alpha)/alpha."""
-
-    def fn(x: Tensor, t: Tensor) -> Tensor:
-        alpha, std = sde.marginal_coeffs(t)
-        a = append_dims(alpha, x.ndim)
-        return score_fn(x / a, std / alpha) / a
 
     return fn
 

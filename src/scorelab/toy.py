@@ -323,11 +323,7 @@ def sample_with_components(
 def component_score_perturbed(mixture: GaussianMixture, x: Tensor, k, alpha, std) -> Tensor:
     """∇ₓ log N(x; alpha μ_k, alpha² s_k² + std²) for x (B, D) and component k (int or (B,)):
     the exact score of component k under the perturbation x = alpha x_0 + std z."""
-    mixture._check_x(x)
-    B, dev = x.shape[0], x.device
-    alpha, std = mixture._coeffs(x, alpha, std)
-    k = torch.as_tensor(k, device=dev).long().expand(B)
-    a, sd = alpha[:, None], std[:, None]
-    mu = a * mixture.means.to(dev)[k]
-    var = (a * mixture.stds.to(dev)[k]) ** 2 + sd**2
-    return ((mu - x.double()) / var).to(x.dtype)
+    _, mu, var = mixture._components(x, *mixture._coeffs(x, alpha, std))  # (B, K, D) each
+    rows = torch.arange(x.shape[0], device=x.device)
+    k = torch.as_tensor(k, device=x.device).long().expand(x.shape[0])
+    return ((mu[rows, k] - x.double()) / var[rows, k]).to(x.dtype)

@@ -13,7 +13,6 @@ from scorelab.sde import (
     VPSDE,
     sigma_score_from_time_score,
     subVPSDE,
-    time_score_from_sigma_score,
 )
 from scorelab.toy import GaussianMixture, oracle_sigma_score, oracle_time_score
 
@@ -264,7 +263,7 @@ def test_score_conversions_agree_with_the_oracle(sde) -> None:
     from_t = sigma_score_from_time_score(sde, oracle_time_score(mix, sde))
     assert torch.allclose(from_t(y, sigma), mix.score_sigma(y, sigma), rtol=1e-7, atol=1e-9)
     t = tvec(0.01, 0.1, 0.3, 0.5, 0.8, 1.0)
-    from_sigma = time_score_from_sigma_score(sde, oracle_sigma_score(mix))
+    from_sigma = sde.from_sigma_score(oracle_sigma_score(mix))
     assert torch.allclose(from_sigma(y, t), mix.score_t(y, t, sde), rtol=1e-7, atol=1e-9)
 
 
