@@ -264,7 +264,7 @@ class EDMLoss:
 class _FixedSigmaLoss:
     """Shared parts: optional N(0, σ²) data noise and the σ passed to the score function."""
 
-    def __init__(self, noise_sigma: float | None, reduce: Reduce) -> None:
+    def __init__(self, noise_sigma: float | None = None, reduce: Reduce = "sum") -> None:
         if noise_sigma is not None and not noise_sigma >= 0:
             raise ValueError(f"noise_sigma must be None or >= 0, got {noise_sigma}")
         self.noise_sigma = None if noise_sigma is None else float(noise_sigma)
@@ -294,9 +294,6 @@ class ImplicitScoreMatchingLoss(_FixedSigmaLoss):
             otherwise σ = 0 is passed.
         reduce: ``"sum"`` (default) or ``"mean"`` (the objective divided by D).
     """
-
-    def __init__(self, noise_sigma: float | None = None, reduce: Reduce = "sum") -> None:
-        super().__init__(noise_sigma, reduce)
 
     def __call__(
         self, score_fn: ScoreFn, x: Tensor, *, generator: torch.Generator | None = None
