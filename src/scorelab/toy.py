@@ -181,17 +181,10 @@ class GaussianMixture:
         """Score of the mixture convolved with N(0, σ² I); σ scalar or (B,)."""
         return self.score_perturbed(x, 1.0, sigma)
 
-    def log_prob_sigma(self, x: Tensor, sigma: Tensor) -> Tensor:
-        return self.log_prob_perturbed(x, 1.0, sigma)
-
     def score_t(self, x: Tensor, t: Tensor, sde: NoiseProcess) -> Tensor:
         """Score of the SDE marginal p_t at time t (B,)."""
         alpha, std = sde.marginal_coeffs(t)
         return self.score_perturbed(x, alpha, std)
-
-    def log_prob_t(self, x: Tensor, t: Tensor, sde: NoiseProcess) -> Tensor:
-        alpha, std = sde.marginal_coeffs(t)
-        return self.log_prob_perturbed(x, alpha, std)
 
 
 def _flatten_for(mixture: GaussianMixture, x: Tensor) -> Tensor:
