@@ -31,23 +31,12 @@ from scorelab.sampling.start import Start
 #: sampler's hook: not settable as ``sampler.<name>``.
 SUPPLIED = ("score_fn", "x", "callback", "generator", "project")
 
+_SCHEDULE_KEYS = "num_steps sigma_min sigma_max rho clamp_sigma_min clamp_sigma_max num_scales"
 #: Settings that moved out of ``sampler.*``, with where they live now.
 MOVED = {
-    "num_steps": "schedule.num_steps",
-    "sigma_min": "schedule.sigma_min",
-    "sigma_max": "schedule.sigma_max",
-    "rho": "schedule.rho",
-    "clamp_sigma_min": "schedule.clamp_sigma_min",
-    "clamp_sigma_max": "schedule.clamp_sigma_max",
-    "num_scales": "schedule.num_scales",
-    "n_steps": "schedule.n_steps",
-    "eps": "schedule.eps",
-    "sigma": "schedule.sigma",
+    **{k: f"schedule.{k}" for k in (*_SCHEDULE_KEYS.split(), "n_steps", "eps", "sigma")},
     "init": "init=NAME (auto, moments, prior, uniform)",
-    "init_low": "init.low",
-    "init_high": "init.high",
-    "init_mean": "init.mean",
-    "init_std": "init.std",
+    **{f"init_{k}": f"init.{k}" for k in ("low", "high", "mean", "std")},
 }
 
 

@@ -131,7 +131,21 @@ def drop_labels(
     return torch.where(u < p, torch.full_like(label, null_label), label)
 
 
-class GuidedScore(nn.Module):
+class _ScoreView(nn.Module):
+    """The samplers' views of ``forward(x, noise)``, a score in the noise argument of
+    ``self.noise``."""
+
+    noise: NoiseProcess
+
+    def sigma_score(self) -> Callable[[Tensor, Tensor], Tensor]:
+        return self.noise.to_sigma_score(self)
+
+    def time_score(self) -> Callable[[Tensor, Tensor], Tensor]:
+        as_sde(self.noise, "SDE samplers (pc, em, reverse_diffusion, ancestral, ode) need an SDE")
+        return self
+
+
+class GuidedScore(_ScoreView):
     """s_w(x, t) = (1 + w) s(x, t, y) − w s(x, t, ∅) of a class-conditional score model.
 
     Args:
@@ -167,13 +181,6 @@ class GuidedScore(nn.Module):
         cond, uncond = both.chunk(2)
         return (1.0 + self.weight) * cond - self.weight * uncond
 
-    def sigma_score(self) -> Callable[[Tensor, Tensor], Tensor]:
-        return self.noise.to_sigma_score(self)
-
-    def time_score(self) -> Callable[[Tensor, Tensor], Tensor]:
-        as_sde(self.noise, "SDE samplers (pc, em, reverse_diffusion, ancestral, ode) need an SDE")
-        return self
-
     def describe(self) -> dict:
         return {"label": self.label, "weight": self.weight, "num_labels": self.num_labels}
 
@@ -203,7 +210,7 @@ def describe_guidance(model: Any) -> dict | None:
     return model.describe() if isinstance(model, GuidedScore) else None
 
 
-class MixtureClassOracle(nn.Module):
+class MixtureClassOracle(_ScoreView):
     """The exact class-conditional score of a Gaussian mixture, components as classes.
 
     ``forward(x, noise, label=None)``: per row, label k in [0, K) gives component k's perturbed
@@ -239,10 +246,3 @@ class MixtureClassOracle(nn.Module):
             self.mixture, flat, label.clamp(max=self.num_labels - 1), alpha, std
         )
         return torch.where(is_null[:, None], mix, comp).reshape(x.shape)
-
-    def sigma_score(self) -> Callable[[Tensor, Tensor], Tensor]:
-        return self.noise.to_sigma_score(self)
-
-    def time_score(self) -> Callable[[Tensor, Tensor], Tensor]:
-        as_sde(self.noise, "the oracle's time score needs an SDE")
-        return self

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from scorelab.sampling.base import CountingScore, ScoreFn, check_positive, check_state
+from scorelab.sampling.base import ScoreFn, check_eps, check_int, counted
+from scorelab.sampling.ode import solve
 from scorelab.sde import SDE, as_sde
 from scorelab.utils import flat_sum
 
 DIVERGENCES = ("hutchinson_rademacher", "hutchinson_gaussian", "exact")
 EXACT_MAX_DIM = 64
-ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
 
 
 @dataclass
@@ -88,9 +88,7 @@ def ode_likelihood(
     Returns:
         :class:`LikelihoodResult`.
     """
-    from torchdiffeq import odeint
-
-    check_state(x)
+    score = counted(score_fn, x)
     sde = as_sde(sde, "ode_likelihood needs an SDE")
     if divergence not in DIVERGENCES:
         raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
@@ -100,12 +98,7 @@ def ode_likelihood(
             f"divergence='exact' needs D backward passes; D = {D} > {EXACT_MAX_DIM}; "
             "use divergence='hutchinson_rademacher'"
         )
-    if not 0 < eps < sde.T:
-        raise ValueError(f"eps must be in (0, sde.T = {sde.T}), got {eps}")
-    check_positive("rtol", rtol)
-    check_positive("atol", atol)
-
-    score = CountingScore(score_fn)
+    eps = check_eps(eps, sde)
     rsde = sde.reverse(score, probability_flow=True)
     B = x.shape[0]
     probe = None if divergence == "exact" else _probe(x, divergence, generator)
@@ -129,12 +122,8 @@ def ode_likelihood(
                     div = div + g.reshape(B, -1)[:, j]
         return drift.detach(), div.detach()
 
-    span = torch.tensor([eps, sde.T], device=x.device, dtype=x.dtype)
     state0 = (x.detach(), torch.zeros(B, device=x.device, dtype=x.dtype))
-    # step_t: no evaluation beyond T (the solver would otherwise overshoot and interpolate).
-    options = {"step_t": span[-1:]} if method in ADAPTIVE_METHODS else None
-    xs, deltas = odeint(rhs, state0, span, rtol=rtol, atol=atol, method=method, options=options)
-    z, delta_logp = xs[-1], deltas[-1]
+    z, delta_logp = solve(rhs, state0, eps, sde.T, method, rtol, atol)
     prior_logp = sde.prior_logp(z)
     return LikelihoodResult(
         logp=prior_logp + delta_logp,
@@ -147,6 +136,11 @@ def ode_likelihood(
 
 
 DATA_RANGES = {"minus_one_one": 2.0, "zero_one": 1.0}
+
+
+def _check_range(data_range: str) -> None:
+    if data_range not in DATA_RANGES:
+        raise ValueError(f"data_range must be one of {tuple(DATA_RANGES)}, got {data_range!r}")
 
 
 def bits_per_dim(
@@ -173,12 +167,8 @@ def bits_per_dim(
     Returns:
         (B,) bits per dimension.
     """
-    if data_range not in DATA_RANGES:
-        raise ValueError(f"data_range must be one of {tuple(DATA_RANGES)}, got {data_range!r}")
-    if isinstance(dim, bool) or int(dim) != dim or dim < 1:
-        raise ValueError(f"dim must be an integer >= 1, got {dim}")
-    if isinstance(n_bins, bool) or int(n_bins) != n_bins or n_bins < 2:
-        raise ValueError(f"n_bins must be an integer >= 2, got {n_bins}")
+    _check_range(data_range)
+    dim, n_bins = check_int("dim", dim), check_int("n_bins", n_bins, 2)
     offset = math.log2(n_bins) - math.log2(DATA_RANGES[data_range])
     return -logp / (dim * math.log(2)) + offset
 
@@ -202,8 +192,7 @@ def dequantize(
     Returns:
         (B, ...) float32 (or x's float dtype) dequantized data.
     """
-    if data_range not in DATA_RANGES:
-        raise ValueError(f"data_range must be one of {tuple(DATA_RANGES)}, got {data_range!r}")
+    _check_range(data_range)
     if x.is_floating_point():
         k = torch.round(x * (n_bins - 1))
         dtype = x.dtype

@@ -29,6 +29,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from scorelab.sampling.base import check_int, randn_like
 from scorelab.sde import SDE
 from scorelab.utils import append_dims, flat_mean, flat_sum
 
@@ -80,18 +81,8 @@ def _check_eps(eps: float, T: float) -> float:
     return float(eps)
 
 
-def _check_noise_sigma(noise_sigma: float | None) -> float | None:
-    if noise_sigma is not None and not noise_sigma >= 0:
-        raise ValueError(f"noise_sigma must be None or >= 0, got {noise_sigma}")
-    return None if noise_sigma is None else float(noise_sigma)
-
-
 def _output(per_sample: Tensor, noise: Tensor) -> LossOutput:
     return LossOutput(loss=per_sample.mean(), per_sample=per_sample, noise=noise)
-
-
-def _randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
 def _uniform_time(x: Tensor, eps: float, T: float, generator: torch.Generator | None) -> Tensor:
@@ -125,10 +116,8 @@ class DiscreteDSMLoss:
     def __init__(
         self, sigmas: Sequence[float] | Tensor, reduce: Reduce = "sum", weight_power: float = 2.0
     ) -> None:
-        if isinstance(sigmas, Tensor):
-            s = sigmas.detach().to(torch.float64).flatten().cpu()
-        else:  # a list, a tuple or a config list
-            s = torch.tensor([float(v) for v in sigmas], dtype=torch.float64)
+        values = sigmas.detach() if isinstance(sigmas, Tensor) else [float(v) for v in sigmas]
+        s = torch.as_tensor(values, dtype=torch.float64).flatten().cpu()
         if s.numel() < 1:
             raise ValueError("sigmas must hold at least one noise level, got an empty sequence")
         if not (s > 0).all():
@@ -142,8 +131,7 @@ class DiscreteDSMLoss:
                 "pass the schedule in descending order, e.g. geometric_sigmas(max, min, L)"
             )
         self.sigmas = s
-        self.reduce = reduce
-        self._reduce = _reducer(reduce)
+        self.reduce, self._reduce = reduce, _reducer(reduce)
         self.weight_power = float(weight_power)
 
     def __call__(
@@ -153,7 +141,7 @@ class DiscreteDSMLoss:
             0, self.sigmas.numel(), (x.shape[0],), generator=generator, device=x.device
         )
         sigma = self.sigmas.to(device=x.device, dtype=x.dtype)[idx]
-        z = _randn_like(x, generator)
+        z = randn_like(x, generator)
         s = append_dims(sigma, x.ndim)
         # Perturb and match the conditional score -z/σ: σ² |s + z/σ|² = |σ s + z|².
         score = score_fn(x + s * z, sigma)
@@ -187,14 +175,13 @@ class ContinuousDSMLoss:
         self.sde = sde
         self.weighting = _check_choice("weighting", weighting, ("variance", "likelihood"))
         self.eps = _check_eps(eps, sde.T)
-        self.reduce = reduce
-        self._reduce = _reducer(reduce)
+        self.reduce, self._reduce = reduce, _reducer(reduce)
 
     def __call__(
         self, score_fn: ScoreFn, x: Tensor, *, generator: torch.Generator | None = None
     ) -> LossOutput:
         t = _uniform_time(x, self.eps, self.sde.T, generator)
-        z = _randn_like(x, generator)
+        z = randn_like(x, generator)
         alpha, std = self.sde.marginal_coeffs(t)
         a, sd = append_dims(alpha, x.ndim), append_dims(std, x.ndim)
         score = score_fn(a * x + sd * z, t)
@@ -246,8 +233,7 @@ class EDMLoss:
             )
         self.sde = sde
         self.p_mean, self.p_std, self.sigma_data = float(p_mean), float(p_std), float(sigma_data)
-        self.reduce = reduce
-        self._reduce = _reducer(reduce)
+        self.reduce, self._reduce = reduce, _reducer(reduce)
 
     def weight(self, sigma: Tensor) -> Tensor:
         """λ(σ) = (σ² + σ_d²) / (σ σ_d)², (B,)."""
@@ -259,7 +245,7 @@ class EDMLoss:
     ) -> LossOutput:
         rnd = torch.randn(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
         sigma = torch.exp(self.p_mean + self.p_std * rnd)
-        n = _randn_like(x, generator)
+        n = randn_like(x, generator)
         t = self.sde.t_from_sigma(sigma)
         alpha, _ = self.sde.marginal_coeffs(t)
         s, a = append_dims(sigma, x.ndim), append_dims(alpha, x.ndim)
@@ -278,17 +264,18 @@ class EDMLoss:
 class _FixedSigmaLoss:
     """Shared parts: optional N(0, σ²) data noise and the σ passed to the score function."""
 
-    def __init__(self, noise_sigma: float | None, reduce: Reduce) -> None:
-        self.noise_sigma = _check_noise_sigma(noise_sigma)
-        self.reduce = reduce
-        self._reduce = _reducer(reduce)
+    def __init__(self, noise_sigma: float | None = None, reduce: Reduce = "sum") -> None:
+        if noise_sigma is not None and not noise_sigma >= 0:
+            raise ValueError(f"noise_sigma must be None or >= 0, got {noise_sigma}")
+        self.noise_sigma = None if noise_sigma is None else float(noise_sigma)
+        self.reduce, self._reduce = reduce, _reducer(reduce)
 
     def _prepare(self, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         """Return the (optionally perturbed) data and sigma (B,) = noise_sigma or 0."""
         level = self.noise_sigma or 0.0
         sigma = torch.full((x.shape[0],), level, device=x.device, dtype=x.dtype)
         if self.noise_sigma:
-            x = x + self.noise_sigma * _randn_like(x, generator)
+            x = x + self.noise_sigma * randn_like(x, generator)
         return x, sigma
 
     def _per_dim(self, v: Tensor, x: Tensor) -> Tensor:
@@ -307,9 +294,6 @@ class ImplicitScoreMatchingLoss(_FixedSigmaLoss):
             otherwise σ = 0 is passed.
         reduce: ``"sum"`` (default) or ``"mean"`` (the objective divided by D).
     """
-
-    def __init__(self, noise_sigma: float | None = None, reduce: Reduce = "sum") -> None:
-        super().__init__(noise_sigma, reduce)
 
     def __call__(
         self, score_fn: ScoreFn, x: Tensor, *, generator: torch.Generator | None = None
@@ -369,17 +353,11 @@ class SlicedScoreMatchingLoss(_FixedSigmaLoss):
     ) -> None:
         super().__init__(noise_sigma, reduce)
         self.projection = _check_choice("projection", projection, ("gaussian", "rademacher"))
-        if (
-            isinstance(n_projections, bool)
-            or int(n_projections) != n_projections
-            or (n_projections < 1)
-        ):
-            raise ValueError(f"n_projections must be an integer >= 1, got {n_projections}")
-        self.n_projections = int(n_projections)
+        self.n_projections = check_int("n_projections", n_projections)
         self.variance_reduced = bool(variance_reduced)
 
     def _projections(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        v = _randn_like(x, generator)
+        v = randn_like(x, generator)
         if self.projection == "rademacher":
             v = torch.sign(v)
             v = torch.where(v == 0, torch.ones_like(v), v)

@@ -47,22 +47,12 @@ def karras_sigmas(
 
 
 def moment_matched_start(data: Tensor, sigma: float, alpha: float = 1.0) -> tuple[Tensor, Tensor]:
-    """Mean and per-coordinate std of the noised data alpha·x_0 + sigma·z, from data samples.
+    """``(mean, std)`` per coordinate of alpha·x_0 + sigma·z from data samples (N >= 2, ...):
+    alpha·E[x_0] and sqrt(alpha²·Var[x_0] + sigma²), each of shape ``data.shape[1:]``.
 
-    A deterministic sampler (EDM-Heun, the probability-flow ODE) maps its start distribution to
-    data through the flow, so a start of N(0, σ_max² I) carries the data mean's offset
-    ‖mean‖/σ_max into the result (a mode-weight bias that shrinks only like 1/σ_max). Starting
-    from N(mean, std²) with these two moments of the true marginal removes that bias. For VE
-    (and EDM-Heun, which also runs VP models in VE coordinates) ``alpha = 1`` and ``sigma`` is
-    σ_max; for a VP SDE pass its (alpha, std) at T.
-
-    Args:
-        data: (N, ...) samples of the data, N >= 2.
-        sigma, alpha: noise std (> 0) and signal scale (> 0) at the start level.
-
-    Returns:
-        ``(mean, std)``, each of shape ``data.shape[1:]`` and ``data``'s dtype, with
-        mean = alpha·E[x_0] and std = sqrt(alpha²·Var[x_0] + sigma²) per coordinate.
+    The Gaussian start of a deterministic sampler that removes the bias of N(0, σ_max² I)
+    (:mod:`scorelab.sampling.start`); ``alpha = 1`` and ``sigma = σ_max`` for VE and EDM-Heun,
+    a VP SDE's (alpha, std) at T for its own ODE.
     """
     check_positive("sigma", sigma)
     check_positive("alpha", alpha)

@@ -33,12 +33,6 @@ T_MIN = 1e-5
 _SDES = "sde=edm, ve, vp or subvp"
 
 
-def _check_N(N: int) -> int:
-    if isinstance(N, bool) or int(N) != N or N < 1:
-        raise ValueError(f"N must be an integer >= 1 (number of discretisation steps), got {N}")
-    return int(N)
-
-
 class NoiseProcess(ABC):
     """What every noise process answers: VE, VP, sub-VP and NCSN's discrete levels alike.
     ``cond`` (B,) is the caller's noise argument: t for an SDE, σ for :class:`NoiseLevels`."""
@@ -115,24 +109,6 @@ class NoiseProcess(ABC):
     def from_sigma_score(self, sigma_score_fn: ScoreFn) -> ScoreFn:
         """Inverse of :meth:`to_sigma_score`."""
 
-    def score_from_eps(self, eps: Tensor, cond: Tensor) -> Tensor:
-        """s = −ε/std from a noise prediction ε (B, ...)."""
-        return -eps / append_dims(self.marginal_coeffs(cond)[1], eps.ndim)
-
-    def eps_from_score(self, score: Tensor, cond: Tensor) -> Tensor:
-        """ε = −std·s."""
-        return -append_dims(self.marginal_coeffs(cond)[1], score.ndim) * score
-
-    def denoised_from_score(self, x: Tensor, score: Tensor, cond: Tensor) -> Tensor:
-        """Tweedie's E[x_0 | x] = (x + std² s)/alpha."""
-        alpha, std = (append_dims(c, x.ndim) for c in self.marginal_coeffs(cond))
-        return (x + std**2 * score) / alpha
-
-    def score_from_denoised(self, x: Tensor, denoised: Tensor, cond: Tensor) -> Tensor:
-        """s = (alpha D − x)/std², the inverse of :meth:`denoised_from_score`."""
-        alpha, std = (append_dims(c, x.ndim) for c in self.marginal_coeffs(cond))
-        return (alpha * denoised - x) / std**2
-
     # ----- step sizes of the samplers -----
     def corrector_alpha(self, cond: Tensor, like: Tensor) -> Tensor:
         """α (B,) of the Langevin corrector's step 2 α (r ‖z‖/‖s‖)²: 1 without DDPM's alphas."""
@@ -169,13 +145,6 @@ class NoiseProcess(ABC):
             "use loss=dsm_discrete with sde=ncsn, loss=dsm with SDEs"
         )
 
-    @property
-    def alphas_cumprod(self) -> Tensor:
-        """DDPM's ᾱ_i (N,), of VP and sub-VP."""
-        raise ValueError(
-            f"sde must be a VPSDE or subVPSDE for the ε parametrisation, got {type(self).__name__}"
-        )
-
     @abstractmethod
     def check_net_cond(self, kind: str) -> None:
         """Refuse a network conditioning kind this process cannot feed."""
@@ -189,7 +158,9 @@ class SDE(NoiseProcess):
     sampling_eps: float = 1e-3
 
     def __init__(self, N: int) -> None:
-        self.N = _check_N(N)
+        if isinstance(N, bool) or int(N) != N or N < 1:
+            raise ValueError(f"N must be an integer >= 1 (number of discretisation steps), got {N}")
+        self.N = int(N)
 
     # ----- the continuous process -----
     @abstractmethod
@@ -213,7 +184,14 @@ class SDE(NoiseProcess):
         return sigma_score_from_time_score(self, score_fn)
 
     def from_sigma_score(self, sigma_score_fn: ScoreFn) -> ScoreFn:
-        return time_score_from_sigma_score(self, sigma_score_fn)
+        """∇ log p_t(x) = s_σ(x/alpha)/alpha, the inverse of :func:`sigma_score_from_time_score`."""
+
+        def fn(x: Tensor, t: Tensor) -> Tensor:
+            alpha, std = self.marginal_coeffs(t)
+            a = append_dims(alpha, x.ndim)
+            return sigma_score_fn(x / a, std / alpha) / a
+
+        return fn
 
     def check_net_cond(self, kind: str) -> None:
         if kind == "index":
@@ -256,30 +234,17 @@ class ReverseSDE:
     score_fn: ScoreFn
     probability_flow: bool = False
 
-    @property
-    def N(self) -> int:
-        return self.forward.N
-
-    @property
-    def T(self) -> float:
-        return self.forward.T
+    def _reverse(self, f: Tensor, g: Tensor, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        c = 0.5 if self.probability_flow else 1.0
+        f = f - c * append_dims(g**2, x.ndim) * self.score_fn(x, t)
+        return f, torch.zeros_like(g) if self.probability_flow else g
 
     def sde(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        drift, diffusion = self.forward.sde(x, t)
-        score = self.score_fn(x, t)
-        c = 0.5 if self.probability_flow else 1.0
-        drift = drift - c * append_dims(diffusion**2, x.ndim) * score
-        diffusion = torch.zeros_like(diffusion) if self.probability_flow else diffusion
-        return drift, diffusion
+        return self._reverse(*self.forward.sde(x, t), x, t)
 
     def discretize(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Reverse of the forward discretisation: x_{i} = x_{i+1} - f_rev + G_rev z."""
-        f, G = self.forward.discretize(x, t)
-        score = self.score_fn(x, t)
-        c = 0.5 if self.probability_flow else 1.0
-        rev_f = f - c * append_dims(G**2, x.ndim) * score
-        rev_G = torch.zeros_like(G) if self.probability_flow else G
-        return rev_f, rev_G
+        return self._reverse(*self.forward.discretize(x, t), x, t)
 
 
 class VESDE(SDE):
@@ -330,22 +295,23 @@ class VESDE(SDE):
     def with_num_steps(self, N: int) -> VESDE:
         return VESDE(self.sigma_min, self.sigma_max, N)
 
+    def _levels(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        """SMLD's σ_i at the step of ``t`` and σ_{i-1} (0 below the first), each (B,)."""
+        i = self.timestep_index(t)
+        sigmas = self._table("discrete_sigmas", like)
+        prev = torch.where(i == 0, torch.zeros_like(sigmas[i]), sigmas[(i - 1).clamp(min=0)])
+        return sigmas[i], prev
+
     def ancestral_step(self, x: Tensor, score: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """SMLD: x_mean = x + (σ_i² - σ_{i-1}²) s, std² = σ_{i-1}² (σ_i² - σ_{i-1}²)/σ_i²."""
-        i = self.timestep_index(t)
-        sigmas = self._table("discrete_sigmas", x)
-        sigma = sigmas[i]
-        prev = torch.where(i == 0, torch.zeros_like(sigma), sigmas[(i - 1).clamp(min=0)])
+        sigma, prev = self._levels(t, x)
         var_step = sigma**2 - prev**2
         x_mean = x + append_dims(var_step, x.ndim) * score
         return x_mean, torch.sqrt(prev**2 * var_step / sigma**2)
 
     def discretize(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """SMLD step: x_{i} = x_{i-1} + sqrt(sigma_i² - sigma_{i-1}²) z, with sigma_{-1} = 0."""
-        i = self.timestep_index(t)
-        sigmas = self.discrete_sigmas.to(device=t.device, dtype=x.dtype)
-        sigma = sigmas[i]
-        prev = torch.where(i == 0, torch.zeros_like(sigma), sigmas[(i - 1).clamp(min=0)])
+        sigma, prev = self._levels(t, x)
         return torch.zeros_like(x), torch.sqrt(sigma**2 - prev**2)
 
 
@@ -363,11 +329,6 @@ class _BetaSDE(SDE):
         # DDPM's discrete betas: beta_i = beta(t_i) / N.
         self.discrete_betas = torch.linspace(self.beta_0 / self.N, self.beta_1 / self.N, self.N)
         self.alphas = 1.0 - self.discrete_betas
-        self._alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-
-    @property
-    def alphas_cumprod(self) -> Tensor:
-        return self._alphas_cumprod
 
     def with_num_steps(self, N: int) -> _BetaSDE:
         return type(self)(self.beta_0, self.beta_1, N)
@@ -420,10 +381,9 @@ class VPSDE(_BetaSDE):
     def discretize(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """DDPM step: x_i = sqrt(1 - beta_i) x_{i-1} + sqrt(beta_i) z."""
         i = self.timestep_index(t)
-        beta = self.discrete_betas.to(device=t.device, dtype=x.dtype)[i]
-        alpha = self.alphas.to(device=t.device, dtype=x.dtype)[i]
+        alpha = self._table("alphas", x)[i]
         f = append_dims(torch.sqrt(alpha), x.ndim) * x - x
-        return f, torch.sqrt(beta)
+        return f, torch.sqrt(self._table("discrete_betas", x)[i])
 
 
 class subVPSDE(_BetaSDE):
@@ -475,17 +435,6 @@ def sigma_score_from_time_score(sde: SDE, score_fn: ScoreFn) -> ScoreFn:
         alpha, _ = sde.marginal_coeffs(t)
         a = append_dims(alpha, y.ndim)
         return a * score_fn(a * y, t)
-
-    return fn
-
-
-def time_score_from_sigma_score(sde: SDE, score_fn: ScoreFn) -> ScoreFn:
-    """Inverse of :func:`sigma_score_from_time_score`: ∇ log p_t(x) = s_sigma(x/alpha)/alpha."""
-
-    def fn(x: Tensor, t: Tensor) -> Tensor:
-        alpha, std = sde.marginal_coeffs(t)
-        a = append_dims(alpha, x.ndim)
-        return score_fn(x / a, std / alpha) / a
 
     return fn
 

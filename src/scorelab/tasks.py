@@ -264,28 +264,13 @@ class Task:
             given = ", ".join(f"x{d} = {v:g}" for d, v in pairs)
             ax.set_title(f"task=inpaint: {given}", fontsize=9)
             free = next(d for d in range(p.shape[1]) if d not in self.info["known_dims"])
-            h = axes[1]
-            both = (
-                p[:, free] if self.truth is None else torch.cat([p[:, free], self.truth[:, free]])
-            )
-            bins = np.linspace(float(both.min()), float(both.max()), 61)
-            if self.truth is not None:
-                h.hist(
-                    self.truth[:, free].numpy(),
-                    bins=bins,
-                    density=True,
-                    color="tab:gray",
-                    alpha=0.5,
-                    label="exact conditional",
-                )
-            h.hist(
-                p[:, free].numpy(),
-                bins=bins,
-                density=True,
-                histtype="step",
-                color="tab:blue",
-                label="samples",
-            )
+            h, ours = axes[1], p[:, free]
+            theirs = None if self.truth is None else self.truth[:, free]
+            both = ours if theirs is None else torch.cat([ours, theirs])
+            kw = {"bins": np.linspace(float(both.min()), float(both.max()), 61), "density": True}
+            if theirs is not None:
+                h.hist(theirs.numpy(), **kw, color="tab:gray", alpha=0.5, label="exact conditional")
+            h.hist(ours.numpy(), **kw, histtype="step", color="tab:blue", label="samples")
             h.set_xlabel(f"x{free} given {given}", fontsize=9)
             h.legend(fontsize=7)
         fig.tight_layout()
@@ -397,15 +382,12 @@ def _class_task(node: DictConfig, model, sampler, shape, meta: dict) -> Task:
         what, name = f"component index in [0, {k}) for this {k}-component mixture", None
     if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < k:
         raise ValueError(f"task.label={label!r} must be a {what}; pick one of {list(range(k))}")
-    task = Task(
-        "class",
-        sampler,
-        {
-            "label": label,
-            "scale": float(scale),
-            "classifier": name or "exact component posterior",
-        },
-    )
+    info = {
+        "label": label,
+        "scale": float(scale),
+        "classifier": name or "exact component posterior",
+    }
+    task = Task("class", sampler, info)
     task.guidance = lambda score: classifier_guided_score(score, classifier, label, scale)
     if mixture is not None:
         g = torch.Generator().manual_seed(0)

@@ -76,13 +76,6 @@ class GaussianMixture:
     def num_components(self) -> int:
         return self.means.shape[0]
 
-    def to_config(self) -> dict:
-        return {
-            "weights": self.weights.tolist(),
-            "means": self.means.tolist(),
-            "stds": self.stds.tolist(),
-        }
-
     def moments(self) -> tuple[Tensor, Tensor]:
         """Exact per-coordinate mean and variance, each (D,) float64:
         E[x] = Σ w_k μ_k and Var[x] = Σ w_k (s_k² + μ_k²) - E[x]²."""
@@ -101,10 +94,7 @@ class GaussianMixture:
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
         """n exact samples, (n, D)."""
-        k = torch.multinomial(self.weights.float(), n, replacement=True, generator=generator)
-        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-        x = self.means[k] + self.stds[k] * z
-        return x.to(device=device, dtype=dtype)
+        return sample_with_components(self, n, generator=generator, device=device, dtype=dtype)[0]
 
     # ----- exact densities and scores of the perturbed mixture -----
     def _check_x(self, x: Tensor) -> None:
@@ -191,17 +181,10 @@ class GaussianMixture:
         """Score of the mixture convolved with N(0, σ² I); σ scalar or (B,)."""
         return self.score_perturbed(x, 1.0, sigma)
 
-    def log_prob_sigma(self, x: Tensor, sigma: Tensor) -> Tensor:
-        return self.log_prob_perturbed(x, 1.0, sigma)
-
     def score_t(self, x: Tensor, t: Tensor, sde: NoiseProcess) -> Tensor:
         """Score of the SDE marginal p_t at time t (B,)."""
         alpha, std = sde.marginal_coeffs(t)
         return self.score_perturbed(x, alpha, std)
-
-    def log_prob_t(self, x: Tensor, t: Tensor, sde: NoiseProcess) -> Tensor:
-        alpha, std = sde.marginal_coeffs(t)
-        return self.log_prob_perturbed(x, alpha, std)
 
 
 def _flatten_for(mixture: GaussianMixture, x: Tensor) -> Tensor:
@@ -323,8 +306,7 @@ def sample_with_components(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
-    """n exact samples (n, D) and the component each came from (n,) long; the points are those
-    :meth:`GaussianMixture.sample` draws from the same generator state."""
+    """n exact samples (n, D) and the component each came from (n,) long."""
     k = torch.multinomial(mixture.weights.float(), n, replacement=True, generator=generator)
     z = torch.randn(n, mixture.dim, generator=generator, dtype=torch.float64)
     x = mixture.means[k] + mixture.stds[k] * z
@@ -334,11 +316,7 @@ def sample_with_components(
 def component_score_perturbed(mixture: GaussianMixture, x: Tensor, k, alpha, std) -> Tensor:
     """∇ₓ log N(x; alpha μ_k, alpha² s_k² + std²) for x (B, D) and component k (int or (B,)):
     the exact score of component k under the perturbation x = alpha x_0 + std z."""
-    mixture._check_x(x)
-    B, dev = x.shape[0], x.device
-    alpha, std = mixture._coeffs(x, alpha, std)
-    k = torch.as_tensor(k, device=dev).long().expand(B)
-    a, sd = alpha[:, None], std[:, None]
-    mu = a * mixture.means.to(dev)[k]
-    var = (a * mixture.stds.to(dev)[k]) ** 2 + sd**2
-    return ((mu - x.double()) / var).to(x.dtype)
+    _, mu, var = mixture._components(x, *mixture._coeffs(x, alpha, std))  # (B, K, D) each
+    rows = torch.arange(x.shape[0], device=x.device)
+    k = torch.as_tensor(k, device=x.device).long().expand(x.shape[0])
+    return ((mu[rows, k] - x.double()) / var[rows, k]).to(x.dtype)

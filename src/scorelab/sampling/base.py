@@ -45,6 +45,17 @@ class CountingScore:
         self.calls += 1
         return self.fn(x, cond)
 
+    def result(self, x: Tensor, x_mean: Tensor | None = None) -> SampleResult:
+        """The sampler's :class:`SampleResult` with this count (``x_mean`` defaults to ``x``)."""
+        x_mean = x if x_mean is None else x_mean
+        return SampleResult(x=x, x_mean=x_mean, nfe=self.calls, net_calls=self.calls)
+
+
+def counted(score_fn: ScoreFn, x: Tensor) -> CountingScore:
+    """The opening of every sampler: ``x`` checked, ``score_fn`` wrapped in a call counter."""
+    check_state(x)
+    return CountingScore(score_fn)
+
 
 def check_state(x: Tensor) -> None:
     """``x`` must be a floating tensor (B, ...) with at least one sample."""
@@ -76,6 +87,14 @@ def check_positive(name: str, value: float, hint: str = "") -> float:
     return v
 
 
+def check_eps(eps: float | None, sde) -> float:
+    """``eps`` or the SDE's default end time (1e-5 for VE, 1e-3 for VP and sub-VP)."""
+    eps = sde.sampling_eps if eps is None else eps
+    if not 0 < eps < sde.T:
+        raise ValueError(f"eps must be in (0, sde.T = {sde.T}), got {eps}")
+    return float(eps)
+
+
 def check_sigmas(sigmas: Tensor | list[float], *, allow_zero_last: bool) -> Tensor:
     """A 1-D, strictly descending σ schedule, all > 0 (the last may be 0 if allowed)."""
     s = torch.as_tensor(sigmas)
@@ -95,6 +114,17 @@ def check_sigmas(sigmas: Tensor | list[float], *, allow_zero_last: bool) -> Tens
             "flip the schedule"
         )
     return s
+
+
+def sigmas_to_zero(sigmas: Tensor | list[float]) -> list[float]:
+    """A checked descending σ schedule with a trailing 0 appended if absent, as host floats (no
+    device sync inside the sampling loop)."""
+    s = check_sigmas(sigmas, allow_zero_last=True)
+    if s[-1] != 0:
+        s = torch.cat([s, s.new_zeros(1)])
+    if s.numel() < 2:
+        raise ValueError(f"sigmas must hold at least one level > 0, got {s.tolist()}")
+    return s.tolist()
 
 
 def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:

@@ -28,21 +28,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scorelab.sampling.base import (
-    Callback,
-    SampleResult,
-    ScoreFn,
-    check_int,
-    check_state,
-    randn_like,
-)
-from scorelab.sampling.pc import (
-    CorrectorFactory,
-    NoneCorrector,
-    PredictorFactory,
-    ReverseDiffusionPredictor,
-    pc_sampler,
-)
+from scorelab.sampling.base import SampleResult, ScoreFn, check_int, check_state, randn_like
+from scorelab.sampling.pc import pc_sampler
 from scorelab.sde import SDE, as_sde
 from scorelab.utils import append_dims
 
@@ -92,34 +79,19 @@ def pc_impute(
     *,
     known: Tensor,
     mask: Tensor,
-    predictor: PredictorFactory = ReverseDiffusionPredictor,
-    corrector: CorrectorFactory = NoneCorrector,
-    eps: float | None = None,
-    n_steps: int | None = None,
-    denoise: bool = True,
-    callback: Callback | None = None,
     generator: torch.Generator | None = None,
+    **kwargs,
 ) -> SampleResult:
     """Predictor–corrector imputation: sample the coordinates where ``mask`` is 0 given the
-    values ``known`` where it is 1.
-
-    Same time grid and step order as :func:`scorelab.sampling.pc.pc_sampler`. Before the first
-    step and after each corrector step at t_i, the known coordinates become
-    alpha(t_i) known + std(t_i) z (fresh z); after the predictor step, which moves the state to
-    t_{i+1}, the same at t_{i+1}. After the last step they are the known values themselves.
+    values ``known`` where it is 1, with :func:`scorelab.sampling.pc.pc_sampler` (``kwargs``:
+    its keywords). Before the first step and after each corrector step at t_i, the known
+    coordinates become alpha(t_i) known + std(t_i) z (fresh z); after the predictor step, which
+    moves the state to t_{i+1}, the same at t_{i+1}; after the last step, ``known`` itself.
 
     Args:
-        score_fn: time-conditioned score ``fn(x, t)`` of the unconditional model, t (B,).
-        x: (B, ...) initial state from the prior (its known coordinates are overwritten).
-        sde: the forward SDE (any process with ``marginal_prob``: VE, VP, sub-VP).
         known: the observed values, one example ``x.shape[1:]`` or ``x.shape``; only the
             entries where ``mask`` is 1 are read.
         mask: one example's shape ``x.shape[1:]``, 1 (True) where the coordinate is known.
-        predictor, corrector, eps, n_steps, denoise, callback, generator: as in
-            :func:`~scorelab.sampling.pc.pc_sampler`.
-
-    Returns:
-        :class:`SampleResult` whose known coordinates equal ``known``.
     """
     check_state(x)
     sde = as_sde(sde, "pc_impute needs an SDE")
@@ -134,19 +106,7 @@ def pc_impute(
         noisy = mean + append_dims(std, x.ndim) * randn_like(x, generator)
         return torch.where(m, noisy, x), torch.where(m, mean, x_mean)
 
-    return pc_sampler(
-        score_fn,
-        x,
-        sde,
-        predictor=predictor,
-        corrector=corrector,
-        eps=eps,
-        n_steps=n_steps,
-        denoise=denoise,
-        callback=callback,
-        generator=generator,
-        project=impute,
-    )
+    return pc_sampler(score_fn, x, sde, generator=generator, project=impute, **kwargs)
 
 
 def decoupled_basis(channels: int = 3, dtype=torch.float64, device=None) -> Tensor:
@@ -179,19 +139,9 @@ def pc_colorize(
     **kwargs,
 ) -> SampleResult:
     """Colorization (Song et al. 2021, Appendix I): sample colour images whose channel mean
-    is ``grey``, by :func:`pc_impute` in the decoupled space of :func:`decoupled_basis`.
-
-    Args:
-        score_fn: time-conditioned score ``fn(x, t)`` of the unconditional model, x (B, C, ...).
-        x: (B, C, ...) initial state from the prior.
-        sde: the forward SDE.
-        grey: the observed grey levels (the mean over channels), one example ``x.shape[2:]``
-            (or with a channel axis of 1) shared by the batch, or one per sample (B, ...).
-        kwargs: the other keywords of :func:`pc_impute` (predictor, corrector, eps, n_steps,
-            denoise, callback, generator).
-
-    Returns:
-        :class:`SampleResult` in the original colour space; its channel mean equals ``grey``.
+    is ``grey``, by :func:`pc_impute` (``kwargs``: its keywords) in the decoupled space of
+    :func:`decoupled_basis`; x is (B, C, ...). ``grey``, the observed channel mean, is one
+    example ``x.shape[2:]`` (or with a channel axis of 1) shared by the batch, or one per sample.
     """
     check_state(x)
     if x.ndim < 2 or x.shape[1] < 2:

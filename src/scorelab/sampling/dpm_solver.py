@@ -27,13 +27,12 @@ from torch import Tensor
 
 from scorelab.sampling.base import (
     Callback,
-    CountingScore,
     SampleResult,
     ScoreFn,
     check_int,
-    check_sigmas,
-    check_state,
+    counted,
     full_batch,
+    sigmas_to_zero,
 )
 
 FORMS = ("dpm-solver", "taylor")
@@ -59,11 +58,10 @@ def dpmpp_multistep(
     callback: Callback | None = None,
     generator: torch.Generator | None = None,
 ) -> SampleResult:
-    """DPM-Solver++(``order``M) on a descending σ schedule (σ-conditioned score).
+    """DPM-Solver++(``order``M) on a descending σ schedule, from y ~ N(0, σ_0² I) (or a
+    moment-matched start); one score evaluation per step, ``nfe = N`` for N levels > 0.
 
     Args:
-        score_fn: σ-conditioned score ``fn(y, sigma)``, sigma (B,).
-        x: (B, ...) initial state, y ~ N(0, σ_0² I) (or a moment-matched start).
         sigmas: (N+1,) strictly descending noise levels; a trailing 0 is appended if absent
             (then the last step returns the denoiser at the last positive level).
         order: 1 (DDIM, the exponential-integrator Euler step), 2 (2M) or 3 (3M).
@@ -73,22 +71,11 @@ def dpmpp_multistep(
             accurate on mixtures at 15-30 steps, docs/samplers.md); or ``"taylor"``, every
             term from the Taylor expansion of D in λ, so a denoiser that is a polynomial of
             degree ``order - 1`` in λ is integrated exactly and the error falls as h^order.
-        callback: called after each step with ``{"i", "x", "sigma", "denoised"}``.
-        generator: unused (the solver is deterministic); accepted for the common signature.
-
-    Returns:
-        :class:`SampleResult`; one score evaluation per step: ``nfe = N`` for N levels > 0.
     """
     del generator
-    check_state(x)
+    score = counted(score_fn, x)
     order = check_order_form(order, form)
-    s = check_sigmas(sigmas, allow_zero_last=True)
-    if s[-1] != 0:
-        s = torch.cat([s, s.new_zeros(1)])
-    if s.numel() < 2:
-        raise ValueError(f"sigmas must hold at least one level > 0, got {s.tolist()}")
-    sig = s.tolist()  # host floats: no device sync inside the loop
-    score = CountingScore(score_fn)
+    sig = sigmas_to_zero(sigmas)
     denoised_hist: list[Tensor] = []  # D at the previous levels, newest last
     sigma_hist: list[float] = []
 
@@ -100,7 +87,7 @@ def dpmpp_multistep(
         sigma_hist = [*sigma_hist[-1:], sigma]
         if callback is not None:
             callback({"i": i, "x": x, "sigma": full_batch(sigma_next, x), "denoised": d})
-    return SampleResult(x=x, x_mean=x, nfe=score.calls, net_calls=score.calls)
+    return score.result(x)
 
 
 def dpmpp_step(

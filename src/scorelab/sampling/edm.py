@@ -16,13 +16,12 @@ from torch import Tensor
 
 from scorelab.sampling.base import (
     Callback,
-    CountingScore,
     SampleResult,
     ScoreFn,
-    check_sigmas,
-    check_state,
+    counted,
     full_batch,
     randn_like,
+    sigmas_to_zero,
 )
 
 
@@ -42,35 +41,23 @@ def edm_heun(
 
     With ``s_churn = 0`` this is Algorithm 1 (deterministic); otherwise Algorithm 2, which
     raises σ_i to σ̂ = (1 + γ) σ_i with γ = min(s_churn/N, √2 - 1) for σ_i in [s_tmin, s_tmax]
-    and adds the matching noise before each step.
+    and adds the matching noise before each step. Start: x ~ N(0, σ_0² I).
+    ``nfe = 2N - 1`` (18 levels → 35); the callback also gets ``"denoised"``.
 
     Args:
-        score_fn: σ-conditioned score ``fn(x, sigma)``, sigma (B,).
-        x: (B, ...) initial state, x ~ N(0, σ_0² I).
         sigmas: (N,) or (N+1,) strictly descending noise levels, e.g.
             ``schedules.karras_sigmas(18)``; a trailing 0 is appended if absent, so N steps
             are taken.
         s_churn, s_tmin, s_tmax, s_noise: EDM's stochasticity knobs (S_churn >= 0,
             S_noise > 0).
-        callback: called after each step with ``{"i", "x", "sigma", "denoised"}``.
-        generator: source of the churn noise (on ``x``'s device).
-
-    Returns:
-        :class:`SampleResult`; ``nfe = 2N - 1`` (18 levels → 35).
     """
-    check_state(x)
-    s = check_sigmas(sigmas, allow_zero_last=True)
-    if s[-1] != 0:
-        s = torch.cat([s, s.new_zeros(1)])
-    if s.numel() < 2:
-        raise ValueError(f"sigmas must hold at least one level > 0, got {s.tolist()}")
+    score = counted(score_fn, x)
+    sig = sigmas_to_zero(sigmas)
     if not s_churn >= 0:
         raise ValueError(f"s_churn must be >= 0, got {s_churn}")
     if not s_noise > 0:
         raise ValueError(f"s_noise must be > 0, got {s_noise}")
-    sig = s.tolist()  # the schedule lives on the host: no device sync in the loop
     n = len(sig) - 1
-    score = CountingScore(score_fn)
 
     def slope(x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
         """dx/dσ = (x - D)/σ = -σ s(x, σ), and the denoised D."""
@@ -94,4 +81,4 @@ def edm_heun(
         x = x_next
         if callback is not None:
             callback({"i": i, "x": x, "sigma": full_batch(sigma_next, x), "denoised": denoised})
-    return SampleResult(x=x, x_mean=x, nfe=score.calls, net_calls=score.calls)
+    return score.result(x)

@@ -16,13 +16,13 @@ from torch import Tensor
 
 from scorelab.sampling.base import (
     Callback,
-    CountingScore,
     SampleResult,
     ScoreFn,
     check_int,
     check_positive,
     check_sigmas,
     check_state,
+    counted,
     full_batch,
     randn_like,
 )
@@ -46,26 +46,14 @@ def langevin(
 ) -> SampleResult:
     """Plain (unadjusted) Langevin dynamics at one fixed noise level.
 
-    x ← x + (ε/2) s(x, σ) + √ε z, repeated ``n_steps`` times.
-
-    Args:
-        score_fn: σ-conditioned score ``fn(x, sigma)``, sigma (B,).
-        x: (B, ...) initial state.
-        sigma: the fixed noise level, >= 0; 0 means the data score.
-        n_steps: number of steps T, >= 1.
-        step_size: ε > 0.
-        callback: called after each step with ``{"i", "x", "x_mean", "sigma"}``.
-        generator: source of the Gaussian noise (on ``x``'s device).
-
-    Returns:
-        :class:`SampleResult`; ``nfe == n_steps``.
+    x ← x + (ε/2) s(x, σ) + √ε z with ε = ``step_size`` > 0, repeated ``n_steps`` >= 1 times
+    (``nfe == n_steps``) at ``sigma`` >= 0 (0: the data score).
     """
-    check_state(x)
+    score = counted(score_fn, x)
     n_steps = check_int("n_steps", n_steps)
     eps = check_positive("step_size", step_size)
     if not float(sigma) >= 0:
         raise ValueError(f"sigma must be >= 0 (0 = the data score), got {sigma}")
-    score = CountingScore(score_fn)
     sig = full_batch(float(sigma), x)
     x_mean = x
     for i in range(n_steps):
@@ -73,7 +61,7 @@ def langevin(
         x = x_mean + eps**0.5 * randn_like(x, generator)
         if callback is not None:
             callback({"i": i, "x": x, "x_mean": x_mean, "sigma": sig})
-    return SampleResult(x=x, x_mean=x_mean, nfe=score.calls, net_calls=score.calls)
+    return score.result(x, x_mean)
 
 
 def tweedie_denoise(score_fn: ScoreFn, x: Tensor, sigma: float | Tensor) -> Tensor:
@@ -117,23 +105,14 @@ def annealed_langevin(
 
     Give at most one of ``eps`` (the paper's ε) or ``step_lr`` (the official code's knob,
     which equals ε/2: the code's step is x + step·s + √(2 step) z); with neither,
-    ε = 0.4 σ_L² (:data:`DEFAULT_EPS_OVER_SIGMA_MIN_SQ`).
+    ε = 0.4 σ_L² (:data:`DEFAULT_EPS_OVER_SIGMA_MIN_SQ`). NCSN starts from uniform noise.
 
     Args:
-        score_fn: σ-conditioned score ``fn(x, sigma)``, sigma (B,).
-        x: (B, ...) initial state (NCSN: uniform noise).
         sigmas: (L,) strictly descending noise levels σ_1 > … > σ_L > 0.
-        n_steps_each: T >= 1 steps per level.
-        eps: the paper's ε > 0.
-        step_lr: the official code's step_lr > 0 (= ε/2).
+        n_steps_each: T >= 1 steps per level; ``nfe == L * T (+1 with final_denoise)``.
         final_denoise: end with x + σ_L² s(x, σ_L) (NCSNv2); costs one more evaluation.
-        callback: called after each step with ``{"i", "x", "x_mean", "sigma"}``.
-        generator: source of the Gaussian noise (on ``x``'s device).
-
-    Returns:
-        :class:`SampleResult`; ``nfe == L * n_steps_each (+1 with final_denoise)``.
     """
-    check_state(x)
+    score = counted(score_fn, x)
     n_steps_each = check_int("n_steps_each", n_steps_each)
     if eps is not None and step_lr is not None:
         raise ValueError(
@@ -145,7 +124,6 @@ def annealed_langevin(
     if eps is None and step_lr is None:
         eps = DEFAULT_EPS_OVER_SIGMA_MIN_SQ * sigma_last**2
     eps = check_positive("eps", eps) if eps is not None else 2 * check_positive("step_lr", step_lr)
-    score = CountingScore(score_fn)
     x_mean = x
     i = 0
     for sigma in sigma_list:
@@ -159,4 +137,4 @@ def annealed_langevin(
             i += 1
     if final_denoise:
         x = x_mean = tweedie_denoise(score, x, sigma_last)
-    return SampleResult(x=x, x_mean=x_mean, nfe=score.calls, net_calls=score.calls)
+    return score.result(x, x_mean)

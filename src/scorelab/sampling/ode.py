@@ -11,18 +11,18 @@ from torch import Tensor
 
 from scorelab.sampling.base import (
     Callback,
-    CountingScore,
     SampleResult,
     ScoreFn,
+    check_eps,
     check_int,
     check_positive,
-    check_state,
+    counted,
 )
-from scorelab.sampling.pc import ReverseDiffusionPredictor, check_eps
+from scorelab.sampling.pc import ReverseDiffusionPredictor
 from scorelab.sde import SDE, as_sde
 
 FIXED_METHODS = ("euler", "heun")
-ADAPTIVE_METHODS = ("dopri5", "rk45", "dopri8", "bosh3", "adaptive_heun")
+ADAPTIVE_METHODS = ("dopri5", "rk45", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
 
 
 def ode_sampler(
@@ -39,12 +39,9 @@ def ode_sampler(
     callback: Callback | None = None,
     generator: torch.Generator | None = None,
 ) -> SampleResult:
-    """Solve the probability-flow ODE from T to eps.
+    """Solve the probability-flow ODE from T to eps, from a prior draw; ``x == x_mean``.
 
     Args:
-        score_fn: time-conditioned score ``fn(x, t)``, t (B,).
-        x: (B, ...) initial state from the prior (``sde.prior_sampling``).
-        sde: the forward SDE.
         method: adaptive ``"dopri5"`` (= ``"rk45"``, Dormand–Prince as scipy's RK45),
             ``"dopri8"``, ``"bosh3"``, ``"adaptive_heun"`` through torchdiffeq; or fixed-step
             ``"euler"`` (1st order, n_steps NFE) or ``"heun"`` (2nd order, 2·n_steps NFE).
@@ -54,22 +51,17 @@ def ode_sampler(
             adaptive methods.
         denoise: finish with one reverse-diffusion step at t = eps, keeping its mean (one more
             evaluation), as the official code does.
-        callback: called after each fixed step with ``{"i", "x", "t"}``; after the solve for the
-            adaptive methods.
-        generator: unused (the ODE is deterministic); accepted for the common signature.
 
-    Returns:
-        :class:`SampleResult` with ``x == x_mean``; ``nfe`` counts every score evaluation.
+    The adaptive methods call ``callback`` once, after the solve.
     """
     del generator
-    check_state(x)
+    score = counted(score_fn, x)
     sde = as_sde(sde, "ode_sampler needs an SDE")
     if method not in FIXED_METHODS + ADAPTIVE_METHODS:
         raise ValueError(
             f"method must be one of {FIXED_METHODS + ADAPTIVE_METHODS}, got {method!r}"
         )
     eps = check_eps(eps, sde)
-    score = CountingScore(score_fn)
     rsde = sde.reverse(score, probability_flow=True)
     B = x.shape[0]
 
@@ -91,25 +83,26 @@ def ode_sampler(
             if callback is not None:
                 callback({"i": i, "x": x, "t": t_next.expand(B)})
     else:
-        from torchdiffeq import odeint
-
-        check_positive("rtol", rtol)
-        check_positive("atol", atol)
-        span = torch.tensor([sde.T, eps], device=x.device, dtype=x.dtype)
-        torchdiffeq_method = "dopri5" if method == "rk45" else method
-        # step_t keeps the solver from stepping past eps (VP's std(t) is NaN for t < 0).
-        x = odeint(
-            lambda t, y: drift(y, t),
-            x,
-            span,
-            rtol=rtol,
-            atol=atol,
-            method=torchdiffeq_method,
-            options={"step_t": span[-1:]},
-        )[-1]
+        x = solve(lambda t, y: drift(y, t), x, sde.T, eps, method, rtol, atol)
         if callback is not None:
-            callback({"i": 0, "x": x, "t": span[-1].expand(B)})
+            callback({"i": 0, "x": x, "t": torch.full((B,), eps, device=x.device, dtype=x.dtype)})
     if denoise:
         t_eps = torch.full((B,), eps, device=x.device, dtype=x.dtype)
         _, x = ReverseDiffusionPredictor(sde, score).step(x, t_eps)
-    return SampleResult(x=x, x_mean=x, nfe=score.calls, net_calls=score.calls)
+    return score.result(x)
+
+
+def solve(rhs, y0, t0: float, t1: float, method: str, rtol: float, atol: float):
+    """``y(t1)`` of dy/dt = rhs(t, y) from ``y(t0) = y0`` (a tensor or a tuple of tensors) with
+    torchdiffeq's ``method`` (``"rk45"``: ``"dopri5"``) on the tensors' device; an adaptive solver
+    is kept from stepping past ``t1`` (VP's std(t) is NaN for t < 0)."""
+    from torchdiffeq import odeint
+
+    check_positive("rtol", rtol)
+    check_positive("atol", atol)
+    first = y0[0] if isinstance(y0, tuple) else y0
+    span = torch.tensor([t0, t1], device=first.device, dtype=first.dtype)
+    options = {"step_t": span[-1:]} if method in ADAPTIVE_METHODS else None
+    method = "dopri5" if method == "rk45" else method
+    out = odeint(rhs, y0, span, rtol=rtol, atol=atol, method=method, options=options)
+    return tuple(o[-1] for o in out) if isinstance(y0, tuple) else out[-1]

@@ -16,12 +16,12 @@ from torch import Tensor
 
 from scorelab.sampling.base import (
     Callback,
-    CountingScore,
     SampleResult,
     ScoreFn,
+    check_eps,
     check_int,
     check_positive,
-    check_state,
+    counted,
     randn_like,
 )
 from scorelab.sde import SDE, as_sde
@@ -42,26 +42,13 @@ class Predictor:
         raise NotImplementedError
 
 
-class Corrector:
-    """MCMC steps towards p_t at a fixed time t."""
+class Corrector(Predictor):
+    """MCMC steps towards p_t at a fixed time t: ``n_steps`` steps at signal-to-noise ``snr``."""
 
-    def __init__(
-        self,
-        sde: SDE,
-        score_fn: ScoreFn,
-        snr: float = 0.16,
-        n_steps: int = 1,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        self.sde = as_sde(sde, f"{type(self).__name__} needs an SDE")
-        self.score_fn = score_fn
+    def __init__(self, sde: SDE, score_fn: ScoreFn, snr: float = 0.16, n_steps: int = 1, **kw):
+        super().__init__(sde, score_fn, **kw)
         self.snr = check_positive("snr", snr, " (signal-to-noise ratio; 0.16 is typical for VE)")
         self.n_steps = check_int("n_steps", n_steps)
-        self.generator = generator
-
-    def step(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,14 +180,6 @@ PredictorFactory = Callable[..., Predictor]
 CorrectorFactory = Callable[..., Corrector]
 
 
-def check_eps(eps: float | None, sde: SDE) -> float:
-    """``eps`` or the SDE's default end time (1e-5 for VE, 1e-3 for VP and sub-VP)."""
-    eps = sde.sampling_eps if eps is None else eps
-    if not 0 < eps < sde.T:
-        raise ValueError(f"eps must be in (0, sde.T = {sde.T}), got {eps}")
-    return float(eps)
-
-
 def _build(factory: Callable, kind: str, sde: SDE, score: ScoreFn, generator) -> object:
     if isinstance(factory, Predictor | Corrector) or not callable(factory):
         raise ValueError(
@@ -232,12 +211,9 @@ def pc_sampler(
     """Predictor–corrector sampling from t = T down to t = eps in ``n_steps`` steps.
 
     At each time of ``linspace(T, eps, n_steps)``: corrector step(s), then the predictor step
-    (the official order).
+    (the official order); ``nfe = n_steps · (predictor evals + corrector n_steps)``.
 
     Args:
-        score_fn: time-conditioned score ``fn(x, t)``, t (B,).
-        x: (B, ...) initial state, drawn from the prior (``sde.prior_sampling``).
-        sde: the forward SDE.
         predictor: class or partial, called as ``predictor(sde, score_fn, generator=g)``.
         corrector: class or partial, called as ``corrector(sde, score_fn, generator=g)``;
             None: no corrector.
@@ -245,21 +221,15 @@ def pc_sampler(
         n_steps: number of steps; default ``sde.N``. Otherwise the SDE is re-discretised with
             N = n_steps (which sets Δt, SMLD's σ_i and DDPM's β_i).
         denoise: return the last step's mean (no final noise) as ``x``.
-        callback: called after each time step with ``{"i", "x", "x_mean", "t"}``.
-        generator: source of all noise (on ``x``'s device).
         project: ``fn(x, x_mean, t) -> (x, x_mean)`` applied to the start at t = T, after each
             corrector step at t_i and after each predictor step at t_{i+1}, with ``t=None``
             after the last one (conditional samplers overwrite known coordinates with it).
-
-    Returns:
-        :class:`SampleResult`; ``nfe = n_steps · (predictor evals + corrector n_steps)``.
     """
-    check_state(x)
+    score = counted(score_fn, x)
     sde = as_sde(sde, "pc_sampler needs an SDE")
     eps = check_eps(eps, sde)
     if n_steps is not None and n_steps != sde.N:
         sde = sde.with_num_steps(check_int("n_steps", n_steps))
-    score = CountingScore(score_fn)
     pred = _build(predictor, "predictor", sde, score, generator)
     corr = _build(corrector or NoneCorrector, "corrector", sde, score, generator)
     timesteps = torch.linspace(sde.T, eps, sde.N, device=x.device, dtype=x.dtype)
@@ -277,8 +247,7 @@ def pc_sampler(
             x, x_mean = project(x, x_mean, t_next)
         if callback is not None:
             callback({"i": i, "x": x, "x_mean": x_mean, "t": t})
-    out = x_mean if denoise else x
-    return SampleResult(x=out, x_mean=x_mean, nfe=score.calls, net_calls=score.calls)
+    return score.result(x_mean if denoise else x, x_mean)
 
 
 def em_sampler(score_fn: ScoreFn, x: Tensor, sde: SDE, **kwargs) -> SampleResult:
@@ -294,20 +263,3 @@ def reverse_diffusion_sampler(score_fn: ScoreFn, x: Tensor, sde: SDE, **kwargs) 
 def ancestral_sampler(score_fn: ScoreFn, x: Tensor, sde: SDE, **kwargs) -> SampleResult:
     """SMLD (VE) or DDPM (VP) ancestral sampling; refuses sub-VP."""
     return pc_sampler(score_fn, x, sde, predictor=AncestralSamplingPredictor, **kwargs)
-
-
-__all__ = [
-    "AncestralSamplingPredictor",
-    "AnnealedLangevinCorrector",
-    "Corrector",
-    "EulerMaruyamaPredictor",
-    "LangevinCorrector",
-    "NoneCorrector",
-    "NonePredictor",
-    "Predictor",
-    "ReverseDiffusionPredictor",
-    "ancestral_sampler",
-    "em_sampler",
-    "pc_sampler",
-    "reverse_diffusion_sampler",
-]
