@@ -317,6 +317,18 @@ def check_optimizer(node: Any) -> None:
             raise ConfigError(f"optimizer.{key}={v} must be >= 0")
 
 
+def build_optimizer(node: Any):
+    """The partial optimizer of ``optimizer``, its values checked now (torch checks lr, betas,
+    eps ... only when the optimizer is built)."""
+    check_optimizer(node)
+    opt = build(node, "optimizer")
+    try:
+        opt([torch.zeros(1, requires_grad=True)])
+    except ValueError as err:
+        raise ConfigError(f"optimizer: {err}") from None
+    return opt
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
@@ -333,12 +345,7 @@ def build_module(cfg: DictConfig | dict) -> ScoreModule:
         raise ConfigError("model=oracle has nothing to train; use python -m scorelab.sample")
     loss = build_loss(cfg, noise)
     check_sigma_data(model, loss)
-    check_optimizer(cfg.optimizer)
-    opt = build(cfg.optimizer, "optimizer")
-    try:  # torch checks lr, betas, eps ... only when the optimizer is built: do it now
-        opt([torch.zeros(1, requires_grad=True)])
-    except ValueError as err:
-        raise ConfigError(f"optimizer: {err}") from None
+    opt = build_optimizer(cfg.optimizer)
     resolved = to_plain(cfg)
     try:
         check_label_config(resolved)
