@@ -18,8 +18,6 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
@@ -32,7 +30,13 @@ from scorelab.io import (
     remove_stale_temporaries,
     write_json_atomic,
 )
-from scorelab.lit.build import ConfigError, build_datamodule, build_module, validate_config
+from scorelab.lit.build import (
+    ConfigError,
+    build,
+    build_datamodule,
+    build_module,
+    validate_config,
+)
 from scorelab.lit.callbacks import AtomicCheckpointIO, RunCheckpoint, read_end
 from scorelab.lit.classifier import build_classifier_module, is_classifier_config
 from scorelab.lit.metrics_callback import SampleMetrics
@@ -66,8 +70,6 @@ def check_resume_checkpoint(module, ckpt_path: str) -> None:
     """A checkpoint to resume from must hold a training state (weights, optimizer, loops) that
     fits this config's module; Lightning would find out only inside ``fit``. Its tensors are
     memory-mapped, not read."""
-    import torch
-
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - read_checkpoint names the problem in one line
@@ -93,34 +95,19 @@ def check_resume_checkpoint(module, ckpt_path: str) -> None:
         )
 
 
-def _instantiate(node, what: str, **kwargs):
-    """``instantiate`` with a constructor's complaint as one line naming the config group."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__ or err
-        raise ConfigError(f"{what}: {' '.join(str(cause).split())}") from None
-
-
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     cbs = (cfg.get("callbacks") or {}).items()
-    return [_instantiate(c, f"callbacks.{name}") for name, c in cbs if c is not None]
+    return [build(c, f"callbacks.{name}", Exception) for name, c in cbs if c is not None]
 
 
 def build_loggers(cfg: DictConfig) -> list:
     lgs = (cfg.get("logger") or {}).items()
-    loggers = [_instantiate(c, f"logger.{name}") for name, c in lgs if c is not None]
-    for lg in loggers:
+    loggers = [build(c, f"logger.{name}", Exception) for name, c in lgs if c is not None]
+    for lg in loggers:  # the resolved config without Hydra internals
         if hasattr(lg, "log_hyperparams"):
-            lg.log_hyperparams(_public_config(cfg))
+            c = OmegaConf.to_container(cfg, resolve=True)
+            lg.log_hyperparams({k: v for k, v in c.items() if k != "hydra"})
     return loggers
-
-
-def _public_config(cfg: DictConfig) -> dict:
-    """The resolved config without Hydra internals, for loggers."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    c.pop("hydra", None)
-    return c
 
 
 def finished_run(cfg: DictConfig, ckpt_path: str | None) -> tuple[dict, str] | None:
@@ -229,9 +216,10 @@ def train(cfg: DictConfig) -> dict:
         if isinstance(cb, SampleMetrics) and cb.data is None:
             cb.data = OmegaConf.to_container(cfg.data, resolve=True)
     loggers = build_loggers(cfg)
-    trainer = _instantiate(
+    trainer = build(
         cfg.trainer,
         "trainer",
+        Exception,
         callbacks=callbacks,
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],

@@ -36,14 +36,14 @@ class ConfigError(ValueError):
     """A bad configuration value or combination; the message is one line naming the fix."""
 
 
-def build(node: Any, what: str) -> Any:
-    """``instantiate(node)``; a ValueError/TypeError of the constructor becomes a one-line
+def build(node: Any, what: str, catch: type | tuple = (ValueError, TypeError), **kwargs) -> Any:
+    """``instantiate(node, **kwargs)``; a ``catch`` error of the constructor becomes a one-line
     ConfigError prefixed with the config group (Hydra wraps it in a multi-line exception)."""
     try:
-        return instantiate(node)
+        return instantiate(node, **kwargs)
     except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, ValueError | TypeError):
+        cause = err.__cause__ or err
+        if isinstance(cause, catch):
             raise ConfigError(f"{what}: {' '.join(str(cause).split())}") from None
         raise
 
@@ -468,7 +468,6 @@ def validate_config(cfg: DictConfig) -> None:
                 f"trainer.val_check_interval must be an integer >= 1 (steps) or a float in "
                 f"(0, 1] (fraction of an epoch), got {vci}"
             )
-    if "trainer" in cfg:
         lightning_acc = cfg.trainer.get("accumulate_grad_batches")
         if lightning_acc not in (None, 1):
             raise ConfigError(
@@ -477,7 +476,6 @@ def validate_config(cfg: DictConfig) -> None:
                 f"{lightning_acc} instead"
             )
         k = (cfg.get("module") or {}).get("accumulate_grad_batches", 1)
-        vci = cfg.trainer.get("val_check_interval")
         if isinstance(k, int) and k > 1 and isinstance(vci, int) and vci % k:
             lower = vci - vci % k
             fix = f"{lower} or {lower + k}" if lower else f"{lower + k}"

@@ -30,18 +30,33 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(path)
 
 
-class SampleGrid(L.Callback):
-    """Every ``every_n_steps`` optimizer steps, draw ``n_samples`` with the EMA weights and the
-    configured sampler, save a PNG under ``<run>/samples/`` and log it to every logger.
+def draw_share(trainer, pl_module, n: int, seed: int):
+    """This rank's share of ``n`` samples (EMA weights, eval mode), seeded per rank."""
+    share = -(-n // trainer.world_size)
+    gen = torch.Generator(device=pl_module.device).manual_seed(seed + 7919 * trainer.global_rank)
+    was_training = pl_module.training
+    pl_module.eval()
+    res = pl_module.sample(share, generator=gen)
+    pl_module.train(was_training)
+    return res
 
-    Under DDP each rank draws its share with its own seed; the samples are gathered on rank 0.
-    """
 
-    def __init__(self, every_n_steps: int = 1000, n_samples: int = 64, seed: int = 1234) -> None:
+def gather(all_gather, x: torch.Tensor, world_size: int) -> torch.Tensor:
+    """``x`` of every rank concatenated in rank order; ``all_gather`` is
+    ``LightningModule.all_gather`` ((share, ...) -> (world, share, ...), unchanged on one
+    process)."""
+    g = all_gather(x)
+    return g.reshape(-1, *g.shape[2:]) if world_size > 1 else g
+
+
+class EveryNSteps(L.Callback):
+    """Calls :meth:`run` every ``every_n_steps`` optimizer steps (once per step, not at 0)."""
+
+    def __init__(self, every_n_steps: int, n_samples: int, seed: int, min_samples: int = 1):
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        if n_samples < min_samples:
+            raise ValueError(f"n_samples must be >= {min_samples}, got {n_samples}")
         self.every_n_steps, self.n_samples, self.seed = every_n_steps, n_samples, seed
         self._last_step = -1
 
@@ -50,18 +65,28 @@ class SampleGrid(L.Callback):
         if step == 0 or step % self.every_n_steps or step == self._last_step:
             return
         self._last_step = step
+        self.run(trainer, pl_module)
+
+    def run(self, trainer, pl_module) -> None:
+        raise NotImplementedError
+
+
+class SampleGrid(EveryNSteps):
+    """Every ``every_n_steps`` optimizer steps, draw ``n_samples`` with the EMA weights and the
+    configured sampler, save a PNG under ``<run>/samples/`` and log it to every logger.
+
+    Under DDP each rank draws its share with its own seed; the samples are gathered on rank 0.
+    """
+
+    def __init__(self, every_n_steps: int = 1000, n_samples: int = 64, seed: int = 1234) -> None:
+        super().__init__(every_n_steps, n_samples, seed)
+
+    def run(self, trainer, pl_module) -> None:
         if pl_module.sampler is None:
             return
-        world, rank = trainer.world_size, trainer.global_rank
-        share = -(-self.n_samples // world)
-        gen = torch.Generator(device=pl_module.device).manual_seed(self.seed + 7919 * rank + step)
-        was_training = pl_module.training
-        pl_module.eval()
-        res = pl_module.sample(share, generator=gen)
-        pl_module.train(was_training)
-        x = pl_module.all_gather(res.x)
-        if world > 1:
-            x = x.reshape(-1, *x.shape[2:])
+        step = trainer.global_step
+        res = draw_share(trainer, pl_module, self.n_samples, self.seed + step)
+        x = gather(pl_module.all_gather, res.x, trainer.world_size)
         self._publish(trainer, pl_module, x[: self.n_samples], step, res.nfe)
 
     @rank_zero_only
