@@ -25,7 +25,6 @@ from omegaconf import DictConfig, OmegaConf
 from scorelab.io import (
     CheckpointError,
     checkpoint_path_problem,
-    describe_state_mismatch,
     read_checkpoint,
     remove_stale_temporaries,
     write_json_atomic,
@@ -85,14 +84,11 @@ def check_resume_checkpoint(module, ckpt_path: str) -> None:
             "converted checkpoint), so training cannot resume from it; sample it with "
             "python -m scorelab.sample, or resume from a run's checkpoints/last.ckpt"
         )
-    state = dict(ckpt["state_dict"])
-    module.add_missing_data_moments(state)
-    mismatch = describe_state_mismatch(module.state_dict(), state)
-    if mismatch:
-        raise CheckpointError(
-            f"ckpt_path={ckpt_path} does not fit this config's model ({mismatch}); resume with "
-            "the settings of the run that wrote it"
-        )
+    module.check_state(
+        dict(ckpt["state_dict"]),
+        f"ckpt_path={ckpt_path} does not fit this config's model",
+        "; resume with the settings of the run that wrote it",
+    )
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:

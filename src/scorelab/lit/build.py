@@ -6,6 +6,7 @@ combination is refused before expensive work starts.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,6 @@ from scorelab.guidance import check_label_config
 from scorelab.io import (
     CheckpointError,
     checkpoint_path_problem,
-    describe_state_mismatch,
     read_checkpoint,
 )
 from scorelab.lit.module import ScoreModule, unpack_batch
@@ -46,6 +46,18 @@ def build(node: Any, what: str, catch: type | tuple = (ValueError, TypeError), *
         if isinstance(cause, catch):
             raise ConfigError(f"{what}: {' '.join(str(cause).split())}") from None
         raise
+
+
+@contextlib.contextmanager
+def refused(what: str = "", errors: type | tuple = ValueError):
+    """An ``errors`` exception raised in the block becomes a one-line ConfigError, prefixed
+    with ``what`` (a config group) when given."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except errors as err:
+        raise ConfigError(f"{what}: {err}" if what else str(err)) from None
 
 
 def to_plain(cfg: DictConfig | dict) -> dict:
@@ -159,7 +171,8 @@ def build_score_model(cfg: DictConfig, noise: NoiseProcess):
                 f"model=oracle needs an analytic mixture (data=gmm), got data {what}; use data=gmm "
                 "(or experiment=toy_gmm), or give ckpt_path=PATH of a model trained on it"
             )
-        mix = GaussianMixture(list(d.weights), [list(r) for r in d.means], _plain(d.stds))
+        stds = OmegaConf.to_container(d.stds) if OmegaConf.is_config(d.stds) else d.stds
+        mix = GaussianMixture(list(d.weights), [list(r) for r in d.means], stds)
         return OracleScoreModel(mix, noise)
     try:
         net = build(m.net, "model.net")
@@ -181,10 +194,8 @@ def build_parametrization(node: Any, net: torch.nn.Module, noise: NoiseProcess):
     if "time_scale" in p:
         p = _legacy_parametrization(p, net)
     factory = build(p, "model.parametrization")
-    try:
+    with refused("model.parametrization", (ValueError, TypeError)):
         return factory(net, noise)
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"model.parametrization: {err}") from None
 
 
 def _legacy_parametrization(p: dict, net: torch.nn.Module) -> dict:
@@ -207,26 +218,18 @@ def _legacy_parametrization(p: dict, net: torch.nn.Module) -> dict:
     )
 
 
-def _plain(v: Any) -> Any:
-    return OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
-
-
 def build_loss(cfg: DictConfig, noise: NoiseProcess):
     lc = OmegaConf.to_container(cfg.loss, resolve=True)
     wants_discrete = bool(lc.pop("discrete_levels", False))
     factory = build(lc, "loss")
     need = f"loss={cfg.loss._target_.rsplit('.', 1)[-1]}"
-    try:  # discrete-level DSM draws from the levels; the other losses need an SDE
+    with refused():  # discrete-level DSM draws from the levels; the other losses need an SDE
         if wants_discrete:
             arg = noise.dsm_sigmas(need)
         else:
             arg = as_sde(noise, f"{need} needs an SDE", "use loss=dsm_discrete with sde=ncsn")
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    try:
+    with refused("loss"):
         return factory(arg)
-    except ValueError as err:
-        raise ConfigError(f"loss: {err}") from None
 
 
 def check_sigma_data(model: Any, loss: Any) -> None:
@@ -275,22 +278,17 @@ def sampler_from_config(name: str, *overrides: str) -> Sampler:
 
     from scorelab.runs import CONF_DIR
 
-    if GlobalHydra.instance().is_initialized():
+    ready = GlobalHydra.instance().is_initialized()
+    with contextlib.nullcontext() if ready else initialize_config_dir(CONF_DIR, version_base="1.3"):
         cfg = compose("sample", overrides=[f"sampler={name}", *overrides])
-    else:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose("sample", overrides=[f"sampler={name}", *overrides])
     return build_sampler(cfg)
 
 
 def check_sampler(sampler: Sampler | None, model: Any, shape: tuple[int, ...] | None) -> None:
     """Refuse, as a ConfigError, a sampler that does not fit ``model`` (before any sampling)."""
-    if sampler is None:
-        return
-    try:
-        sampler.check(model, shape)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    if sampler is not None:
+        with refused():
+            sampler.check(model, shape)
 
 
 def check_optimizer(node: Any) -> None:
@@ -322,10 +320,8 @@ def build_optimizer(node: Any):
     eps ... only when the optimizer is built)."""
     check_optimizer(node)
     opt = build(node, "optimizer")
-    try:
+    with refused("optimizer"):
         opt([torch.zeros(1, requires_grad=True)])
-    except ValueError as err:
-        raise ConfigError(f"optimizer: {err}") from None
     return opt
 
 
@@ -347,11 +343,9 @@ def build_module(cfg: DictConfig | dict) -> ScoreModule:
     check_sigma_data(model, loss)
     opt = build_optimizer(cfg.optimizer)
     resolved = to_plain(cfg)
-    try:
+    with refused():
         check_label_config(resolved)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    try:
+    with refused("module"):
         return ScoreModule(
             model,
             loss,
@@ -363,8 +357,6 @@ def build_module(cfg: DictConfig | dict) -> ScoreModule:
             config=resolved,
             **OmegaConf.to_container(cfg.module, resolve=True),
         )
-    except ValueError as err:
-        raise ConfigError(f"module: {err}") from None
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -381,13 +373,9 @@ def load_module(path: str | Path, overrides: dict | None = None) -> ScoreModule:
         OmegaConf.update(cfg, key, value, merge=False)
     check_sigma_max_resolved(cfg, path)
     module = build_module(cfg)
-    module.add_missing_data_moments(ckpt["state_dict"])
-    mismatch = describe_state_mismatch(module.state_dict(), ckpt["state_dict"])
-    if mismatch:
-        raise CheckpointError(
-            f"checkpoint {path} does not fit the architecture in its config ({mismatch})"
-        )
-    module.load_state_dict(ckpt["state_dict"])
+    state = ckpt["state_dict"]
+    module.check_state(state, f"checkpoint {path} does not fit the model of its config")
+    module.load_state_dict(state)
     return module
 
 

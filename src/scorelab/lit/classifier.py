@@ -25,6 +25,17 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from scorelab.lit.build import (
+    ConfigError,
+    as_config,
+    build,
+    build_noise,
+    build_optimizer,
+    data_shape,
+    refused,
+    resolve_sigma_max,
+    to_plain,
+)
 from scorelab.lit.module import EMATrainingModule, unpack_batch, unpack_labels
 from scorelab.nets.noise_classifier import NoiseConditionalClassifier
 from scorelab.sde import as_sde
@@ -141,31 +152,19 @@ class ClassifierModule(EMATrainingModule):
 
 def build_classifier(cfg: DictConfig | dict, noise=None) -> NoiseConditionalClassifier:
     """The :class:`NoiseConditionalClassifier` of a config (``model.net``, ``model.classifier``)."""
-    from scorelab.lit.build import ConfigError, build, build_noise
-
-    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    cfg = as_config(cfg)
     noise = build_noise(cfg) if noise is None else noise
     as_sde(noise, "a noise-conditional classifier needs an SDE (sde=ve, vp, subvp or edm)")
     net = build(cfg.model.net, "model.net")
     c = OmegaConf.to_container(cfg.model.classifier, resolve=True)
-    try:
+    with refused("model.classifier"):
         return NoiseConditionalClassifier(
             net, noise, net_cond=c.get("net_cond", "sigma"), sigma_data=c.get("sigma_data", 0.5)
         )
-    except ValueError as err:
-        raise ConfigError(f"model.classifier: {err}") from None
 
 
 def build_classifier_module(cfg: DictConfig) -> ClassifierModule:
     """The :class:`ClassifierModule` of a training config; bad values refused in one line."""
-    from scorelab.lit.build import (
-        ConfigError,
-        build_optimizer,
-        data_shape,
-        resolve_sigma_max,
-        to_plain,
-    )
-
     if not (cfg.get("data") or {}).get("labels", False):
         raise ConfigError(
             "a classifier (model.classifier) trains on labels, but data.labels=false; set "
@@ -176,7 +175,7 @@ def build_classifier_module(cfg: DictConfig) -> ClassifierModule:
     opt = build_optimizer(cfg.optimizer)
     module_cfg = OmegaConf.to_container(cfg.get("module") or {}, resolve=True)
     kwargs = {k: module_cfg[k] for k in MODULE_KEYS if k in module_cfg}
-    try:
+    with refused("module"):
         return ClassifierModule(
             classifier,
             opt,
@@ -186,5 +185,3 @@ def build_classifier_module(cfg: DictConfig) -> ClassifierModule:
             config=to_plain(cfg),
             **kwargs,
         )
-    except ValueError as err:
-        raise ConfigError(f"module: {err}") from None

@@ -217,6 +217,14 @@ class EMATrainingModule(L.LightningModule):
     def add_missing_data_moments(self, state_dict: dict[str, Any]) -> None:
         """A checkpoint saved before the data moments were loads with them unknown."""
 
+    def check_state(self, state: dict[str, Any], what: str, fix: str = "") -> None:
+        """Refuse a state dict of another architecture in one line listing the keys (Lightning's
+        strict load prints one line per tensor); ``state`` gains the data moments it lacks."""
+        self.add_missing_data_moments(state)
+        mismatch = describe_state_mismatch(self.state_dict(), state)
+        if mismatch:
+            raise CheckpointError(f"{what} ({mismatch}){fix}")
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["scorelab_config"] = self.config
         # A checkpoint written during validation (ModelCheckpoint defers a save to
@@ -531,16 +539,10 @@ class ScoreModule(EMATrainingModule):
             state_dict.setdefault(key, torch.zeros_like(value))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "state_dict" in checkpoint:
-            self.add_missing_data_moments(checkpoint["state_dict"])
-        # Refuse a checkpoint of another architecture with one line listing the keys, before
-        # Lightning's strict load prints one line per tensor.
-        mismatch = describe_state_mismatch(self.state_dict(), checkpoint.get("state_dict", {}))
-        if mismatch:
-            trainer = self._trainer
-            path = getattr(trainer, "ckpt_path", None) if trainer is not None else None
-            raise CheckpointError(
-                f"checkpoint {path or ''} does not fit the model of this config ({mismatch}); "
-                "resume with the model settings it was trained with, or start a new run"
-            )
+        path = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+        self.check_state(
+            checkpoint.setdefault("state_dict", {}),
+            f"checkpoint {path or ''} does not fit the model of this config",
+            "; resume with the model settings it was trained with, or start a new run",
+        )
         super().on_load_checkpoint(checkpoint)
