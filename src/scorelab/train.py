@@ -24,7 +24,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from scorelab.io import (
     CheckpointError,
-    checkpoint_path_problem,
     read_checkpoint,
     remove_stale_temporaries,
     write_json_atomic,
@@ -48,7 +47,8 @@ warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimiz
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """``null``: resume from this run's last.ckpt if present; ``last``: require it; else a path."""
+    """``null``: resume from this run's last.ckpt if present; ``last``: require it; else the path
+    (checked by :func:`~scorelab.lit.build.validate_config`)."""
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     ck = cfg.get("ckpt_path")
     if ck is None:
@@ -59,9 +59,6 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
                 f"ckpt_path=last but {last} does not exist; run without ckpt_path to start fresh"
             )
         return str(last)
-    if not Path(ck).is_file():
-        problem = checkpoint_path_problem(ck) if Path(ck).is_dir() else None
-        raise ConfigError(problem or f"ckpt_path={ck} does not exist; give an existing .ckpt file")
     return str(ck)
 
 
@@ -227,11 +224,13 @@ def train(cfg: DictConfig) -> dict:
                 rank_zero_info(f"resuming from {ckpt_path}")
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
             step, end = int(trainer.global_step), run_ckpt.end if run_ckpt else None
+            last = run_ckpt.last_model_path if run_ckpt else None
         else:  # finished, but killed before its samples and metrics.json were written
             end = finished[0]
             step = int(end["global_step"])
             rank_zero_info(f"{ckpt_path} ends a finished run; writing its samples and metrics")
             module.load_state_dict(read_checkpoint(ckpt_path)["state_dict"])
+            last = ckpt_path
         metrics = _scalars(trainer.callback_metrics)
         # pre-empted (SIGTERM/SIGUSR1): last.ckpt is saved; say so and skip the final validation
         # and samples, which would spend the grace period on a half-trained model
@@ -241,15 +240,12 @@ def train(cfg: DictConfig) -> dict:
             # val/* of the final weights (the last periodic validation may be older)
             for res in trainer.validate(module, datamodule=datamodule, verbose=False):
                 metrics.update(_scalars(res))
-        last = Path(run_ckpt.last_model_path) if run_ckpt and run_ckpt.last_model_path else None
-        if finished is not None:
-            last = Path(ckpt_path)
         result = {
             "status": "preempted" if preempted else "ok",
             "task": "train",
             "metrics": metrics,
             "global_step": step,
-            "checkpoint": {"path": str(last), "global_step": step} if last else None,
+            "checkpoint": {"path": str(Path(last)), "global_step": step} if last else None,
             "stopped_by": end["reason"] if end else ("preemption" if preempted else None),
             "skipped_steps": int(module.skipped_steps),
             "overrides": task_overrides(),

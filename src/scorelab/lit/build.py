@@ -95,8 +95,7 @@ def build_datamodule(cfg: DictConfig):
 
 
 def build_noise(cfg: DictConfig) -> NoiseProcess:
-    """The SDE or discrete σ levels. ``sigma_max: auto`` takes the NCSNv2 rule on the data
-    (:func:`resolve_sigma_max`); a checkpoint's config holds the number instead."""
+    """The SDE or discrete σ levels (``sigma_max: auto``: see :func:`resolve_sigma_max`)."""
     s = OmegaConf.to_container(cfg.sde, resolve=True)
     if s.get("sigma_max") == AUTO:
         s["sigma_max"] = auto_sigma_max(cfg)
@@ -107,12 +106,9 @@ AUTO = "auto"
 
 
 def resolve_sigma_max(cfg: DictConfig) -> DictConfig:
-    """Replace ``sde.sigma_max: auto`` in ``cfg`` (in place) by the number
-    :func:`auto_sigma_max` gives on the training data, and return ``cfg``.
-
-    Training does this once, before the module is built, so the config saved in its
-    checkpoints (and handed to the loggers) holds the number: sampling a checkpoint never
-    reads the data again. A number is left as it is."""
+    """``cfg`` with ``sde.sigma_max: auto`` replaced in place by :func:`auto_sigma_max`, once,
+    before the module is built: the config saved in its checkpoints holds the number, so
+    sampling a checkpoint never reads the data again."""
     if cfg.get("sde") is not None and OmegaConf.select(cfg, "sde.sigma_max") == AUTO:
         cfg.sde.sigma_max = auto_sigma_max(cfg)
     return cfg

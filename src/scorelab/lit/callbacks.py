@@ -50,7 +50,8 @@ def gather(all_gather, x: torch.Tensor, world_size: int) -> torch.Tensor:
 
 
 class EveryNSteps(L.Callback):
-    """Calls :meth:`run` every ``every_n_steps`` optimizer steps (once per step, not at 0)."""
+    """Calls :meth:`run` every ``every_n_steps`` optimizer steps (once per step, not at 0),
+    which draws ``n_samples`` from ``seed`` (:func:`draw_share`)."""
 
     def __init__(self, every_n_steps: int, n_samples: int, seed: int, min_samples: int = 1):
         if every_n_steps < 1:
@@ -144,13 +145,8 @@ class PreemptionHandler(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.requested is None:
             return
-        ckpt_cb = trainer.checkpoint_callback
-        dirpath = (
-            Path(ckpt_cb.dirpath)
-            if ckpt_cb is not None and ckpt_cb.dirpath
-            else (Path(trainer.default_root_dir) / "checkpoints")
-        )
-        path = dirpath / "last.ckpt"
+        dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)
+        path = Path(dirpath or Path(trainer.default_root_dir) / "checkpoints") / "last.ckpt"
         trainer.save_checkpoint(str(path), weights_only=False)  # full state, to resume
         rank_zero_info(
             f"{self.requested} received: saved {path} at step {trainer.global_step}; stopping"

@@ -1,18 +1,14 @@
-"""Training a noise-conditional classifier p_t(y | x_t) for classifier guidance, and loading one.
+"""Training a noise-conditional classifier p_t(y | x_t) for classifier guidance.
 
-``python -m scorelab.train experiment=mnist_classifier`` (or any run with a classifier model:
-``model=classifier`` for images, ``model=classifier_mlp`` for points, and ``data.labels=true``)
-trains :class:`ClassifierModule`: each labelled batch (x_0, y) is perturbed by the forward
-process, x_t = α(t) x_0 + std(t) z with t ~ U(eps, T) (eps: the samplers' smallest time, 1e-5
-for VE and 1e-3 for VP/sub-VP unless ``model.classifier.eps`` says otherwise), and the loss is
-the cross-entropy of y under the classifier at (x_t, t) (Song et al. 2021, §5 and Appendix I).
-The training entry point's machinery is the score models' own: atomic checkpoints with the
-config inside, resumption, ``metrics.json``; validation reports the loss and the accuracy, over
-all levels and per noise bucket (``val/acc_<bucket>``).
-
-:func:`scorelab.nets.noise_classifier.load_classifier` rebuilds the classifier of such a
-checkpoint (its EMA weights) for ``python -m scorelab.sample ... task=class
-task.classifier=PATH``.
+``python -m scorelab.train experiment=mnist_classifier`` (or any run with ``model=classifier``
+for images, ``model=classifier_mlp`` for points, and ``data.labels=true``) trains
+:class:`ClassifierModule`: each labelled batch (x_0, y) is perturbed by the forward process,
+x_t = α(t) x_0 + std(t) z with t ~ U(eps, T) (eps: the samplers' smallest time unless
+``model.classifier.eps`` says otherwise), and the loss is the cross-entropy of y under the
+classifier at (x_t, t) (Song et al. 2021, §5 and Appendix I). Validation reports the loss and
+the accuracy, over all levels and per noise bucket (``val/acc_<bucket>``).
+:func:`scorelab.nets.noise_classifier.load_classifier` rebuilds the classifier (its EMA weights)
+for ``python -m scorelab.sample ... task=class task.classifier=PATH``.
 """
 
 from __future__ import annotations
@@ -139,10 +135,7 @@ class ClassifierModule(EMATrainingModule):
         self.val_loss.update(F.cross_entropy(logits, y, reduction="none"))
         right = (logits.argmax(1) == y).float()
         self.val_acc.update(right)
-        bucket = self._bucket(t)
-        for k, metric in enumerate(self.val_bucket_acc):
-            if (bucket == k).any():
-                metric.update(right[bucket == k])
+        self._update_buckets(self.val_bucket_acc, right, t)
 
     def _val_metrics(self) -> dict[str, MeanMetric]:
         names = [f"val/acc_{name}" for name in self.bucket_names()]

@@ -36,17 +36,15 @@ def gather_features(
 
 
 class SampleMetrics(EveryNSteps):
-    """Every ``every_n_steps`` optimizer steps, draw ``n_samples`` with the EMA weights and the
-    configured sampler and log the chosen metrics as ``val/<name>`` (``val/sliced_w2``,
-    ``val/mnist_fid``, ``val/fid``, ...) to every logger and to ``trainer.callback_metrics``, where
-    a ModelCheckpoint can monitor them.
+    """Every ``every_n_steps`` optimizer steps, draw ``n_samples`` with the EMA weights and
+    log the chosen metrics as ``val/<name>`` (``val/sliced_w2``, ``val/fid``, ...) to every
+    logger and to ``trainer.callback_metrics``, where a ModelCheckpoint can monitor them.
 
     Under DDP each rank draws its share with its own seed and turns it into features (points,
     classifier or Inception features); the features are gathered (``pl_module.all_gather``) and
     every rank computes the same statistics from all of them, so a monitor sees one value.
 
     Args:
-        every_n_steps: interval in optimizer steps.
         n_samples: samples per evaluation (over all ranks).
         metrics: metric names (:data:`scorelab.metrics.suite.METRICS`); ``None``: the data's
             defaults.
@@ -69,14 +67,14 @@ class SampleMetrics(EveryNSteps):
     ) -> None:
         super().__init__(every_n_steps, n_samples, seed, min_samples=2)
         self.data = data
-        if metrics is not None and "bpd" in list(metrics):
-            raise ValueError(
-                "SampleMetrics computes sample metrics; bits/dim is run by "
-                "python -m scorelab.evaluate ckpt_path=... metrics=[bpd]"
-            )
-        if metrics is not None:
-            check_metric_names([str(m) for m in metrics])  # now, not after the first interval
         self.metrics = None if metrics is None else [str(m) for m in metrics]
+        if self.metrics is not None:
+            if "bpd" in self.metrics:
+                raise ValueError(
+                    "SampleMetrics computes sample metrics; bits/dim is run by "
+                    "python -m scorelab.evaluate ckpt_path=... metrics=[bpd]"
+                )
+            check_metric_names(self.metrics)  # now, not after the first interval
         self.options = dict(options or {})
         self.suite: MetricSuite | None = None
         self.last: list[MetricValue] = []

@@ -184,10 +184,14 @@ class EMATrainingModule(L.LightningModule):
         sched.step()
         self.ema.update_parameters(self.model)
 
-    def _bucket(self, noise: Tensor) -> Tensor:
-        """Bucket index (B,) of each noise level: equal parts of log σ (discrete) or of t."""
+    def _update_buckets(self, metrics: nn.ModuleList, values: Tensor, noise: Tensor) -> None:
+        """Bucket k's metric takes the values (B,) whose noise level falls in the k-th equal
+        part of log σ (discrete levels) or of t."""
         frac = self.model.noise.noise_fraction(noise)
-        return (frac * self.val_buckets).long().clamp(0, self.val_buckets - 1)
+        bucket = (frac * self.val_buckets).long().clamp(0, self.val_buckets - 1)
+        for k, metric in enumerate(metrics):
+            if (bucket == k).any():
+                metric.update(values[bucket == k])
 
     def bucket_names(self) -> list[str]:
         return self.model.noise.bucket_names(self.val_buckets)
@@ -288,19 +292,13 @@ class ScoreModule(EMATrainingModule):
         self._label: Tensor | None = None  # the labels of the step under way (see _labelled)
         if nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
-        if isinstance(max_skips_in_a_row, bool) or int(max_skips_in_a_row) < 1:
-            raise ValueError(
-                f"max_skips_in_a_row must be an integer >= 1, got {max_skips_in_a_row}"
-            )
         mode = compile_mode(compile)
-        if (
-            isinstance(accumulate_grad_batches, bool)
-            or int(accumulate_grad_batches) != float(accumulate_grad_batches)
-            or int(accumulate_grad_batches) < 1
+        for name, v in (
+            ("max_skips_in_a_row", max_skips_in_a_row),
+            ("accumulate_grad_batches", accumulate_grad_batches),
         ):
-            raise ValueError(
-                f"accumulate_grad_batches must be an integer >= 1, got {accumulate_grad_batches}"
-            )
+            if isinstance(v, bool) or int(v) != float(v) or int(v) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v}")
         self.loss_fn = loss
         self.sampler = sampler
         self.data_range = data_range
@@ -324,7 +322,6 @@ class ScoreModule(EMATrainingModule):
         self._micro_step = 0
         forward = torch.compile(self.model, mode=mode) if mode else self.model
         object.__setattr__(self, "_forward", forward)
-        self.last_bad_batch: Tensor | None = None
 
     # ------------------------------------------------------------------ helpers
     def _prep(self, x: Tensor) -> Tensor:
@@ -433,7 +430,6 @@ class ScoreModule(EMATrainingModule):
 
     def _on_nonfinite(self, loss, grad_norm, x, index, batch_idx) -> None:
         self.skipped_steps += 1
-        self.last_bad_batch = index if index is not None else torch.tensor([batch_idx])
         what = "loss" if not torch.isfinite(loss) else "gradient"
         epoch = self.current_epoch if self._trainer is not None else 0
         msg = (
@@ -496,10 +492,7 @@ class ScoreModule(EMATrainingModule):
             out = self.loss_fn(lambda y, n: ema(self._prep(y), n, **kw), self._prep(x))
         per = out.per_sample.detach()
         self.val_loss.update(per)
-        buckets = self._bucket(out.noise.detach())
-        for k, metric in enumerate(self.val_bucket_loss):
-            mask = buckets == k
-            metric.update(per[mask]) if mask.any() else None
+        self._update_buckets(self.val_bucket_loss, per, out.noise.detach())
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
