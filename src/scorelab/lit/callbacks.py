@@ -233,11 +233,8 @@ class RunCheckpoint(ModelCheckpoint):
         end = self.ending(trainer)
         self.end = end
         candidates = self._monitor_candidates(trainer)
-        path = self.last_model_path or self.format_checkpoint_name(
-            candidates, self.CHECKPOINT_NAME_LAST
-        )
         # Already there (a periodic save at the last step, or the pre-emption handler's)?
-        on_disk = read_end(path) if trainer.is_global_zero else None
+        on_disk = read_end(self.last_model_path) if trainer.is_global_zero else None
         if trainer.strategy.broadcast(on_disk) == (trainer.global_step, end):
             return
         self._saving_end = end

@@ -43,9 +43,7 @@ def compile_mode(value: bool | str | None) -> str | None:
 
 class NonFiniteLossError(RuntimeError):
     """Raised under ``nonfinite="stop"`` (or ``"skip"`` after ``max_skips_in_a_row`` bad steps in a
-    row) once the debug checkpoint has been written.
-
-    ``exit_code`` tells the entry points to print the one-line message and exit with it."""
+    row) once the debug checkpoint is written; the entry points exit with ``exit_code``."""
 
     exit_code = 3
 
@@ -72,11 +70,9 @@ LR_DECAYS = ("none", "cosine", "linear")
 
 
 def lr_factor(step: int, *, warmup: int, decay: str = "none", total: int | None = None) -> float:
-    """The learning rate at optimizer step ``step`` as a fraction of the configured one.
-
-    A linear warm-up over ``warmup`` steps, then constant (``decay="none"``) or brought down to 0
-    at step ``total`` along a half cosine or a straight line.
-    """
+    """The learning rate at optimizer step ``step`` as a fraction of the configured one: a
+    linear warm-up over ``warmup`` steps, then constant (``decay="none"``) or brought down to 0
+    at step ``total`` along a half cosine or a straight line."""
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     if decay == "none" or total is None:
@@ -113,8 +109,8 @@ class EMATrainingModule(L.LightningModule):
         ema_decay: EMA decay of the weights (0 disables EMA: the EMA copy tracks the weights).
         val_buckets: number of noise-level buckets of the validation metrics.
         seed: the run's seed; validation draws its noise from ``seed + 1``.
-        config: the resolved run configuration as plain containers, saved in checkpoints so
-            that the entry points can rebuild the model. The module itself reads nothing from it.
+        config: the resolved run configuration (plain containers), saved in checkpoints for
+            the entry points to rebuild the model; the module reads nothing from it.
     """
 
     net_attr = "model"
@@ -496,30 +492,15 @@ class ScoreModule(EMATrainingModule):
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        *,
-        sampler: Callable | None = None,
-        generator: torch.Generator | None = None,
-        use_ema: bool = True,
-        progress: bool = False,
-    ):
-        """Draw ``n`` samples with ``sampler`` (default: the configured one) -> SampleResult."""
-        sampler = sampler or self.sampler
-        if sampler is None:
-            raise ValueError("no sampler configured: pass sampler=... (e.g. sampler=ald)")
-        model = self.ema_model() if use_ema else self.model
-        return sampler(
-            model,
-            (n, *self.data_shape),
-            device=self.device,
-            generator=generator,
-            progress=progress,
-        )
+    def sample(self, n: int, *, generator: torch.Generator | None = None, progress: bool = False):
+        """Draw ``n`` samples with the EMA weights and the configured sampler -> SampleResult."""
+        if self.sampler is None:
+            raise ValueError("no sampler configured: set sampler=NAME (e.g. sampler=ald)")
+        shape = (n, *self.data_shape)
+        kw = {"device": self.device, "generator": generator, "progress": progress}
+        return self.sampler(self.ema_model(), shape, **kw)
 
     def to_unit_range(self, x: Tensor) -> Tensor:
-        """Map samples to [0, 1] for images (clamped), unchanged for points."""
         return to_unit_range(x, self.data_range)
 
     # ------------------------------------------------------------------ checkpoints
