@@ -4,6 +4,7 @@ training, and a clean save on pre-emption signals; the checkpoint plugin that wr
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -128,8 +129,6 @@ class PreemptionHandler(L.Callback):
         self.requested = signal.Signals(signum).name
 
     def on_train_start(self, trainer, pl_module) -> None:
-        import threading
-
         if threading.current_thread() is not threading.main_thread():
             return
         for name in self.SIGNALS:

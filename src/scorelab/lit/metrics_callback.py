@@ -100,9 +100,6 @@ class SampleMetrics(EveryNSteps):
             trainer.strategy.barrier("sample_metrics_reference")
         self.suite.prepare()
 
-    def run(self, trainer, pl_module) -> None:
-        self.evaluate(trainer, pl_module)
-
     def evaluate(self, trainer, pl_module) -> list[MetricValue]:
         """Sample, gather features, compute and log; returns the values."""
         assert self.suite is not None, "setup() has not run"
@@ -124,6 +121,8 @@ class SampleMetrics(EveryNSteps):
         self._log(trainer, pl_module, values, int(res.nfe), time.time() - t0)
         self.last = values
         return values
+
+    run = evaluate
 
     def _log(self, trainer, pl_module, values: list[MetricValue], nfe: int, wall: float) -> None:
         step = trainer.global_step
