@@ -18,21 +18,23 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 from scorelab.io import (
     CheckpointError,
-    checkpoint_path_problem,
-    describe_state_mismatch,
     read_checkpoint,
     remove_stale_temporaries,
     write_json_atomic,
 )
-from scorelab.lit.build import ConfigError, build_datamodule, build_module, validate_config
+from scorelab.lit.build import (
+    ConfigError,
+    build,
+    build_datamodule,
+    build_module,
+    validate_config,
+)
 from scorelab.lit.callbacks import AtomicCheckpointIO, RunCheckpoint, read_end
 from scorelab.lit.classifier import build_classifier_module, is_classifier_config
 from scorelab.lit.metrics_callback import SampleMetrics
@@ -45,7 +47,8 @@ warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimiz
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """``null``: resume from this run's last.ckpt if present; ``last``: require it; else a path."""
+    """``null``: resume from this run's last.ckpt if present; ``last``: require it; else the path
+    (checked by :func:`~scorelab.lit.build.validate_config`)."""
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     ck = cfg.get("ckpt_path")
     if ck is None:
@@ -56,9 +59,6 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
                 f"ckpt_path=last but {last} does not exist; run without ckpt_path to start fresh"
             )
         return str(last)
-    if not Path(ck).is_file():
-        problem = checkpoint_path_problem(ck) if Path(ck).is_dir() else None
-        raise ConfigError(problem or f"ckpt_path={ck} does not exist; give an existing .ckpt file")
     return str(ck)
 
 
@@ -66,8 +66,6 @@ def check_resume_checkpoint(module, ckpt_path: str) -> None:
     """A checkpoint to resume from must hold a training state (weights, optimizer, loops) that
     fits this config's module; Lightning would find out only inside ``fit``. Its tensors are
     memory-mapped, not read."""
-    import torch
-
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - read_checkpoint names the problem in one line
@@ -83,44 +81,26 @@ def check_resume_checkpoint(module, ckpt_path: str) -> None:
             "converted checkpoint), so training cannot resume from it; sample it with "
             "python -m scorelab.sample, or resume from a run's checkpoints/last.ckpt"
         )
-    state = dict(ckpt["state_dict"])
-    module.add_missing_data_moments(state)
-    mismatch = describe_state_mismatch(module.state_dict(), state)
-    if mismatch:
-        raise CheckpointError(
-            f"ckpt_path={ckpt_path} does not fit this config's model ({mismatch}); resume with "
-            "the settings of the run that wrote it"
-        )
-
-
-def _instantiate(node, what: str, **kwargs):
-    """``instantiate`` with a constructor's complaint as one line naming the config group."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__ or err
-        raise ConfigError(f"{what}: {' '.join(str(cause).split())}") from None
+    module.check_state(
+        dict(ckpt["state_dict"]),
+        f"ckpt_path={ckpt_path} does not fit this config's model",
+        "; resume with the settings of the run that wrote it",
+    )
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     cbs = (cfg.get("callbacks") or {}).items()
-    return [_instantiate(c, f"callbacks.{name}") for name, c in cbs if c is not None]
+    return [build(c, f"callbacks.{name}", Exception) for name, c in cbs if c is not None]
 
 
 def build_loggers(cfg: DictConfig) -> list:
     lgs = (cfg.get("logger") or {}).items()
-    loggers = [_instantiate(c, f"logger.{name}") for name, c in lgs if c is not None]
-    for lg in loggers:
+    loggers = [build(c, f"logger.{name}", Exception) for name, c in lgs if c is not None]
+    for lg in loggers:  # the resolved config without Hydra internals
         if hasattr(lg, "log_hyperparams"):
-            lg.log_hyperparams(_public_config(cfg))
+            c = OmegaConf.to_container(cfg, resolve=True)
+            lg.log_hyperparams({k: v for k, v in c.items() if k != "hydra"})
     return loggers
-
-
-def _public_config(cfg: DictConfig) -> dict:
-    """The resolved config without Hydra internals, for loggers."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    c.pop("hydra", None)
-    return c
 
 
 def finished_run(cfg: DictConfig, ckpt_path: str | None) -> tuple[dict, str] | None:
@@ -229,9 +209,10 @@ def train(cfg: DictConfig) -> dict:
         if isinstance(cb, SampleMetrics) and cb.data is None:
             cb.data = OmegaConf.to_container(cfg.data, resolve=True)
     loggers = build_loggers(cfg)
-    trainer = _instantiate(
+    trainer = build(
         cfg.trainer,
         "trainer",
+        Exception,
         callbacks=callbacks,
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
@@ -243,11 +224,13 @@ def train(cfg: DictConfig) -> dict:
                 rank_zero_info(f"resuming from {ckpt_path}")
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
             step, end = int(trainer.global_step), run_ckpt.end if run_ckpt else None
+            last = run_ckpt.last_model_path if run_ckpt else None
         else:  # finished, but killed before its samples and metrics.json were written
             end = finished[0]
             step = int(end["global_step"])
             rank_zero_info(f"{ckpt_path} ends a finished run; writing its samples and metrics")
             module.load_state_dict(read_checkpoint(ckpt_path)["state_dict"])
+            last = ckpt_path
         metrics = _scalars(trainer.callback_metrics)
         # pre-empted (SIGTERM/SIGUSR1): last.ckpt is saved; say so and skip the final validation
         # and samples, which would spend the grace period on a half-trained model
@@ -257,15 +240,12 @@ def train(cfg: DictConfig) -> dict:
             # val/* of the final weights (the last periodic validation may be older)
             for res in trainer.validate(module, datamodule=datamodule, verbose=False):
                 metrics.update(_scalars(res))
-        last = Path(run_ckpt.last_model_path) if run_ckpt and run_ckpt.last_model_path else None
-        if finished is not None:
-            last = Path(ckpt_path)
         result = {
             "status": "preempted" if preempted else "ok",
             "task": "train",
             "metrics": metrics,
             "global_step": step,
-            "checkpoint": {"path": str(last), "global_step": step} if last else None,
+            "checkpoint": {"path": str(Path(last)), "global_step": step} if last else None,
             "stopped_by": end["reason"] if end else ("preemption" if preempted else None),
             "skipped_steps": int(module.skipped_steps),
             "overrides": task_overrides(),

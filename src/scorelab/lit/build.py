@@ -6,6 +6,7 @@ combination is refused before expensive work starts.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,6 @@ from scorelab.guidance import check_label_config
 from scorelab.io import (
     CheckpointError,
     checkpoint_path_problem,
-    describe_state_mismatch,
     read_checkpoint,
 )
 from scorelab.lit.module import ScoreModule, unpack_batch
@@ -36,16 +36,28 @@ class ConfigError(ValueError):
     """A bad configuration value or combination; the message is one line naming the fix."""
 
 
-def build(node: Any, what: str) -> Any:
-    """``instantiate(node)``; a ValueError/TypeError of the constructor becomes a one-line
+def build(node: Any, what: str, catch: type | tuple = (ValueError, TypeError), **kwargs) -> Any:
+    """``instantiate(node, **kwargs)``; a ``catch`` error of the constructor becomes a one-line
     ConfigError prefixed with the config group (Hydra wraps it in a multi-line exception)."""
     try:
-        return instantiate(node)
+        return instantiate(node, **kwargs)
     except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, ValueError | TypeError):
+        cause = err.__cause__ or err
+        if isinstance(cause, catch):
             raise ConfigError(f"{what}: {' '.join(str(cause).split())}") from None
         raise
+
+
+@contextlib.contextmanager
+def refused(what: str = "", errors: type | tuple = ValueError):
+    """An ``errors`` exception raised in the block becomes a one-line ConfigError, prefixed
+    with ``what`` (a config group) when given."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except errors as err:
+        raise ConfigError(f"{what}: {err}" if what else str(err)) from None
 
 
 def to_plain(cfg: DictConfig | dict) -> dict:
@@ -83,8 +95,7 @@ def build_datamodule(cfg: DictConfig):
 
 
 def build_noise(cfg: DictConfig) -> NoiseProcess:
-    """The SDE or discrete σ levels. ``sigma_max: auto`` takes the NCSNv2 rule on the data
-    (:func:`resolve_sigma_max`); a checkpoint's config holds the number instead."""
+    """The SDE or discrete σ levels (``sigma_max: auto``: see :func:`resolve_sigma_max`)."""
     s = OmegaConf.to_container(cfg.sde, resolve=True)
     if s.get("sigma_max") == AUTO:
         s["sigma_max"] = auto_sigma_max(cfg)
@@ -95,12 +106,9 @@ AUTO = "auto"
 
 
 def resolve_sigma_max(cfg: DictConfig) -> DictConfig:
-    """Replace ``sde.sigma_max: auto`` in ``cfg`` (in place) by the number
-    :func:`auto_sigma_max` gives on the training data, and return ``cfg``.
-
-    Training does this once, before the module is built, so the config saved in its
-    checkpoints (and handed to the loggers) holds the number: sampling a checkpoint never
-    reads the data again. A number is left as it is."""
+    """``cfg`` with ``sde.sigma_max: auto`` replaced in place by :func:`auto_sigma_max`, once,
+    before the module is built: the config saved in its checkpoints holds the number, so
+    sampling a checkpoint never reads the data again."""
     if cfg.get("sde") is not None and OmegaConf.select(cfg, "sde.sigma_max") == AUTO:
         cfg.sde.sigma_max = auto_sigma_max(cfg)
     return cfg
@@ -159,7 +167,8 @@ def build_score_model(cfg: DictConfig, noise: NoiseProcess):
                 f"model=oracle needs an analytic mixture (data=gmm), got data {what}; use data=gmm "
                 "(or experiment=toy_gmm), or give ckpt_path=PATH of a model trained on it"
             )
-        mix = GaussianMixture(list(d.weights), [list(r) for r in d.means], _plain(d.stds))
+        stds = OmegaConf.to_container(d.stds) if OmegaConf.is_config(d.stds) else d.stds
+        mix = GaussianMixture(list(d.weights), [list(r) for r in d.means], stds)
         return OracleScoreModel(mix, noise)
     try:
         net = build(m.net, "model.net")
@@ -181,10 +190,8 @@ def build_parametrization(node: Any, net: torch.nn.Module, noise: NoiseProcess):
     if "time_scale" in p:
         p = _legacy_parametrization(p, net)
     factory = build(p, "model.parametrization")
-    try:
+    with refused("model.parametrization", (ValueError, TypeError)):
         return factory(net, noise)
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"model.parametrization: {err}") from None
 
 
 def _legacy_parametrization(p: dict, net: torch.nn.Module) -> dict:
@@ -207,26 +214,18 @@ def _legacy_parametrization(p: dict, net: torch.nn.Module) -> dict:
     )
 
 
-def _plain(v: Any) -> Any:
-    return OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
-
-
 def build_loss(cfg: DictConfig, noise: NoiseProcess):
     lc = OmegaConf.to_container(cfg.loss, resolve=True)
     wants_discrete = bool(lc.pop("discrete_levels", False))
     factory = build(lc, "loss")
     need = f"loss={cfg.loss._target_.rsplit('.', 1)[-1]}"
-    try:  # discrete-level DSM draws from the levels; the other losses need an SDE
+    with refused():  # discrete-level DSM draws from the levels; the other losses need an SDE
         if wants_discrete:
             arg = noise.dsm_sigmas(need)
         else:
             arg = as_sde(noise, f"{need} needs an SDE", "use loss=dsm_discrete with sde=ncsn")
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    try:
+    with refused("loss"):
         return factory(arg)
-    except ValueError as err:
-        raise ConfigError(f"loss: {err}") from None
 
 
 def check_sigma_data(model: Any, loss: Any) -> None:
@@ -275,22 +274,17 @@ def sampler_from_config(name: str, *overrides: str) -> Sampler:
 
     from scorelab.runs import CONF_DIR
 
-    if GlobalHydra.instance().is_initialized():
+    ready = GlobalHydra.instance().is_initialized()
+    with contextlib.nullcontext() if ready else initialize_config_dir(CONF_DIR, version_base="1.3"):
         cfg = compose("sample", overrides=[f"sampler={name}", *overrides])
-    else:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose("sample", overrides=[f"sampler={name}", *overrides])
     return build_sampler(cfg)
 
 
 def check_sampler(sampler: Sampler | None, model: Any, shape: tuple[int, ...] | None) -> None:
     """Refuse, as a ConfigError, a sampler that does not fit ``model`` (before any sampling)."""
-    if sampler is None:
-        return
-    try:
-        sampler.check(model, shape)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    if sampler is not None:
+        with refused():
+            sampler.check(model, shape)
 
 
 def check_optimizer(node: Any) -> None:
@@ -317,6 +311,16 @@ def check_optimizer(node: Any) -> None:
             raise ConfigError(f"optimizer.{key}={v} must be >= 0")
 
 
+def build_optimizer(node: Any):
+    """The partial optimizer of ``optimizer``, its values checked now (torch checks lr, betas,
+    eps ... only when the optimizer is built)."""
+    check_optimizer(node)
+    opt = build(node, "optimizer")
+    with refused("optimizer"):
+        opt([torch.zeros(1, requires_grad=True)])
+    return opt
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
@@ -333,18 +337,11 @@ def build_module(cfg: DictConfig | dict) -> ScoreModule:
         raise ConfigError("model=oracle has nothing to train; use python -m scorelab.sample")
     loss = build_loss(cfg, noise)
     check_sigma_data(model, loss)
-    check_optimizer(cfg.optimizer)
-    opt = build(cfg.optimizer, "optimizer")
-    try:  # torch checks lr, betas, eps ... only when the optimizer is built: do it now
-        opt([torch.zeros(1, requires_grad=True)])
-    except ValueError as err:
-        raise ConfigError(f"optimizer: {err}") from None
+    opt = build_optimizer(cfg.optimizer)
     resolved = to_plain(cfg)
-    try:
+    with refused():
         check_label_config(resolved)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    try:
+    with refused("module"):
         return ScoreModule(
             model,
             loss,
@@ -356,8 +353,6 @@ def build_module(cfg: DictConfig | dict) -> ScoreModule:
             config=resolved,
             **OmegaConf.to_container(cfg.module, resolve=True),
         )
-    except ValueError as err:
-        raise ConfigError(f"module: {err}") from None
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -374,13 +369,9 @@ def load_module(path: str | Path, overrides: dict | None = None) -> ScoreModule:
         OmegaConf.update(cfg, key, value, merge=False)
     check_sigma_max_resolved(cfg, path)
     module = build_module(cfg)
-    module.add_missing_data_moments(ckpt["state_dict"])
-    mismatch = describe_state_mismatch(module.state_dict(), ckpt["state_dict"])
-    if mismatch:
-        raise CheckpointError(
-            f"checkpoint {path} does not fit the architecture in its config ({mismatch})"
-        )
-    module.load_state_dict(ckpt["state_dict"])
+    state = ckpt["state_dict"]
+    module.check_state(state, f"checkpoint {path} does not fit the model of its config")
+    module.load_state_dict(state)
     return module
 
 
@@ -461,7 +452,6 @@ def validate_config(cfg: DictConfig) -> None:
                 f"trainer.val_check_interval must be an integer >= 1 (steps) or a float in "
                 f"(0, 1] (fraction of an epoch), got {vci}"
             )
-    if "trainer" in cfg:
         lightning_acc = cfg.trainer.get("accumulate_grad_batches")
         if lightning_acc not in (None, 1):
             raise ConfigError(
@@ -470,7 +460,6 @@ def validate_config(cfg: DictConfig) -> None:
                 f"{lightning_acc} instead"
             )
         k = (cfg.get("module") or {}).get("accumulate_grad_batches", 1)
-        vci = cfg.trainer.get("val_check_interval")
         if isinstance(k, int) and k > 1 and isinstance(vci, int) and vci % k:
             lower = vci - vci % k
             fix = f"{lower} or {lower + k}" if lower else f"{lower + k}"

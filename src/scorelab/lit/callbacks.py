@@ -4,6 +4,7 @@ training, and a clean save on pre-emption signals; the checkpoint plugin that wr
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +31,34 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(path)
 
 
-class SampleGrid(L.Callback):
-    """Every ``every_n_steps`` optimizer steps, draw ``n_samples`` with the EMA weights and the
-    configured sampler, save a PNG under ``<run>/samples/`` and log it to every logger.
+def draw_share(trainer, pl_module, n: int, seed: int):
+    """This rank's share of ``n`` samples (EMA weights, eval mode), seeded per rank."""
+    share = -(-n // trainer.world_size)
+    gen = torch.Generator(device=pl_module.device).manual_seed(seed + 7919 * trainer.global_rank)
+    was_training = pl_module.training
+    pl_module.eval()
+    res = pl_module.sample(share, generator=gen)
+    pl_module.train(was_training)
+    return res
 
-    Under DDP each rank draws its share with its own seed; the samples are gathered on rank 0.
-    """
 
-    def __init__(self, every_n_steps: int = 1000, n_samples: int = 64, seed: int = 1234) -> None:
+def gather(all_gather, x: torch.Tensor, world_size: int) -> torch.Tensor:
+    """``x`` of every rank concatenated in rank order; ``all_gather`` is
+    ``LightningModule.all_gather`` ((share, ...) -> (world, share, ...), unchanged on one
+    process)."""
+    g = all_gather(x)
+    return g.reshape(-1, *g.shape[2:]) if world_size > 1 else g
+
+
+class EveryNSteps(L.Callback):
+    """Calls :meth:`run` every ``every_n_steps`` optimizer steps (once per step, not at 0),
+    which draws ``n_samples`` from ``seed`` (:func:`draw_share`)."""
+
+    def __init__(self, every_n_steps: int, n_samples: int, seed: int, min_samples: int = 1):
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        if n_samples < min_samples:
+            raise ValueError(f"n_samples must be >= {min_samples}, got {n_samples}")
         self.every_n_steps, self.n_samples, self.seed = every_n_steps, n_samples, seed
         self._last_step = -1
 
@@ -50,18 +67,28 @@ class SampleGrid(L.Callback):
         if step == 0 or step % self.every_n_steps or step == self._last_step:
             return
         self._last_step = step
+        self.run(trainer, pl_module)
+
+    def run(self, trainer, pl_module) -> None:
+        raise NotImplementedError
+
+
+class SampleGrid(EveryNSteps):
+    """Every ``every_n_steps`` optimizer steps, draw ``n_samples`` with the EMA weights and the
+    configured sampler, save a PNG under ``<run>/samples/`` and log it to every logger.
+
+    Under DDP each rank draws its share with its own seed; the samples are gathered on rank 0.
+    """
+
+    def __init__(self, every_n_steps: int = 1000, n_samples: int = 64, seed: int = 1234) -> None:
+        super().__init__(every_n_steps, n_samples, seed)
+
+    def run(self, trainer, pl_module) -> None:
         if pl_module.sampler is None:
             return
-        world, rank = trainer.world_size, trainer.global_rank
-        share = -(-self.n_samples // world)
-        gen = torch.Generator(device=pl_module.device).manual_seed(self.seed + 7919 * rank + step)
-        was_training = pl_module.training
-        pl_module.eval()
-        res = pl_module.sample(share, generator=gen)
-        pl_module.train(was_training)
-        x = pl_module.all_gather(res.x)
-        if world > 1:
-            x = x.reshape(-1, *x.shape[2:])
+        step = trainer.global_step
+        res = draw_share(trainer, pl_module, self.n_samples, self.seed + step)
+        x = gather(pl_module.all_gather, res.x, trainer.world_size)
         self._publish(trainer, pl_module, x[: self.n_samples], step, res.nfe)
 
     @rank_zero_only
@@ -102,8 +129,6 @@ class PreemptionHandler(L.Callback):
         self.requested = signal.Signals(signum).name
 
     def on_train_start(self, trainer, pl_module) -> None:
-        import threading
-
         if threading.current_thread() is not threading.main_thread():
             return
         for name in self.SIGNALS:
@@ -119,13 +144,8 @@ class PreemptionHandler(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.requested is None:
             return
-        ckpt_cb = trainer.checkpoint_callback
-        dirpath = (
-            Path(ckpt_cb.dirpath)
-            if ckpt_cb is not None and ckpt_cb.dirpath
-            else (Path(trainer.default_root_dir) / "checkpoints")
-        )
-        path = dirpath / "last.ckpt"
+        dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)
+        path = Path(dirpath or Path(trainer.default_root_dir) / "checkpoints") / "last.ckpt"
         trainer.save_checkpoint(str(path), weights_only=False)  # full state, to resume
         rank_zero_info(
             f"{self.requested} received: saved {path} at step {trainer.global_step}; stopping"
@@ -212,11 +232,8 @@ class RunCheckpoint(ModelCheckpoint):
         end = self.ending(trainer)
         self.end = end
         candidates = self._monitor_candidates(trainer)
-        path = self.last_model_path or self.format_checkpoint_name(
-            candidates, self.CHECKPOINT_NAME_LAST
-        )
         # Already there (a periodic save at the last step, or the pre-emption handler's)?
-        on_disk = read_end(path) if trainer.is_global_zero else None
+        on_disk = read_end(self.last_model_path) if trainer.is_global_zero else None
         if trainer.strategy.broadcast(on_disk) == (trainer.global_step, end):
             return
         self._saving_end = end

@@ -1,36 +1,38 @@
-"""Training a noise-conditional classifier p_t(y | x_t) for classifier guidance, and loading one.
+"""Training a noise-conditional classifier p_t(y | x_t) for classifier guidance.
 
-``python -m scorelab.train experiment=mnist_classifier`` (or any run with a classifier model:
-``model=classifier`` for images, ``model=classifier_mlp`` for points, and ``data.labels=true``)
-trains :class:`ClassifierModule`: each labelled batch (x_0, y) is perturbed by the forward
-process, x_t = α(t) x_0 + std(t) z with t ~ U(eps, T) (eps: the samplers' smallest time, 1e-5
-for VE and 1e-3 for VP/sub-VP unless ``model.classifier.eps`` says otherwise), and the loss is
-the cross-entropy of y under the classifier at (x_t, t) (Song et al. 2021, §5 and Appendix I).
-The training entry point's machinery is the score models' own: atomic checkpoints with the
-config inside, resumption, ``metrics.json``; validation reports the loss and the accuracy, over
-all levels and per noise bucket (``val/acc_<bucket>``).
-
-:func:`scorelab.nets.noise_classifier.load_classifier` rebuilds the classifier of such a
-checkpoint (its EMA weights) for ``python -m scorelab.sample ... task=class
-task.classifier=PATH``.
+``python -m scorelab.train experiment=mnist_classifier`` (or any run with ``model=classifier``
+for images, ``model=classifier_mlp`` for points, and ``data.labels=true``) trains
+:class:`ClassifierModule`: each labelled batch (x_0, y) is perturbed by the forward process,
+x_t = α(t) x_0 + std(t) z with t ~ U(eps, T) (eps: the samplers' smallest time unless
+``model.classifier.eps`` says otherwise), and the loss is the cross-entropy of y under the
+classifier at (x_t, t) (Song et al. 2021, §5 and Appendix I). Validation reports the loss and
+the accuracy, over all levels and per noise bucket (``val/acc_<bucket>``).
+:func:`scorelab.nets.noise_classifier.load_classifier` rebuilds the classifier (its EMA weights)
+for ``python -m scorelab.sample ... task=class task.classifier=PATH``.
 """
 
 from __future__ import annotations
 
-import math
-from functools import partial
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from scorelab.lit.ema import EMAModel
-from scorelab.lit.module import LR_DECAYS, lr_factor, unpack_batch, unpack_labels
-from scorelab.lit.rng import RNG_KEY, ForkedRNG, collect_rng_states, restore_rng_states
+from scorelab.lit.build import (
+    ConfigError,
+    as_config,
+    build,
+    build_noise,
+    build_optimizer,
+    data_shape,
+    refused,
+    resolve_sigma_max,
+    to_plain,
+)
+from scorelab.lit.module import EMATrainingModule, unpack_batch, unpack_labels
 from scorelab.nets.noise_classifier import NoiseConditionalClassifier
 from scorelab.sde import as_sde
 from scorelab.utils import append_dims
@@ -45,19 +47,17 @@ def is_classifier_config(cfg: DictConfig | dict) -> bool:
     return model.get("classifier") is not None
 
 
-class ClassifierModule(L.LightningModule):
+class ClassifierModule(EMATrainingModule):
     """Trains ``classifier`` by cross-entropy on perturbed labelled data; keeps an EMA copy.
 
-    Args:
+    Args (besides those of :class:`~scorelab.lit.module.EMATrainingModule`):
         classifier: a :class:`NoiseConditionalClassifier` (its ``noise`` is the SDE).
-        optimizer: a partial optimizer, ``optimizer(params)``.
         eps: the smallest training time (null: the SDE's ``sampling_eps``).
-        data_shape: shape of one example.
-        warmup_steps, lr_decay, grad_clip, ema_decay: as in :class:`~scorelab.lit.module.
-            ScoreModule`.
         val_buckets: number of equal parts of the time range for ``val/acc_<bucket>``.
-        config: the resolved run configuration, saved in checkpoints.
     """
+
+    net_attr = "classifier"
+    progress_keys = ("val/loss", "val/acc")
 
     def __init__(
         self,
@@ -65,15 +65,9 @@ class ClassifierModule(L.LightningModule):
         optimizer,
         *,
         eps: float | None = None,
-        data_shape: tuple[int, ...] = (2,),
-        warmup_steps: int = 0,
-        lr_decay: str = "none",
-        grad_clip: float = 1.0,
-        ema_decay: float = 0.999,
-        val_buckets: int = 4,
-        config: dict | None = None,
+        **common: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(classifier, optimizer, **common)
         sde = as_sde(classifier.noise, "a noise-conditional classifier is trained on an SDE")
         eps = float(sde.sampling_eps if eps is None else eps)
         if not 0 < eps < sde.T:
@@ -81,33 +75,10 @@ class ClassifierModule(L.LightningModule):
                 f"model.classifier.eps={eps} must be in (0, T) = (0, {sde.T:g}); use null "
                 "(the samplers' smallest time)"
             )
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-        if lr_decay not in LR_DECAYS:
-            raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {lr_decay!r}")
-        if grad_clip < 0:
-            raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {grad_clip}")
-        if val_buckets < 1:
-            raise ValueError(f"val_buckets must be >= 1, got {val_buckets}")
-        self.automatic_optimization = False
-        self.classifier = classifier
         self.sde, self.eps = sde, eps
-        self.optimizer_factory = optimizer
-        self.data_shape = tuple(int(s) for s in data_shape)
-        self.warmup_steps, self.lr_decay = int(warmup_steps), lr_decay
-        self.grad_clip, self.ema_decay = float(grad_clip), float(ema_decay)
-        self.val_buckets = int(val_buckets)
-        self.config = config or {}
-        self.ema = EMAModel(self.classifier, self.ema_decay)
-        self.ema.requires_grad_(False)
-        # What the training entry point reads of a module: no sampler, the skipped-step count.
-        self.sampler = None
-        self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
+        self.sampler = None  # what the training entry point reads of a module
         self.val_loss, self.val_acc = MeanMetric(), MeanMetric()
         self.val_bucket_acc = nn.ModuleList(MeanMetric() for _ in range(self.val_buckets))
-        self._val_rng = ForkedRNG()
 
     # The score model's view, for code that reads ``module.model`` (its ``noise``).
     @property
@@ -135,16 +106,6 @@ class ClassifierModule(L.LightningModule):
             )
         return y.long()
 
-    def configure_optimizers(self):
-        opt = self.optimizer_factory(self.classifier.parameters())
-        total = None
-        if self.lr_decay != "none":
-            total = int(self.trainer.estimated_stepping_batches)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, partial(lr_factor, warmup=self.warmup_steps, decay=self.lr_decay, total=total)
-        )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, _ = unpack_batch(batch)
         y = self._labels(batch)
@@ -154,12 +115,9 @@ class ClassifierModule(L.LightningModule):
         logits = self.classifier.logits(xt, t)
         loss = F.cross_entropy(logits.float(), y)
         self.manual_backward(loss)
-        max_norm = self.grad_clip if self.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.classifier.parameters(), max_norm)
+        grad_norm = self._clip_gradients()
         if bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
-            opt.step()
-            sched.step()
-            self.ema.update_parameters(self.classifier)
+            self._step(opt, sched)
         else:  # neither the weights, the optimizer nor the EMA move
             opt.zero_grad(set_to_none=True)
             self.skipped_steps += 1
@@ -169,13 +127,6 @@ class ClassifierModule(L.LightningModule):
         self.log("train/lr", sched.get_last_lr()[0], on_step=True, on_epoch=False)
         return loss.detach()
 
-    def on_validation_start(self) -> None:
-        # A fixed noise stream: validation figures are comparable across steps.
-        self._val_rng.enter(int(self.config.get("seed", 0)) + 1)
-
-    def on_validation_end(self) -> None:
-        self._val_rng.exit()
-
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, _ = unpack_batch(batch)
         y = self._labels(batch)
@@ -184,65 +135,29 @@ class ClassifierModule(L.LightningModule):
         self.val_loss.update(F.cross_entropy(logits, y, reduction="none"))
         right = (logits.argmax(1) == y).float()
         self.val_acc.update(right)
-        bucket = (
-            (self.sde.noise_fraction(t) * self.val_buckets).long().clamp(0, self.val_buckets - 1)
-        )
-        for k, metric in enumerate(self.val_bucket_acc):
-            if (bucket == k).any():
-                metric.update(right[bucket == k])
+        self._update_buckets(self.val_bucket_acc, right, t)
 
-    def on_validation_epoch_end(self) -> None:
-        self.last_val_step = int(self.global_step)
-        if self.val_loss.update_count > 0:
-            self.log("val/loss", self.val_loss.compute(), prog_bar=True)
-            self.log("val/acc", self.val_acc.compute(), prog_bar=True)
-        names = self.sde.bucket_names(self.val_buckets)
-        for name, metric in zip(names, self.val_bucket_acc, strict=True):
-            if metric.update_count > 0:
-                self.log(f"val/acc_{name}", metric.compute())
-        for metric in (self.val_loss, self.val_acc, *self.val_bucket_acc):
-            metric.reset()
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["scorelab_config"] = self.config
-        checkpoint[RNG_KEY] = self._val_rng.outer_states or collect_rng_states()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if RNG_KEY in checkpoint:
-            restore_rng_states(checkpoint[RNG_KEY])
-
-    def add_missing_data_moments(self, state_dict: dict[str, Any]) -> None:
-        """Nothing to add: a classifier keeps no data moments (the score modules do)."""
+    def _val_metrics(self) -> dict[str, MeanMetric]:
+        names = [f"val/acc_{name}" for name in self.bucket_names()]
+        metrics = {"val/loss": self.val_loss, "val/acc": self.val_acc}
+        return {**metrics, **dict(zip(names, self.val_bucket_acc, strict=True))}
 
 
 def build_classifier(cfg: DictConfig | dict, noise=None) -> NoiseConditionalClassifier:
     """The :class:`NoiseConditionalClassifier` of a config (``model.net``, ``model.classifier``)."""
-    from scorelab.lit.build import ConfigError, build, build_noise
-
-    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    cfg = as_config(cfg)
     noise = build_noise(cfg) if noise is None else noise
     as_sde(noise, "a noise-conditional classifier needs an SDE (sde=ve, vp, subvp or edm)")
     net = build(cfg.model.net, "model.net")
     c = OmegaConf.to_container(cfg.model.classifier, resolve=True)
-    try:
+    with refused("model.classifier"):
         return NoiseConditionalClassifier(
             net, noise, net_cond=c.get("net_cond", "sigma"), sigma_data=c.get("sigma_data", 0.5)
         )
-    except ValueError as err:
-        raise ConfigError(f"model.classifier: {err}") from None
 
 
 def build_classifier_module(cfg: DictConfig) -> ClassifierModule:
     """The :class:`ClassifierModule` of a training config; bad values refused in one line."""
-    from scorelab.lit.build import (
-        ConfigError,
-        build,
-        check_optimizer,
-        data_shape,
-        resolve_sigma_max,
-        to_plain,
-    )
-
     if not (cfg.get("data") or {}).get("labels", False):
         raise ConfigError(
             "a classifier (model.classifier) trains on labels, but data.labels=false; set "
@@ -250,22 +165,16 @@ def build_classifier_module(cfg: DictConfig) -> ClassifierModule:
         )
     cfg = resolve_sigma_max(cfg)
     classifier = build_classifier(cfg)
-    check_optimizer(cfg.optimizer)
-    opt = build(cfg.optimizer, "optimizer")
-    try:
-        opt([torch.zeros(1, requires_grad=True)])
-    except ValueError as err:
-        raise ConfigError(f"optimizer: {err}") from None
+    opt = build_optimizer(cfg.optimizer)
     module_cfg = OmegaConf.to_container(cfg.get("module") or {}, resolve=True)
     kwargs = {k: module_cfg[k] for k in MODULE_KEYS if k in module_cfg}
-    try:
+    with refused("module"):
         return ClassifierModule(
             classifier,
             opt,
             eps=cfg.model.classifier.get("eps"),
             data_shape=data_shape(cfg),
+            seed=int(cfg.get("seed", 0)),
             config=to_plain(cfg),
             **kwargs,
         )
-    except ValueError as err:
-        raise ConfigError(f"module: {err}") from None

@@ -6,11 +6,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
+from scorelab.lit.callbacks import EveryNSteps, draw_share, gather
 from scorelab.metrics.suite import (
     MetricSuite,
     MetricValue,
@@ -26,33 +26,25 @@ def gather_features(
     n: int,
     device: torch.device | str = "cpu",
 ) -> dict[str, Tensor]:
-    """Features of every rank's share, concatenated in rank order and cut to ``n`` samples.
-
-    ``all_gather`` is ``LightningModule.all_gather``: (share, ...) on each rank -> (world, share,
-    ...) (unchanged on one process). ``*_seconds`` timings become the slowest rank's time.
-    """
+    """Features of every rank's share (:func:`~scorelab.lit.callbacks.gather`) cut to ``n``
+    samples; ``*_seconds`` timings become the slowest rank's time."""
     out = {}
     for key, v in feats.items():
-        g = all_gather(v.to(device))
-        if world_size > 1:
-            g = g.reshape(-1, *g.shape[2:])
-        g = g.detach().cpu()
+        g = gather(all_gather, v.to(device), world_size).detach().cpu()
         out[key] = g.max().reshape(1) if key.endswith("_seconds") else g[:n]
     return out
 
 
-class SampleMetrics(L.Callback):
-    """Every ``every_n_steps`` optimizer steps, draw ``n_samples`` with the EMA weights and the
-    configured sampler and log the chosen metrics as ``val/<name>`` (``val/sliced_w2``,
-    ``val/mnist_fid``, ``val/fid``, ...) to every logger and to ``trainer.callback_metrics``, where
-    a ModelCheckpoint can monitor them.
+class SampleMetrics(EveryNSteps):
+    """Every ``every_n_steps`` optimizer steps, draw ``n_samples`` with the EMA weights and
+    log the chosen metrics as ``val/<name>`` (``val/sliced_w2``, ``val/fid``, ...) to every
+    logger and to ``trainer.callback_metrics``, where a ModelCheckpoint can monitor them.
 
     Under DDP each rank draws its share with its own seed and turns it into features (points,
     classifier or Inception features); the features are gathered (``pl_module.all_gather``) and
     every rank computes the same statistics from all of them, so a monitor sees one value.
 
     Args:
-        every_n_steps: interval in optimizer steps.
         n_samples: samples per evaluation (over all ranks).
         metrics: metric names (:data:`scorelab.metrics.suite.METRICS`); ``None``: the data's
             defaults.
@@ -73,24 +65,19 @@ class SampleMetrics(L.Callback):
         seed: int = 4321,
         data: dict | None = None,
     ) -> None:
+        super().__init__(every_n_steps, n_samples, seed, min_samples=2)
         self.data = data
-        if every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
-        if n_samples < 2:
-            raise ValueError(f"n_samples must be >= 2, got {n_samples}")
-        if metrics is not None and "bpd" in list(metrics):
-            raise ValueError(
-                "SampleMetrics computes sample metrics; bits/dim is run by "
-                "python -m scorelab.evaluate ckpt_path=... metrics=[bpd]"
-            )
-        if metrics is not None:
-            check_metric_names([str(m) for m in metrics])  # now, not after the first interval
-        self.every_n_steps, self.n_samples, self.seed = every_n_steps, n_samples, seed
         self.metrics = None if metrics is None else [str(m) for m in metrics]
+        if self.metrics is not None:
+            if "bpd" in self.metrics:
+                raise ValueError(
+                    "SampleMetrics computes sample metrics; bits/dim is run by "
+                    "python -m scorelab.evaluate ckpt_path=... metrics=[bpd]"
+                )
+            check_metric_names(self.metrics)  # now, not after the first interval
         self.options = dict(options or {})
         self.suite: MetricSuite | None = None
         self.last: list[MetricValue] = []
-        self._last_step = -1
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit" or self.suite is not None:
@@ -113,24 +100,12 @@ class SampleMetrics(L.Callback):
             trainer.strategy.barrier("sample_metrics_reference")
         self.suite.prepare()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if step == 0 or step % self.every_n_steps or step == self._last_step:
-            return
-        self._last_step = step
-        self.evaluate(trainer, pl_module)
-
     def evaluate(self, trainer, pl_module) -> list[MetricValue]:
         """Sample, gather features, compute and log; returns the values."""
         assert self.suite is not None, "setup() has not run"
         t0 = time.time()
-        world, rank = trainer.world_size, trainer.global_rank
-        share = -(-self.n_samples // world)
-        gen = torch.Generator(device=pl_module.device).manual_seed(self.seed + 7919 * rank)
-        was_training = pl_module.training
-        pl_module.eval()
-        res = pl_module.sample(share, generator=gen)
-        pl_module.train(was_training)
+        world = trainer.world_size
+        res = draw_share(trainer, pl_module, self.n_samples, self.seed)
         x = pl_module.to_unit_range(res.x.float())
         # A diverged sampler on any rank makes every metric +inf on all ranks (worst for a
         # monitor in mode=min), instead of an error that would end the training run.
@@ -146,6 +121,8 @@ class SampleMetrics(L.Callback):
         self._log(trainer, pl_module, values, int(res.nfe), time.time() - t0)
         self.last = values
         return values
+
+    run = evaluate
 
     def _log(self, trainer, pl_module, values: list[MetricValue], nfe: int, wall: float) -> None:
         step = trainer.global_step

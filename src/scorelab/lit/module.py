@@ -43,9 +43,7 @@ def compile_mode(value: bool | str | None) -> str | None:
 
 class NonFiniteLossError(RuntimeError):
     """Raised under ``nonfinite="stop"`` (or ``"skip"`` after ``max_skips_in_a_row`` bad steps in a
-    row) once the debug checkpoint has been written.
-
-    ``exit_code`` tells the entry points to print the one-line message and exit with it."""
+    row) once the debug checkpoint is written; the entry points exit with ``exit_code``."""
 
     exit_code = 3
 
@@ -72,11 +70,9 @@ LR_DECAYS = ("none", "cosine", "linear")
 
 
 def lr_factor(step: int, *, warmup: int, decay: str = "none", total: int | None = None) -> float:
-    """The learning rate at optimizer step ``step`` as a fraction of the configured one.
-
-    A linear warm-up over ``warmup`` steps, then constant (``decay="none"``) or brought down to 0
-    at step ``total`` along a half cosine or a straight line.
-    """
+    """The learning rate at optimizer step ``step`` as a fraction of the configured one: a
+    linear warm-up over ``warmup`` steps, then constant (``decay="none"``) or brought down to 0
+    at step ``total`` along a half cosine or a straight line."""
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     if decay == "none" or total is None:
@@ -95,27 +91,165 @@ def to_unit_range(x: Tensor, data_range: str) -> Tensor:
     return x
 
 
-class ScoreModule(L.LightningModule):
-    """Trains ``model`` (a :class:`ScoreModel`) with ``loss``; keeps an EMA copy for sampling.
+class EMATrainingModule(L.LightningModule):
+    """What :class:`ScoreModule` and the classifier module share: manual optimisation of the
+    network (registered as ``net_attr``) with a warm-up/decay LR schedule, gradient clipping and
+    an EMA copy; validation on a fixed noise stream (``seed + 1``) bucketed by noise level; the
+    config and the global RNG states saved in checkpoints.
 
     Args:
-        model: the parametrised score network.
-        loss: a loss object, ``loss(score_fn, x) -> LossOutput``.
+        net: the network trained.
         optimizer: a partial optimizer, ``optimizer(params)``.
-        sampler: a :class:`~scorelab.draw.Sampler` used for validation samples.
         data_shape: shape of one example, (C, H, W) or (D,).
-        data_range: ``"zero_one"`` or ``"minus_one_one"``: how data was scaled, for grids.
         warmup_steps: linear learning-rate warm-up length.
         lr_decay: after the warm-up, ``"none"`` keeps the learning rate, ``"cosine"`` and
             ``"linear"`` bring it down to 0 at the last optimizer step (``trainer.max_steps``,
             or the steps Lightning estimates from ``max_epochs``).
         grad_clip: max gradient norm (0 disables clipping).
         ema_decay: EMA decay of the weights (0 disables EMA: the EMA copy tracks the weights).
+        val_buckets: number of noise-level buckets of the validation metrics.
+        seed: the run's seed; validation draws its noise from ``seed + 1``.
+        config: the resolved run configuration (plain containers), saved in checkpoints for
+            the entry points to rebuild the model; the module reads nothing from it.
+    """
+
+    net_attr = "model"
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        *,
+        data_shape: tuple[int, ...] = (2,),
+        warmup_steps: int = 0,
+        lr_decay: str = "none",
+        grad_clip: float = 1.0,
+        ema_decay: float = 0.999,
+        val_buckets: int = 4,
+        seed: int = 0,
+        config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {lr_decay!r}")
+        if grad_clip < 0:
+            raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {grad_clip}")
+        if val_buckets < 1:
+            raise ValueError(f"val_buckets must be >= 1, got {val_buckets}")
+        self.automatic_optimization = False
+        setattr(self, self.net_attr, net)
+        self.optimizer_factory = optimizer
+        self.data_shape = tuple(int(s) for s in data_shape)
+        self.warmup_steps, self.lr_decay = int(warmup_steps), lr_decay
+        self.grad_clip, self.ema_decay = float(grad_clip), float(ema_decay)
+        self.val_buckets = int(val_buckets)
+        self.seed = int(seed)
+        self.config = config or {}
+        self.ema = EMAModel(net, self.ema_decay)
+        self.ema.requires_grad_(False)
+        # Counters live in buffers so they are checkpointed and restored on resume.
+        self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
+        self._val_rng = ForkedRNG()
+
+    def configure_optimizers(self):
+        opt = self.optimizer_factory(self.model.parameters())
+        total = None
+        if self.lr_decay != "none":
+            total = int(self.trainer.estimated_stepping_batches)
+            if not 0 < total < 10**12:
+                raise ValueError(
+                    f"module.lr_decay={self.lr_decay} needs a finite number of optimizer steps, "
+                    f"got {total}; set trainer.max_steps (or max_epochs) or module.lr_decay=none"
+                )
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, partial(lr_factor, warmup=self.warmup_steps, decay=self.lr_decay, total=total)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _clip_gradients(self) -> Tensor:
+        max_norm = self.grad_clip if self.grad_clip > 0 else math.inf
+        return torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+
+    def _step(self, opt, sched) -> None:
+        """One optimizer step, then the LR schedule and the EMA."""
+        opt.step()
+        sched.step()
+        self.ema.update_parameters(self.model)
+
+    def _update_buckets(self, metrics: nn.ModuleList, values: Tensor, noise: Tensor) -> None:
+        """Bucket k's metric takes the values (B,) whose noise level falls in the k-th equal
+        part of log σ (discrete levels) or of t."""
+        frac = self.model.noise.noise_fraction(noise)
+        bucket = (frac * self.val_buckets).long().clamp(0, self.val_buckets - 1)
+        for k, metric in enumerate(metrics):
+            if (bucket == k).any():
+                metric.update(values[bucket == k])
+
+    def bucket_names(self) -> list[str]:
+        return self.model.noise.bucket_names(self.val_buckets)
+
+    def on_validation_start(self) -> None:
+        # Validation draws its noise from a fixed seed, so its figures are comparable across
+        # steps and training's global RNG stream does not depend on when (or whether, after a
+        # resume) validation ran.
+        self._val_rng.enter(self.seed + 1)
+
+    def on_validation_end(self) -> None:
+        self._val_rng.exit()
+
+    progress_keys: tuple[str, ...] = ("val/loss",)  # shown in the progress bar
+
+    def _val_metrics(self) -> dict[str, MeanMetric]:
+        """The validation metrics by logged name."""
+        raise NotImplementedError
+
+    def on_validation_epoch_end(self) -> None:
+        self.last_val_step = int(self.global_step)  # which weights the latest val/* describe
+        for key, metric in self._val_metrics().items():
+            if metric.update_count > 0:
+                self.log(key, metric.compute(), prog_bar=key in self.progress_keys)
+            metric.reset()
+
+    def add_missing_data_moments(self, state_dict: dict[str, Any]) -> None:
+        """A checkpoint saved before the data moments were loads with them unknown."""
+
+    def check_state(self, state: dict[str, Any], what: str, fix: str = "") -> None:
+        """Refuse a state dict of another architecture in one line listing the keys (Lightning's
+        strict load prints one line per tensor); ``state`` gains the data moments it lacks."""
+        self.add_missing_data_moments(state)
+        mismatch = describe_state_mismatch(self.state_dict(), state)
+        if mismatch:
+            raise CheckpointError(f"{what} ({mismatch}){fix}")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["scorelab_config"] = self.config
+        # A checkpoint written during validation (ModelCheckpoint defers a save to
+        # on_validation_end while its monitored metric does not exist yet) must hold the
+        # training stream, not the forked validation one.
+        checkpoint[RNG_KEY] = self._val_rng.outer_states or collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Continue the global noise stream of the interrupted run (see scorelab.lit.rng).
+        if RNG_KEY in checkpoint:
+            restore_rng_states(checkpoint[RNG_KEY])
+
+
+class ScoreModule(EMATrainingModule):
+    """Trains ``model`` (a :class:`ScoreModel`) with ``loss``; keeps an EMA copy for sampling.
+
+    Args (besides those of :class:`EMATrainingModule`):
+        model: the parametrised score network.
+        loss: a loss object, ``loss(score_fn, x) -> LossOutput``.
+        sampler: a :class:`~scorelab.draw.Sampler` used for validation samples.
+        data_range: ``"zero_one"`` or ``"minus_one_one"``: how data was scaled, for grids.
         nonfinite: policy for a non-finite loss or gradient: ``"skip"`` the step and count it,
             ``"stop"`` after saving a debug checkpoint, or ``"off"`` (no check, no host sync).
         max_skips_in_a_row: under ``"skip"``, this many non-finite steps in a row stop the run
             as ``"stop"`` does (a run whose every batch is bad would otherwise never end).
-        val_buckets: number of noise-level buckets for the validation loss.
         channels_last: use the channels-last memory format for image networks.
         compile: wrap the score model's forward in ``torch.compile``: ``False``, ``True``
             (mode "default") or a mode name from :data:`COMPILE_MODES`.
@@ -126,10 +260,6 @@ class ScoreModule(L.LightningModule):
         label_dropout: for a class-conditional network (``model.net.num_labels``), the chance
             that a training label is replaced by the null label, which trains the unconditional
             score that classifier-free guidance needs (Ho & Salimans 2022).
-        seed: the run's seed; validation draws its noise from ``seed + 1``.
-        config: the resolved run configuration as plain containers, saved in checkpoints so
-            that :func:`scorelab.lit.build.load_module` and the sampling entry points can
-            rebuild the model and its sampler. The module itself reads nothing from it.
     """
 
     def __init__(
@@ -141,71 +271,37 @@ class ScoreModule(L.LightningModule):
         sampler: Callable | None = None,
         data_shape: tuple[int, ...] = (2,),
         data_range: str = "none",
-        warmup_steps: int = 0,
-        lr_decay: str = "none",
-        grad_clip: float = 1.0,
-        ema_decay: float = 0.999,
         nonfinite: str = "skip",
         max_skips_in_a_row: int = 100,
-        val_buckets: int = 4,
         channels_last: bool = False,
         compile: bool | str = False,
         accumulate_grad_batches: int = 1,
         label_dropout: float = 0.1,
-        seed: int = 0,
-        config: dict | None = None,
+        **common: Any,
     ) -> None:
-        super().__init__()
+        channels_last = channels_last and len(data_shape) == 3
+        if channels_last:  # before the EMA copy is made
+            model.to(memory_format=torch.channels_last)
+        super().__init__(model, optimizer, data_shape=data_shape, **common)
         self.label_dropout = check_label_dropout(label_dropout)
-        self.seed = int(seed)
         self.num_labels = label_count(model)
         self._label: Tensor | None = None  # the labels of the step under way (see _labelled)
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         if nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-        if lr_decay not in LR_DECAYS:
-            raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {lr_decay!r}")
-        if isinstance(max_skips_in_a_row, bool) or int(max_skips_in_a_row) < 1:
-            raise ValueError(
-                f"max_skips_in_a_row must be an integer >= 1, got {max_skips_in_a_row}"
-            )
-        if grad_clip < 0:
-            raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {grad_clip}")
-        if val_buckets < 1:
-            raise ValueError(f"val_buckets must be >= 1, got {val_buckets}")
         mode = compile_mode(compile)
-        if (
-            isinstance(accumulate_grad_batches, bool)
-            or int(accumulate_grad_batches) != float(accumulate_grad_batches)
-            or int(accumulate_grad_batches) < 1
+        for name, v in (
+            ("max_skips_in_a_row", max_skips_in_a_row),
+            ("accumulate_grad_batches", accumulate_grad_batches),
         ):
-            raise ValueError(
-                f"accumulate_grad_batches must be an integer >= 1, got {accumulate_grad_batches}"
-            )
-        self.automatic_optimization = False
-        self.model = model
+            if isinstance(v, bool) or int(v) != float(v) or int(v) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v}")
         self.loss_fn = loss
-        self.optimizer_factory = optimizer
         self.sampler = sampler
-        self.data_shape = tuple(int(s) for s in data_shape)
         self.data_range = data_range
-        self.warmup_steps = int(warmup_steps)
-        self.lr_decay = lr_decay
-        self.grad_clip = float(grad_clip)
-        self.ema_decay = float(ema_decay)
         self.nonfinite = nonfinite
         self.max_skips_in_a_row = int(max_skips_in_a_row)
         self.skips_in_a_row = 0  # not saved: a resumed run starts counting afresh
-        self.val_buckets = int(val_buckets)
-        self.channels_last = channels_last and len(self.data_shape) == 3
-        self.config = config or {}
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        self.ema = EMAModel(self.model, self.ema_decay)
-        self.ema.requires_grad_(False)
+        self.channels_last = channels_last
         # The data's per-coordinate mean and variance, filled in from the training data when
         # fitting starts and saved in checkpoints; the samplers read them from the model (the
         # deterministic ones start from them), so both the model and its EMA copy see this one
@@ -213,8 +309,6 @@ class ScoreModule(L.LightningModule):
         self.data_moments = DataMoments(self.data_shape)
         for m in (self.model, self.ema.module):
             object.__setattr__(m, "data_moments", self.data_moments)
-        # Counters live in buffers so they are checkpointed and restored on resume.
-        self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
         self.val_loss = MeanMetric()
         self.val_bucket_loss = nn.ModuleList(MeanMetric() for _ in range(self.val_buckets))
         # Kept out of the module registry, so checkpoints hold the weights once (under model.*)
@@ -224,8 +318,6 @@ class ScoreModule(L.LightningModule):
         self._micro_step = 0
         forward = torch.compile(self.model, mode=mode) if mode else self.model
         object.__setattr__(self, "_forward", forward)
-        self.last_bad_batch: Tensor | None = None
-        self._val_rng = ForkedRNG()
 
     # ------------------------------------------------------------------ helpers
     def _prep(self, x: Tensor) -> Tensor:
@@ -264,21 +356,6 @@ class ScoreModule(L.LightningModule):
             )
         return drop_labels(y.long(), dropout, self.num_labels)
 
-    def configure_optimizers(self):
-        opt = self.optimizer_factory(self.model.parameters())
-        total = None
-        if self.lr_decay != "none":
-            total = int(self.trainer.estimated_stepping_batches)
-            if not 0 < total < 10**12:
-                raise ValueError(
-                    f"module.lr_decay={self.lr_decay} needs a finite number of optimizer steps, "
-                    f"got {total}; set trainer.max_steps (or max_epochs) or module.lr_decay=none"
-                )
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, partial(lr_factor, warmup=self.warmup_steps, decay=self.lr_decay, total=total)
-        )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, index = unpack_batch(batch)
@@ -297,12 +374,9 @@ class ScoreModule(L.LightningModule):
         if not last:  # gradients keep accumulating; no optimizer step yet
             self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
             return loss.detach()
-        max_norm = self.grad_clip if self.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        grad_norm = self._clip_gradients()
         if self.nonfinite == "off" or self._all_finite(loss, grad_norm):
-            opt.step()
-            sched.step()
-            self.ema.update_parameters(self.model)
+            self._step(opt, sched)
             self.skips_in_a_row = 0
         else:
             # Neither the optimizer (moments, step count), the LR schedule nor the EMA moves.
@@ -352,7 +426,6 @@ class ScoreModule(L.LightningModule):
 
     def _on_nonfinite(self, loss, grad_norm, x, index, batch_idx) -> None:
         self.skipped_steps += 1
-        self.last_bad_batch = index if index is not None else torch.tensor([batch_idx])
         what = "loss" if not torch.isfinite(loss) else "gradient"
         epoch = self.current_epoch if self._trainer is not None else 0
         msg = (
@@ -406,23 +479,6 @@ class ScoreModule(L.LightningModule):
         raise NonFiniteLossError(f"{msg}; {how}; {where}; {fix}")
 
     # ------------------------------------------------------------------ validation
-    def _bucket(self, noise: Tensor) -> Tensor:
-        """Bucket index (B,) of each noise level: equal parts of log σ (discrete) or of t."""
-        frac = self.model.noise.noise_fraction(noise)
-        return (frac * self.val_buckets).long().clamp(0, self.val_buckets - 1)
-
-    def bucket_names(self) -> list[str]:
-        return self.model.noise.bucket_names(self.val_buckets)
-
-    def on_validation_start(self) -> None:
-        # Validation draws its noise from a fixed seed, so the validation loss is comparable
-        # across steps and training's global RNG stream does not depend on when (or whether,
-        # after a resume) validation ran.
-        self._val_rng.enter(self.seed + 1)
-
-    def on_validation_end(self) -> None:
-        self._val_rng.exit()
-
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, _ = unpack_batch(batch)
         ema = self.ema_model()
@@ -432,76 +488,35 @@ class ScoreModule(L.LightningModule):
             out = self.loss_fn(lambda y, n: ema(self._prep(y), n, **kw), self._prep(x))
         per = out.per_sample.detach()
         self.val_loss.update(per)
-        buckets = self._bucket(out.noise.detach())
-        for k, metric in enumerate(self.val_bucket_loss):
-            mask = buckets == k
-            metric.update(per[mask]) if mask.any() else None
-
-    def on_validation_epoch_end(self) -> None:
-        self.last_val_step = int(self.global_step)  # which weights the latest val/* describe
-        if self.val_loss.update_count > 0:
-            self.log("val/loss", self.val_loss.compute(), prog_bar=True, sync_dist=False)
-        for name, metric in zip(self.bucket_names(), self.val_bucket_loss):
-            if metric.update_count > 0:
-                self.log(f"val/loss_{name}", metric.compute())
-        self.val_loss.reset()
-        for metric in self.val_bucket_loss:
-            metric.reset()
+        self._update_buckets(self.val_bucket_loss, per, out.noise.detach())
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        *,
-        sampler: Callable | None = None,
-        generator: torch.Generator | None = None,
-        use_ema: bool = True,
-        progress: bool = False,
-    ):
-        """Draw ``n`` samples with ``sampler`` (default: the configured one) -> SampleResult."""
-        sampler = sampler or self.sampler
-        if sampler is None:
-            raise ValueError("no sampler configured: pass sampler=... (e.g. sampler=ald)")
-        model = self.ema_model() if use_ema else self.model
-        return sampler(
-            model,
-            (n, *self.data_shape),
-            device=self.device,
-            generator=generator,
-            progress=progress,
-        )
+    def sample(self, n: int, *, generator: torch.Generator | None = None, progress: bool = False):
+        """Draw ``n`` samples with the EMA weights and the configured sampler -> SampleResult."""
+        if self.sampler is None:
+            raise ValueError("no sampler configured: set sampler=NAME (e.g. sampler=ald)")
+        shape = (n, *self.data_shape)
+        kw = {"device": self.device, "generator": generator, "progress": progress}
+        return self.sampler(self.ema_model(), shape, **kw)
 
     def to_unit_range(self, x: Tensor) -> Tensor:
-        """Map samples to [0, 1] for images (clamped), unchanged for points."""
         return to_unit_range(x, self.data_range)
 
     # ------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["scorelab_config"] = self.config
-        # A checkpoint written during validation (ModelCheckpoint defers a save to
-        # on_validation_end while its monitored metric does not exist yet) must hold the
-        # training stream, not the forked validation one.
-        checkpoint[RNG_KEY] = self._val_rng.outer_states or collect_rng_states()
+    def _val_metrics(self) -> dict[str, MeanMetric]:
+        names = [f"val/loss_{name}" for name in self.bucket_names()]
+        return {"val/loss": self.val_loss, **dict(zip(names, self.val_bucket_loss, strict=True))}
 
     def add_missing_data_moments(self, state_dict: dict[str, Any]) -> None:
-        """A checkpoint saved before the data moments were loads with them unknown."""
         for key, value in self.data_moments.state_dict(prefix="data_moments.").items():
             state_dict.setdefault(key, torch.zeros_like(value))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "state_dict" in checkpoint:
-            self.add_missing_data_moments(checkpoint["state_dict"])
-        # Refuse a checkpoint of another architecture with one line listing the keys, before
-        # Lightning's strict load prints one line per tensor.
-        mismatch = describe_state_mismatch(self.state_dict(), checkpoint.get("state_dict", {}))
-        if mismatch:
-            trainer = self._trainer
-            path = getattr(trainer, "ckpt_path", None) if trainer is not None else None
-            raise CheckpointError(
-                f"checkpoint {path or ''} does not fit the model of this config ({mismatch}); "
-                "resume with the model settings it was trained with, or start a new run"
-            )
-        # Continue the global noise stream of the interrupted run (see scorelab.lit.rng).
-        if RNG_KEY in checkpoint:
-            restore_rng_states(checkpoint[RNG_KEY])
+        path = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+        self.check_state(
+            checkpoint.setdefault("state_dict", {}),
+            f"checkpoint {path or ''} does not fit the model of this config",
+            "; resume with the model settings it was trained with, or start a new run",
+        )
+        super().on_load_checkpoint(checkpoint)

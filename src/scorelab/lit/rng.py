@@ -61,24 +61,19 @@ def restore_rng_states(state: dict[str, Any]) -> None:
 class ForkedRNG:
     """Run a block (e.g. validation) on a fixed seed without disturbing the global stream.
 
-    ``enter(seed)`` saves the global states and seeds torch; ``exit()`` restores them. Hooks
-    such as ``on_validation_start``/``on_validation_end`` call the two halves, which a
-    ``with`` block cannot span.
+    ``enter(seed)`` saves the global states (``outer_states``, None outside the block) and seeds
+    torch; ``exit()`` restores them. Hooks such as ``on_validation_start``/``on_validation_end``
+    call the two halves, which a ``with`` block cannot span.
     """
 
     def __init__(self) -> None:
-        self._saved: dict[str, Any] | None = None
+        self.outer_states: dict[str, Any] | None = None
 
     def enter(self, seed: int) -> None:
-        self._saved = collect_rng_states()
+        self.outer_states = collect_rng_states()
         torch.manual_seed(seed)
 
-    @property
-    def outer_states(self) -> dict[str, Any] | None:
-        """The states saved by ``enter`` (the stream outside the block), or None outside it."""
-        return self._saved
-
     def exit(self) -> None:
-        if self._saved is not None:
-            restore_rng_states(self._saved)
-            self._saved = None
+        if self.outer_states is not None:
+            restore_rng_states(self.outer_states)
+            self.outer_states = None
