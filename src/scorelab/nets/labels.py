@@ -70,6 +70,21 @@ def check_label_range(label: Tensor, num_labels: int) -> None:
         )
 
 
+def label_table(num_labels: int | None, dim: int) -> LabelEmbedding | None:
+    """A :class:`LabelEmbedding` of width ``dim``, or None for ``num_labels=None``."""
+    return None if num_labels is None else LabelEmbedding(num_labels, dim)
+
+
+def add_label(emb: Tensor | None, table: LabelEmbedding | None, label, x: Tensor, who: str):
+    """``emb`` (B, dim) or None plus the embedding of ``label`` in x's dtype; a network ``who``
+    without a ``table`` accepts only ``label=None`` and returns ``emb``."""
+    if table is None:
+        no_labels_refused(who, label)
+        return emb
+    lab = table(label, x.shape[0], x.device).to(x.dtype)
+    return lab if emb is None else emb + lab
+
+
 def no_labels_refused(cls_name: str, label) -> None:
     """A network without a label embedding accepts only ``label=None``."""
     if label is not None:

@@ -48,7 +48,7 @@ from scorelab.nets.conditioning import (
     check_kind,
     unscale,
 )
-from scorelab.nets.labels import LabelEmbedding, check_num_labels, no_labels_refused
+from scorelab.nets.labels import add_label, check_num_labels, label_table
 from scorelab.nets.layers_sde import (
     AttnBlock,
     Combine,
@@ -66,6 +66,17 @@ from scorelab.nets.layers_sde import (
 __all__ = ["NCSNpp"]
 
 _SQRT_HALF = 2.0**-0.5
+_CHOICES = {
+    "resblock_type": ("biggan", "ddpm"),
+    "progressive": ("none", "output_skip", "residual"),
+    "progressive_input": ("none", "input_skip", "residual"),
+    "progressive_combine": ("sum", "cat"),
+    "embedding_type": ("fourier", "positional"),
+}
+
+
+def _choice(name: str, value: str) -> str:
+    return check_kind(name, str(value).lower(), _CHOICES[name])
 
 
 class DownLevel(nn.Module):
@@ -94,13 +105,6 @@ class UpLevel(nn.Module):
         self.pyramid_conv: nn.Module | None = None
         self.pyramid_up: nn.Module | None = None
         self.upsample: nn.Module | None = None
-
-
-def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
-    v = str(value).lower()
-    if v not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}.")
-    return v
 
 
 class NCSNpp(nn.Module):
@@ -168,14 +172,41 @@ class NCSNpp(nn.Module):
         super().__init__()
         ch_mult = tuple(int(m) for m in ch_mult)
         attn_resolutions = tuple(int(r) for r in attn_resolutions)
-        self.resblock_type = _choice("resblock_type", resblock_type, ("biggan", "ddpm"))
-        self.progressive = _choice("progressive", progressive, ("none", "output_skip", "residual"))
-        self.progressive_input = _choice(
-            "progressive_input", progressive_input, ("none", "input_skip", "residual")
-        )
-        combine = _choice("progressive_combine", progressive_combine, ("sum", "cat"))
-        self.embedding_type = _choice("embedding_type", embedding_type, ("fourier", "positional"))
-        _validate(image_size, channels, nf, ch_mult, num_res_blocks, attn_resolutions, dropout)
+        self.resblock_type = _choice("resblock_type", resblock_type)
+        self.progressive = _choice("progressive", progressive)
+        self.progressive_input = _choice("progressive_input", progressive_input)
+        combine = _choice("progressive_combine", progressive_combine)
+        self.embedding_type = _choice("embedding_type", embedding_type)
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}.")
+        if len(ch_mult) < 1 or min(ch_mult) < 1:
+            raise ValueError(f"ch_mult must be a non-empty sequence of ints >= 1, got {ch_mult}.")
+        if num_res_blocks < 1:
+            raise ValueError(f"num_res_blocks must be >= 1, got {num_res_blocks}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        factor = 2 ** (len(ch_mult) - 1)
+        if image_size < factor or image_size % factor:
+            raise ValueError(
+                f"image_size={image_size} is not divisible by 2**(len(ch_mult)-1)={factor} "
+                f"(ch_mult={ch_mult}); use an image size that is a multiple of {factor} or a "
+                f"shorter ch_mult."
+            )
+        resolutions = [image_size // 2**i for i in range(len(ch_mult))]
+        for r in attn_resolutions:
+            if r not in resolutions:
+                raise ValueError(
+                    f"attn_resolutions contains {r}, which is never reached: with image_size="
+                    f"{image_size} and {len(ch_mult)} levels the resolutions are {resolutions}; "
+                    f"pick attention resolutions from that list."
+                )
+        for c in sorted({nf} | {nf * m for m in ch_mult}):
+            groups = max(1, min(c // 4, 32))
+            if c % groups:
+                raise ValueError(
+                    f"feature width {c} (nf={nf} × ch_mult) is not divisible by its GroupNorm "
+                    f"group count {groups}; use an nf that is a multiple of 32 (or of 4 below 128)."
+                )
 
         self.image_size, self.channels, self.nf = image_size, channels, nf
         self.conditional = conditional
@@ -190,19 +221,16 @@ class NCSNpp(nn.Module):
             self.cond_input = check_kind("cond_input", cond_input or default, tuple(CONTINUOUS))
         self.rescale = _SQRT_HALF if skip_rescale else 1.0
         n_res = len(ch_mult)
-        resolutions = [image_size // 2**i for i in range(n_res)]
         biggan = self.resblock_type == "biggan"
         temb_dim = 4 * nf if embedded else None
 
+        block_kw = dict(
+            temb_dim=temb_dim, dropout=dropout, skip_rescale=skip_rescale, init_scale=init_scale
+        )
+
         def resblock(in_ch: int, out_ch: int | None = None, **kw: bool) -> nn.Module:
-            common = dict(
-                temb_dim=temb_dim, dropout=dropout, skip_rescale=skip_rescale, init_scale=init_scale
-            )
-            if biggan:
-                return ResnetBlockBigGAN(
-                    in_ch, out_ch, fir=fir, fir_kernel=fir_kernel, **common, **kw
-                )
-            return ResnetBlockDDPM(in_ch, out_ch, **common)
+            block = ResnetBlockBigGAN if biggan else ResnetBlockDDPM
+            return block(in_ch, out_ch, fir=fir, fir_kernel=fir_kernel, **block_kw, **kw)
 
         def attn(ch: int) -> AttnBlock:
             return AttnBlock(ch, skip_rescale=skip_rescale, init_scale=init_scale)
@@ -216,9 +244,7 @@ class NCSNpp(nn.Module):
             if embedded
             else None
         )
-        self.label_embed: LabelEmbedding | None = None
-        if self.num_labels is not None:
-            self.label_embed = LabelEmbedding(self.num_labels, embed_dim)
+        self.label_embed = label_table(self.num_labels, embed_dim)
 
         # Parameter-free pyramid resamplers (shared by every level).
         self.pyramid_downsample = (
@@ -355,11 +381,7 @@ class NCSNpp(nn.Module):
                     f"(cond_input={self.cond_input!r})"
                 )
             temb = self.cond_features(cond).to(x.dtype)
-        if self.label_embed is not None:
-            lab = self.label_embed(label, x.shape[0], x.device).to(x.dtype)
-            temb = lab if temb is None else temb + lab
-        else:
-            no_labels_refused(type(self).__name__, label)
+        temb = add_label(temb, self.label_embed, label, x, type(self).__name__)
         if temb is not None:
             temb = self.temb(temb)
 
@@ -412,45 +434,3 @@ class NCSNpp(nn.Module):
         if self.progressive == "output_skip":
             return out_pyramid
         return self.conv_out(F.silu(self.norm_out(h)))
-
-
-def _validate(
-    image_size: int,
-    channels: int,
-    nf: int,
-    ch_mult: tuple[int, ...],
-    num_res_blocks: int,
-    attn_resolutions: tuple[int, ...],
-    dropout: float,
-) -> None:
-    """Check the architecture arguments before any layer is built."""
-    if channels < 1:
-        raise ValueError(f"channels must be >= 1, got {channels}.")
-    if len(ch_mult) < 1 or min(ch_mult) < 1:
-        raise ValueError(f"ch_mult must be a non-empty sequence of ints >= 1, got {ch_mult}.")
-    if num_res_blocks < 1:
-        raise ValueError(f"num_res_blocks must be >= 1, got {num_res_blocks}.")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
-    factor = 2 ** (len(ch_mult) - 1)
-    if image_size < factor or image_size % factor:
-        raise ValueError(
-            f"image_size={image_size} is not divisible by 2**(len(ch_mult)-1)={factor} "
-            f"(ch_mult={ch_mult}); use an image size that is a multiple of {factor} or a "
-            f"shorter ch_mult."
-        )
-    resolutions = [image_size // 2**i for i in range(len(ch_mult))]
-    for r in attn_resolutions:
-        if r not in resolutions:
-            raise ValueError(
-                f"attn_resolutions contains {r}, which is never reached: with image_size="
-                f"{image_size} and {len(ch_mult)} levels the resolutions are {resolutions}; "
-                f"pick attention resolutions from that list."
-            )
-    for c in sorted({nf} | {nf * m for m in ch_mult}):
-        groups = max(1, min(c // 4, 32))
-        if c % groups:
-            raise ValueError(
-                f"feature width {c} (nf={nf} × ch_mult) is not divisible by its GroupNorm group "
-                f"count {groups}; use an nf that is a multiple of 32 (or of 4 below 128)."
-            )

@@ -18,16 +18,17 @@ import math
 import torch
 from torch import Tensor, nn
 
-from scorelab.nets.conditioning import COND_KINDS, CONTINUOUS, SINUSOID_SCALE, unscale
+from scorelab.nets.conditioning import COND_KINDS, CONTINUOUS, SINUSOID_SCALE, check_kind, unscale
 
 EMBEDDINGS = tuple(COND_KINDS)
 FEATURES = ("sinusoidal", "fourier")
 
 
-def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    """Raise ValueError unless `value` is one of `allowed`."""
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; use one of {', '.join(allowed)}")
+def check_positive(**values) -> None:
+    """Refuse, naming it, any value that is not an int >= 1 (a bool included)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive integer")
 
 
 class NoiseEmbedding(nn.Module):
@@ -55,8 +56,8 @@ class NoiseEmbedding(nn.Module):
         fourier_scale: float = 16.0,
     ) -> None:
         super().__init__()
-        check_choice("embedding", embedding, (*CONTINUOUS, "index"))
-        check_choice("features", features, FEATURES)
+        check_kind("embedding", embedding, (*CONTINUOUS, "index"))
+        check_kind("features", features, FEATURES)
         if dim < 2 or (embedding != "index" and dim % 2):
             raise ValueError(f"embedding dim={dim} must be an even integer >= 2")
         self.embedding, self.dim, self.features = embedding, dim, features
@@ -90,3 +91,19 @@ class NoiseEmbedding(nn.Module):
         s = unscale(self.embedding, cond)
         arg = (s * self.input_scale)[:, None] * self.freqs[None, :]
         return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)
+
+
+class NoiseConditioned(nn.Module):
+    """Base of the small networks: ``embedding`` is the kind of cond they expect (their
+    ``cond_input``) and ``embed`` (None if unconditional) computes its fixed features."""
+
+    embedding: str
+    embed: NoiseEmbedding | None
+
+    @property
+    def cond_input(self) -> str:
+        return self.embedding
+
+    def cond_features(self, cond: Tensor) -> Tensor | None:
+        """The fixed features of cond, before any learned layer; None if unconditional."""
+        return None if self.embed is None else self.embed(cond)

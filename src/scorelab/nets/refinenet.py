@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scorelab.nets.labels import LabelEmbedding, check_num_labels, no_labels_refused
+from scorelab.nets.labels import check_num_labels, label_table, no_labels_refused
 from scorelab.nets.normalization import CondInstanceNorm2dPlus, InstanceNorm2dPlus
 
 NormFactory = Callable[[int], nn.Module]
@@ -274,18 +274,19 @@ class _RefineNet(nn.Module):
     """Shared body; see `NCSN`, `NCSNv2` and `NCSNv2Deeper` for the public networks."""
 
     stages: tuple[_Stage, ...] = _NCSN_STAGES
+    default_image_size = 32
+    num_classes: int | None = None  # noise levels L of the conditional network (NCSN)
 
     def __init__(
         self,
-        *,
-        channels: int,
-        image_size: int,
-        ngf: int,
-        num_classes: int | None,
-        rescale_input: bool,
+        channels: int = 3,
+        image_size: int | None = None,
+        ngf: int = 128,
+        rescale_input: bool = True,
         num_labels: int | None = None,
     ) -> None:
         super().__init__()
+        image_size = self.default_image_size if image_size is None else image_size
         _check_positive_int("channels", channels, "use 1 for MNIST or 3 for colour images")
         _check_positive_int("ngf", ngf, "the official networks use 64 (MNIST) or 128")
         n_pools = sum(s.entry and s.dilation is None for s in self.stages)
@@ -303,21 +304,16 @@ class _RefineNet(nn.Module):
                 f"(the network halves the resolution {times}); use 28, 32 or 64"
             )
         self.channels, self.image_size, self.ngf = channels, image_size, ngf
-        self.num_classes = num_classes
         self.rescale_input = rescale_input
         self.num_labels = check_num_labels(num_labels)
-        self.label_embed: LabelEmbedding | None = None
-        label_dim = 0
-        if self.num_labels is not None:
-            label_dim = ngf
-            self.label_embed = LabelEmbedding(self.num_labels, label_dim)
+        self.label_embed = label_table(self.num_labels, ngf)
+        label_dim = 0 if self.label_embed is None else ngf
 
-        conditional = num_classes is not None
+        conditional = self.num_classes is not None
         if conditional:
-            assert num_classes is not None
 
             def norm(c: int) -> nn.Module:
-                return CondInstanceNorm2dPlus(c, num_classes)
+                return CondInstanceNorm2dPlus(c, self.num_classes)
         else:
             norm = InstanceNorm2dPlus
         act = nn.ELU()
@@ -328,46 +324,28 @@ class _RefineNet(nn.Module):
         widths = []
         for st in self.stages:
             c_out = st.mult * ngf
+            kw = dict(norm=norm, act=act, dilation=st.dilation, label_dim=label_dim)
             self.encoder.append(
                 nn.ModuleList(
-                    [
-                        ResBlock(
-                            c,
-                            c_out,
-                            norm=norm,
-                            act=act,
-                            entry=st.entry,
-                            dilation=st.dilation,
-                            label_dim=label_dim,
-                        ),
-                        ResBlock(
-                            c_out,
-                            c_out,
-                            norm=norm,
-                            act=act,
-                            dilation=st.dilation,
-                            label_dim=label_dim,
-                        ),
-                    ]
+                    [ResBlock(c, c_out, entry=st.entry, **kw), ResBlock(c_out, c_out, **kw)]
                 )
             )
             widths.append(c_out)
             c = c_out
 
         # Decoder, deepest level first. The block at level k fuses the encoder output of level k
-        # with the previous block's output and has as many channels as encoder level k - 1.
-        refine_norm = norm if conditional else None
+        # with the previous (deeper) block's output, both widths[k] wide, and has as many
+        # channels as encoder level k - 1.
         self.decoder = nn.ModuleList()
         n = len(widths)
         for k in reversed(range(n)):
             features = widths[k - 1] if k > 0 else ngf
-            # The previous (deeper) block has widths[k] channels too, by the rule above.
             in_planes = [widths[k]] if k == n - 1 else [widths[k], widths[k]]
             self.decoder.append(
                 RefineBlock(
                     in_planes,
                     features,
-                    norm=refine_norm,
+                    norm=norm if conditional else None,
                     act=act,
                     max_pool=not conditional,
                     end=k == 0,
@@ -377,15 +355,12 @@ class _RefineNet(nn.Module):
         self.out_act = act
         self.out_conv = nn.Conv2d(ngf, channels, 3, padding=1)
 
-    def _label_features(self, x: Tensor, label) -> Tensor | None:
-        """The label embedding (B, ngf), or None for a network without labels."""
+    def _features(self, x: Tensor, y: Tensor | None, label=None) -> Tensor:
+        emb = None
         if self.label_embed is None:
             no_labels_refused(type(self).__name__, label)
-            return None
-        return self.label_embed(label, x.shape[0], x.device)
-
-    def _features(self, x: Tensor, y: Tensor | None, label=None) -> Tensor:
-        emb = self._label_features(x, label)
+        else:
+            emb = self.label_embed(label, x.shape[0], x.device)
         if self.rescale_input:
             x = 2 * x - 1  # data in [0, 1] -> [-1, 1]
         h = self.stem(x)
@@ -422,6 +397,8 @@ class NCSN(_RefineNet):
     -> (B, C, H, W).
     """
 
+    cond_input = "index"  # the kind of cond (scorelab.nets.conditioning)
+
     def __init__(
         self,
         channels: int = 3,
@@ -432,16 +409,8 @@ class NCSN(_RefineNet):
         num_labels: int | None = None,
     ) -> None:
         _check_positive_int("num_classes", num_classes, "it is the number of noise levels L")
-        super().__init__(
-            channels=channels,
-            image_size=image_size,
-            ngf=ngf,
-            num_classes=num_classes,
-            rescale_input=rescale_input,
-            num_labels=num_labels,
-        )
-
-    cond_input = "index"  # the kind of cond (scorelab.nets.conditioning)
+        self.num_classes = num_classes  # a plain int, read by _RefineNet.__init__
+        super().__init__(channels, image_size, ngf, rescale_input, num_labels)
 
     def cond_features(self, cond: Tensor) -> Tensor:
         """One-hot (B, L) of the level index: the row every CondInstanceNorm++ table reads."""
@@ -463,7 +432,7 @@ class NCSNv2(_RefineNet):
 
     Args:
         channels: data channels C.
-        image_size: H = W; a multiple of 2 and >= 8.
+        image_size: H = W; a multiple of 2 and >= 8 (default 32).
         ngf: base width.
         rescale_input: map x -> 2x - 1 first (for data in [0, 1]).
         num_labels: number of classes K of a class-conditional network (None: none); see the
@@ -472,23 +441,6 @@ class NCSNv2(_RefineNet):
     Shapes: x (B, C, H, W), cond (B,) ignored (may be None), label (B,) long in [0, K] or
     None (= K) -> (B, C, H, W).
     """
-
-    def __init__(
-        self,
-        channels: int = 3,
-        image_size: int = 32,
-        ngf: int = 128,
-        rescale_input: bool = True,
-        num_labels: int | None = None,
-    ) -> None:
-        super().__init__(
-            channels=channels,
-            image_size=image_size,
-            ngf=ngf,
-            num_classes=None,
-            rescale_input=rescale_input,
-            num_labels=num_labels,
-        )
 
     cond_input = "none"  # unconditional: the parametrisation divides by σ
 
@@ -503,26 +455,9 @@ class NCSNv2(_RefineNet):
 class NCSNv2Deeper(NCSNv2):
     """Deeper NCSNv2 for 64 px and above: five stages, two of them pooling, widths up to 4·ngf.
 
-    The official `NCSNv2Deeper` without its final division by σ. `image_size` must be a
-    multiple of 4 and >= 16.
-
-    Shapes: x (B, C, H, W), cond (B,) ignored, label as for `NCSNv2` -> (B, C, H, W).
+    The official `NCSNv2Deeper` without its final division by σ. Arguments as for `NCSNv2`;
+    `image_size` (default 64) must be a multiple of 4 and >= 16.
     """
 
     stages = _DEEPER_STAGES
-
-    def __init__(
-        self,
-        channels: int = 3,
-        image_size: int = 64,
-        ngf: int = 128,
-        rescale_input: bool = True,
-        num_labels: int | None = None,
-    ) -> None:
-        super().__init__(
-            channels=channels,
-            image_size=image_size,
-            ngf=ngf,
-            rescale_input=rescale_input,
-            num_labels=num_labels,
-        )
+    default_image_size = 64
