@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from scorelab.nets.conditioning import cond_input
+from scorelab.nets.noise_embedding import check_positive
 from scorelab.nets.precond import ScoreModel
 from scorelab.sde import NoiseProcess
 
@@ -83,16 +84,13 @@ class MLPEnergy(nn.Module):
         self, dim: int, hidden: int = 128, n_layers: int = 3, conditional: bool = False
     ) -> None:
         super().__init__()
-        for name, value in (("dim", dim), ("hidden", hidden), ("n_layers", n_layers)):
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value}")
-        self.dim = int(dim)
-        self.conditional = bool(conditional)
+        check_positive(dim=dim, hidden=hidden, n_layers=n_layers)
+        self.dim, self.conditional = dim, bool(conditional)
         layers: list[nn.Module] = []
-        width = self.dim + int(self.conditional)
-        for _ in range(int(n_layers)):
-            layers += [nn.Linear(width, int(hidden)), nn.Softplus()]
-            width = int(hidden)
+        width = dim + int(self.conditional)
+        for _ in range(n_layers):
+            layers += [nn.Linear(width, hidden), nn.Softplus()]
+            width = hidden
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
 
@@ -136,28 +134,20 @@ class EnergyScoreModel(ScoreModel):
     Args:
         net: ``form="residual"``: a network shaped like x, used as g in E = ½‖x − g(x, c)‖²;
             ``form="scalar"``: a network returning one energy per sample, (B,).
-        noise, net_cond, output: as for ScoreModel.
+        noise, net_cond, output (keywords): as for ScoreModel.
         form: ``"residual"`` or ``"scalar"``.
 
     The raw energy of a batch is :meth:`energy` (for plots of the learnt landscape).
     """
 
-    def __init__(
-        self,
-        net: nn.Module,
-        noise: NoiseProcess,
-        *,
-        net_cond: str = "sigma",
-        output: str = "scaled",
-        form: str = "residual",
-    ) -> None:
+    def __init__(self, net: nn.Module, noise: NoiseProcess, *, form: str = "residual", **kw):
         if form not in ENERGY_FORMS:
             raise ValueError(
                 f"form must be one of {ENERGY_FORMS}, got {form!r}: residual for a network "
                 "shaped like x (E = ½‖x − g‖²), scalar for one returning an energy per sample"
             )
         energy_net = ResidualEnergy(net) if form == "residual" else net
-        super().__init__(EnergyScore(energy_net), noise, net_cond=net_cond, output=output)
+        super().__init__(EnergyScore(energy_net), noise, **kw)
         self.form = form
 
     def energy(self, x: Tensor, noise: Tensor) -> Tensor:

@@ -87,3 +87,19 @@ def unscale(kind: str, cond: Tensor) -> Tensor:
     if kind == "time":
         return c
     raise ValueError(f"cond kind {kind!r} has no continuous value; use one of {list(CONTINUOUS)}")
+
+
+def feed(kind: str, noise: Tensor, sigma: Tensor, process=None) -> Tensor:
+    """``cond`` of ``kind`` for a caller's noise argument ``noise`` (B,) (t for an SDE) at the
+    VE-equivalent level σ (B,); "index" looks the level up in the discrete ``process``."""
+    if kind == "sigma":
+        return sigma
+    if kind == "c_noise":
+        return 0.25 * torch.log(sigma)
+    if kind == "time":
+        return noise
+    if kind == "step":
+        return STEP_SCALE * noise
+    if kind == "index":
+        return process.index_of(noise)
+    return torch.zeros_like(noise)

@@ -1,36 +1,26 @@
 """NCSN++ (Song et al. 2021, "Score-Based Generative Modeling through SDEs"), a raw U-Net.
 
-The same class covers the whole family of the official ``ncsnpp`` model: DDPM++ is NCSN++ with
-nearest/average resampling, no input pyramid and a positional embedding
-(:class:`scorelab.nets.ddpm.DDPMpp`), and the original DDPM U-Net is the ``resblock_type="ddpm"``
-special case (:class:`scorelab.nets.ddpm.DDPM`).
+One class covers the official ``ncsnpp`` family: DDPM++ and the DDPM U-Net are configurations
+of it (:mod:`scorelab.nets.ddpm`).
 
-Conditioning, ``net(x, cond)`` with ``cond`` a float ``(B,)`` tensor:
+Conditioning, ``net(x, cond)`` with ``cond`` a float ``(B,)`` of the kind ``cond_input``
+(:mod:`scorelab.nets.conditioning`), whose scale the network undoes before embedding:
 
-* ``embedding_type="fourier"``: by default ``cond`` is the noise level σ > 0
-  (``cond_input="sigma"``); the network embeds ``log σ`` with Gaussian Fourier features (VE SDE
-  training, as the official code does).
-* ``embedding_type="positional"``: by default ``cond`` is ``999·t`` (``cond_input="step"``) and
-  goes straight into the sinusoidal embedding, as the official code feeds for continuous
-  VP/subVP training (and the integer step index in ``[0, 999]`` for discrete DDPM training).
+* ``embedding_type="fourier"``: Gaussian Fourier features of ln σ; by default ``cond`` is σ
+  (VE training, as the official code).
+* ``embedding_type="positional"``: sinusoids of 999·t (or 250·ln σ); by default ``cond`` is
+  ``999·t`` (``"step"``), as the official code feeds for continuous VP/subVP training (the
+  integer step in ``[0, 999]`` for discrete DDPM).
 
-``cond_input`` may name any continuous kind of :mod:`scorelab.nets.conditioning` (such as EDM's
-``c_noise``); the network undoes that kind's scale before embedding (ln σ for the
-Fourier features; 999·t or 250·ln σ for the sinusoids), and the parametrisation checks that it
-feeds that kind.
-
-Class labels (``num_labels = K``, default None: unconditional): ``net(x, cond, label=y)``
-with ``y`` (B,) long in ``[0, K]`` (K, or ``label=None``, is the null label ∅ of
-classifier-free guidance). A learned embedding of the label (:mod:`scorelab.nets.labels`),
-as wide as the noise features, is added to those features before the embedding MLP, so the
-label reaches every residual block through the same projection as the noise level (the
-convention of EDM's port of these networks, ``SongUNet``). With ``conditional=False`` the MLP
-sees the label alone. Without labels no parameter is added: the official checkpoints load as
-before.
+Class labels (``num_labels = K``): ``net(x, cond, label=y)``, y (B,) long in ``[0, K]`` (K or
+None: the null label ∅ of classifier-free guidance). A learned label embedding
+(:mod:`scorelab.nets.labels`) as wide as the noise features is added to them before the
+embedding MLP, so the label reaches every block as the noise level does (as EDM's
+``SongUNet``); with ``conditional=False`` the MLP sees the label alone. Without labels no
+parameter is added: the official checkpoints load as before.
 
 The network is raw: no division by σ (``scale_by_sigma`` lives in :mod:`scorelab.nets.precond`)
-and no input centring (the data module scales images). Input ``(B, channels, image_size,
-image_size)``, output of the same shape.
+and no input centring.
 """
 
 from __future__ import annotations
@@ -130,15 +120,12 @@ class NCSNpp(nn.Module):
         progressive_input: input pyramid: ``"none"``, ``"input_skip"`` or ``"residual"``.
         progressive_combine: ``"sum"`` or ``"cat"`` (for ``input_skip``).
         init_scale: scale of the last layer of each residual branch (0 gives 1e-10).
-        embedding_type: ``"fourier"`` (``cond`` = σ) or ``"positional"`` (``cond`` = 999·t
-            or step index).
+        embedding_type: ``"fourier"`` or ``"positional"`` (see the module docstring).
         fourier_scale: standard deviation of the Fourier frequencies.
-        cond_input: what ``cond`` holds (:mod:`scorelab.nets.conditioning`): ``"sigma"``,
-            ``"c_noise"``, ``"time"`` or ``"step"``; None: ``"sigma"`` for the Fourier embedding,
-            ``"step"`` for the positional one (``"none"`` when not ``conditional``).
-        num_labels: number of classes K of a class-conditional network (None: none). Adds
-            an embedding of K + 1 rows (row K = no label) as wide as the noise features
-            (``2·nf`` Fourier, ``nf`` positional), summed with them before the embedding MLP.
+        cond_input: ``"sigma"``, ``"c_noise"``, ``"time"`` or ``"step"``; None: ``"sigma"``
+            (Fourier), ``"step"`` (positional), ``"none"`` when not ``conditional``.
+        num_labels: number of classes K (None: unconditional); the label table is ``2·nf``
+            (Fourier) or ``nf`` (positional) wide.
 
     Shapes: x (B, channels, image_size, image_size), cond (B,), label (B,) long in [0, K]
     or None (= K) -> (B, channels, image_size, image_size).
@@ -353,19 +340,8 @@ class NCSNpp(nn.Module):
         return sinusoidal_embedding(unscale(self.cond_input, cond) * scale, self.nf)
 
     def forward(self, x: Tensor, cond: Tensor | None = None, *, label=None) -> Tensor:
-        """Raw network output.
-
-        Args:
-            x: ``(B, channels, image_size, image_size)``.
-            cond: ``(B,)`` float of the kind ``cond_input`` (by default σ for the Fourier
-                embedding, 999·t or a step index for the positional embedding); ignored when
-                not ``conditional``.
-            label: ``(B,)`` long in ``[0, num_labels]`` or None (the null label); only for a
-                network built with ``num_labels``.
-
-        Returns:
-            ``(B, channels, image_size, image_size)``.
-        """
+        """Raw output; ``cond`` is ignored when not ``conditional``, ``label`` needs
+        ``num_labels`` (shapes in the class docstring)."""
         expected = (self.channels, self.image_size, self.image_size)
         if tuple(x.shape[1:]) != expected:
             raise ValueError(

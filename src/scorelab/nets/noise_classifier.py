@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scorelab.io import CheckpointError, read_checkpoint
-from scorelab.nets.conditioning import STEP_SCALE, check_cond_input, check_kind
+from scorelab.nets.conditioning import check_cond_input, check_kind, feed
 from scorelab.nets.noise_embedding import (
     FEATURES,
     NoiseConditioned,
@@ -204,13 +204,7 @@ class NoiseConditionalClassifier(nn.Module):
 
     def net_input(self, t: Tensor) -> Tensor:
         """The ``cond`` (B,) fed to the network at noise argument ``t`` (B,)."""
-        kind = self.net_cond
-        if kind == "time":
-            return t
-        if kind == "step":
-            return STEP_SCALE * t
-        sigma = self.noise.sigma(t)
-        return sigma if kind == "sigma" else 0.25 * torch.log(sigma)
+        return feed(self.net_cond, t, self.noise.sigma(t))
 
     def logits(self, x: Tensor, t: Tensor) -> Tensor:
         t = torch.as_tensor(t, device=x.device, dtype=torch.float32)

@@ -25,7 +25,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from scorelab.nets.conditioning import STEP_SCALE, check_cond_input, check_kind
+from scorelab.nets.conditioning import check_cond_input, check_kind, feed
 from scorelab.sde import SDE, NoiseProcess, as_sde
 from scorelab.utils import append_dims
 
@@ -41,18 +41,7 @@ class _Parametrization(nn.Module):
 
     def _cond_from(self, noise: Tensor, sigma: Tensor) -> Tensor:
         """``cond`` of kind ``net_cond`` for the caller's ``noise`` (B,) at VE level σ (B,)."""
-        kind = self.net_cond
-        if kind == "sigma":
-            return sigma
-        if kind == "c_noise":
-            return 0.25 * torch.log(sigma)
-        if kind == "time":
-            return noise
-        if kind == "step":
-            return STEP_SCALE * noise
-        if kind == "index":
-            return self.noise.index_of(noise)
-        return torch.zeros_like(noise)
+        return feed(self.net_cond, noise, sigma, self.noise)
 
     def sigma_score(self) -> Callable[[Tensor, Tensor], Tensor]:
         """σ-conditioned score ``fn(x, sigma)`` (VE-equivalent), for Langevin-type samplers."""
