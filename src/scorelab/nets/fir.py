@@ -20,14 +20,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = [
-    "conv_downsample_2d",
-    "downsample_2d",
-    "fir_kernel_2d",
-    "upsample_2d",
-    "upsample_conv_2d",
-]
-
 
 def fir_kernel_2d(kernel: Sequence[float]) -> torch.Tensor:
     """``(K, K)`` float32 outer product of 1-D taps (e.g. ``(1, 3, 3, 1)``: even length >= 2,

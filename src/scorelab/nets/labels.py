@@ -49,14 +49,10 @@ class LabelEmbedding(nn.Module):
 
 
 def check_label_range(label: Tensor, num_labels: int) -> None:
-    """Refuse, in one line, a label outside [0, num_labels] (num_labels itself is ∅).
-
-    Without this an out-of-range index reaches ``nn.Embedding`` as an IndexError. Done on the
-    CPU only: on a GPU it would read two numbers back to the host at every forward pass (and
-    split a compiled graph or break a CUDA-graph capture), so there the labels are checked
-    where they enter instead: ``build_module`` refuses a ``num_labels`` below the data's number
-    of classes (:func:`scorelab.guidance.check_label_config`) and guidance refuses a label
-    outside the model's classes before sampling.
+    """Refuse, in one line, a label outside [0, num_labels] (num_labels itself is ∅), which
+    ``nn.Embedding`` would meet with an IndexError. CPU only: on a GPU the read-back would
+    stall every forward pass (and break compiled graphs), so there the labels are checked
+    where they enter (:func:`scorelab.guidance.check_label_config`, guidance's label check).
     """
     if label.numel() == 0 or label.is_cuda or torch.compiler.is_compiling():
         return

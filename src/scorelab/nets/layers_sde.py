@@ -27,21 +27,6 @@ from torch import Tensor, nn
 from scorelab.nets import fir
 from scorelab.utils import append_dims
 
-__all__ = [
-    "AttnBlock",
-    "Combine",
-    "Downsample",
-    "GaussianFourierEmbedding",
-    "ResnetBlockBigGAN",
-    "ResnetBlockDDPM",
-    "Upsample",
-    "conv1x1",
-    "conv3x3",
-    "default_init_",
-    "group_norm",
-    "sinusoidal_embedding",
-]
-
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 
 
@@ -60,30 +45,25 @@ def default_init_(weight: Tensor, scale: float = 1.0) -> Tensor:
         return weight.uniform_(-bound, bound)
 
 
+def _ddpm_init(layer: nn.Module, scale: float = 1.0) -> nn.Module:
+    """``layer`` with DDPM-initialised weight (:func:`default_init_`) and a zero bias."""
+    default_init_(layer.weight, scale)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 def conv3x3(
     in_ch: int, out_ch: int, *, stride: int = 1, padding: int = 1, init_scale: float = 1.0
 ) -> nn.Conv2d:
-    """3×3 convolution with DDPM initialisation and a zero bias."""
-    conv = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=padding)
-    default_init_(conv.weight, init_scale)
-    nn.init.zeros_(conv.bias)
-    return conv
+    return _ddpm_init(nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=padding), init_scale)
 
 
 def conv1x1(in_ch: int, out_ch: int, *, init_scale: float = 1.0) -> nn.Conv2d:
-    """1×1 convolution with DDPM initialisation and a zero bias."""
-    conv = nn.Conv2d(in_ch, out_ch, 1)
-    default_init_(conv.weight, init_scale)
-    nn.init.zeros_(conv.bias)
-    return conv
+    return _ddpm_init(nn.Conv2d(in_ch, out_ch, 1), init_scale)
 
 
 def dense(in_features: int, out_features: int) -> nn.Linear:
-    """Linear layer with DDPM initialisation and a zero bias."""
-    lin = nn.Linear(in_features, out_features)
-    default_init_(lin.weight)
-    nn.init.zeros_(lin.bias)
-    return lin
+    return _ddpm_init(nn.Linear(in_features, out_features))
 
 
 def group_norm(channels: int) -> nn.GroupNorm:

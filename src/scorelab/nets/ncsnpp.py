@@ -395,9 +395,7 @@ class NCSNpp(nn.Module):
                 h = level.attn(h)
             if level.pyramid_conv is not None:
                 p = level.pyramid_conv(F.silu(level.pyramid_norm(h)))
-                if self.progressive == "residual":
-                    out_pyramid = p
-                elif out_pyramid is None:
+                if self.progressive == "residual" or out_pyramid is None:
                     out_pyramid = p
                 else:
                     out_pyramid = self.pyramid_upsample(out_pyramid) + p

@@ -276,13 +276,3 @@ def load_classifier(
         ) from None
     classifier.eval().requires_grad_(False)
     return classifier, config
-
-
-__all__ = [
-    "CLASSIFIER_CONDS",
-    "ConvClassifier",
-    "MLPClassifier",
-    "NoiseConditionalClassifier",
-    "classifier_from_config",
-    "load_classifier",
-]

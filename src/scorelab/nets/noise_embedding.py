@@ -40,9 +40,9 @@ class NoiseEmbedding(nn.Module):
         dim: output width (even for the continuous embeddings).
         features: "sinusoidal" or "fourier", for the continuous kinds.
         num_classes: table size for "index".
-        input_scale: multiplier applied to ln σ or t (the unscaled input) before the sinusoids
-            (default 250 for the σ kinds, 1000 for the time kinds; 1 for Fourier features).
-        fourier_scale: standard deviation of the Fourier frequencies (16, as NCSN++).
+
+    The sinusoids see ln σ·250 or t·1000 (:data:`SINUSOID_SCALE`); the Fourier frequencies have
+    standard deviation 16, as NCSN++'s.
     """
 
     def __init__(
@@ -52,8 +52,6 @@ class NoiseEmbedding(nn.Module):
         *,
         features: str = "sinusoidal",
         num_classes: int | None = None,
-        input_scale: float | None = None,
-        fourier_scale: float = 16.0,
     ) -> None:
         super().__init__()
         check_kind("embedding", embedding, (*CONTINUOUS, "index"))
@@ -71,13 +69,12 @@ class NoiseEmbedding(nn.Module):
             return
         half = dim // 2
         if features == "fourier":
-            self.register_buffer("freqs", torch.randn(half) * fourier_scale * 2 * math.pi)
-            self.input_scale = 1.0 if input_scale is None else input_scale
+            self.register_buffer("freqs", torch.randn(half) * 16.0 * 2 * math.pi)
+            self.input_scale = 1.0
         else:
             k = torch.arange(half, dtype=torch.float32) / half
             self.register_buffer("freqs", torch.exp(-math.log(10_000.0) * k))
-            default = SINUSOID_SCALE[CONTINUOUS[embedding]]
-            self.input_scale = default if input_scale is None else input_scale
+            self.input_scale = SINUSOID_SCALE[CONTINUOUS[embedding]]
 
     def forward(self, cond: Tensor) -> Tensor:
         """cond (B,) -> (B, dim)."""

@@ -79,10 +79,7 @@ class ScoreModel(_Parametrization):
         check_kind("output", output, _OUTPUTS)
         noise.check_net_cond(net_cond)
         check_cond_input(net, net_cond, "ScoreModel")
-        self.net = net
-        self.noise = noise
-        self.net_cond = net_cond
-        self.output = output
+        self.net, self.noise, self.net_cond, self.output = net, noise, net_cond, output
 
     def _sigma_std(self, noise: Tensor) -> tuple[Tensor, Tensor]:
         """(VE-equivalent σ, marginal std) for the caller's noise argument."""
@@ -148,10 +145,8 @@ class EDMPrecond(_Parametrization):
                 "images in [-1, 1])"
             )
         check_cond_input(net, net_cond, "EDMPrecond")
-        self.net = net
-        self.noise = noise
+        self.net, self.noise, self.net_cond = net, noise, net_cond
         self.sigma_data = float(sigma_data)
-        self.net_cond = net_cond
 
     def coefficients(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(c_skip, c_out, c_in, c_noise), each (B,), at σ (B,)."""
@@ -194,8 +189,7 @@ class OracleScoreModel(nn.Module):
         super().__init__()
         from scorelab.toy import oracle_sigma_score, oracle_time_score
 
-        self.mixture = mixture
-        self.noise = noise
+        self.mixture, self.noise = mixture, noise
         self._sigma = oracle_sigma_score(mixture)
         self._score = oracle_time_score(mixture, noise)  # in the process's noise argument
         # A parameter-free module still needs a device anchor.

@@ -1,36 +1,28 @@
 """RefineNet score networks of NCSN (Song & Ermon 2019) and NCSNv2 (Song & Ermon 2020).
 
-Both are a residual encoder followed by a RefineNet decoder (Lin et al. 2017) that fuses the
-encoder's features from the coarsest level back up to full resolution:
+A residual encoder, then a RefineNet decoder (Lin et al. 2017) fusing its features from the
+coarsest level back up to full resolution:
 
 - encoder: a 3×3 stem, then stages of two pre-activation residual blocks. The second stage
-  halves the resolution with a mean-pooled convolution; deeper stages replace any further
-  subsampling by dilated convolutions (dilation 2, then 4), so the receptive field grows while
-  the resolution stays put.
-- decoder: one RefineBlock per stage, deepest first. Each adapts its inputs with residual conv
-  units (RCU), fuses them at the finer resolution (multi-resolution fusion, MSF), gathers
-  context with chained residual pooling (CRP), and refines once more with RCUs.
+  halves the resolution (conv, then mean pooling); deeper stages use dilated convolutions
+  (dilation 2, then 4) instead of further subsampling.
+- decoder: one RefineBlock per stage, deepest first: residual conv units (RCU) adapt each
+  input, multi-resolution fusion (MSF) merges them at the finer resolution, chained residual
+  pooling (CRP) gathers context, and RCUs refine once more.
 - head: norm → ELU → 3×3 conv back to the data channels.
 
 `NCSN` conditions every normalisation on the noise-level index (CondInstanceNorm++), uses
 average pooling in the CRP chain and normalises inside the RefineBlocks. `NCSNv2` and
-`NCSNv2Deeper` are unconditional (InstanceNorm++ in the encoder only, max pooling in the CRP
-chain); the 1/σ output scaling of NCSNv2 is *not* applied here but by a parametrisation
-wrapper, so these modules are raw networks `net(x, cond) -> (B, C, H, W)`.
+`NCSNv2Deeper` are unconditional (InstanceNorm++ in the encoder only, max pooling in CRP); their
+1/σ output scaling is left to the parametrisation, so all are raw networks `net(x, cond)`.
 
-Class labels (``num_labels = K``, default None: unconditional), ``net(x, cond, label=y)``
-with y (B,) long in [0, K] (K, or ``label=None``, is the null label ∅ of classifier-free
-guidance). These networks have no embedding vector to add a label to: NCSN conditions on the
-noise level by indexing the affine parameters of every normalisation, NCSNv2 not at all. The
-label therefore enters the same way, as a shift of the normalisation's bias β: one learned
-embedding of width ``ngf`` (:mod:`scorelab.nets.labels`, K + 1 rows) is projected, in every
-encoder residual block, to one per-channel offset after each of its two normalisations (before
-the ELU), on top of the level-indexed (NCSN) or plain (NCSNv2) β. The decoder sees the label
-through the encoder's features it fuses. Without labels no parameter is added, so the
-official checkpoints convert as before.
-
-Module names differ from the official code; `scorelab.conversion.ncsn` maps official
-checkpoints onto these modules.
+Class labels (``num_labels = K``): ``net(x, cond, label=y)``, y (B,) long in [0, K] (K or None:
+the null label ∅ of classifier-free guidance). With no embedding vector to add a label to, the
+label shifts the normalisations' β: one learned embedding of width ``ngf``
+(:mod:`scorelab.nets.labels`) is projected, in every encoder residual block, to a per-channel
+offset after each of its two normalisations; the decoder sees the label through the encoder's
+features. Without labels no parameter is added, so the official checkpoints convert as before
+(`scorelab.conversion.ncsn` maps their module names onto these).
 """
 
 from __future__ import annotations
@@ -54,13 +46,11 @@ def _conv3x3(c_in: int, c_out: int, *, bias: bool = True, dilation: int = 1) -> 
 class ResBlock(nn.Module):
     """Pre-activation residual block: norm → act → conv → norm → act → conv, plus a skip.
 
-    With `entry=True` the block opens a stage: its first conv keeps `c_in` channels, the second
-    maps to `c_out`, and the skip is always a convolution. Without dilation an entry block halves
-    the resolution (conv, then 2×2 mean pooling, on both paths); with dilation it keeps the
-    resolution and uses dilated 3×3 convs everywhere, the skip included.
-
+    An `entry` block opens a stage: its first conv keeps `c_in` channels, the second maps to
+    `c_out`, the skip is a convolution; without dilation it halves the resolution (2×2 mean
+    pooling on both paths), with dilation all its 3×3 convs (the skip too) are dilated.
     With `label_dim` > 0 a label embedding (B, label_dim) shifts each normalisation's output
-    per channel (a label-dependent β), through `label_shift1` and `label_shift2`.
+    per channel (a label-dependent β).
 
     Shapes: x (B, c_in, H, W), y (B,) or None, emb (B, label_dim) or None -> (B, c_out, H', W')
     with H' = H/2 for a pooling entry block and H' = H otherwise.
