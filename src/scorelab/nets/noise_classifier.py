@@ -58,18 +58,8 @@ def _check_classes(num_classes) -> int:
 class ConvClassifier(NoiseConditioned):
     """Image classifier: UNetSmall's down path, global average pooling, a linear head.
 
-    Args:
-        channels: image channels C.
-        image_size: H = W, a multiple of 2**(len(ch_mult) - 1).
-        num_classes: K.
-        ch: base width.
-        ch_mult: width multipliers, one per resolution (a stride-2 conv between levels).
-        num_res_blocks: residual blocks per level.
-        embedding: what ``cond`` holds: "sigma" | "c_noise" | "time" | "step" (the
-            network's ``cond_input``).
-        embed_features: "sinusoidal" | "fourier" features of ln σ or t.
-        groups: GroupNorm groups.
-        dropout: dropout inside the residual blocks.
+    Arguments as for :class:`~scorelab.nets.unet_small.UNetSmall` (``embedding`` one of
+    :data:`CLASSIFIER_CONDS`; no labels), and ``num_classes`` K.
 
     Shapes: x (B, C, H, W), cond (B,) -> logits (B, K).
     """

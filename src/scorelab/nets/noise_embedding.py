@@ -40,9 +40,9 @@ class NoiseEmbedding(nn.Module):
         dim: output width (even for the continuous embeddings).
         features: "sinusoidal" or "fourier", for the continuous kinds.
         num_classes: table size for "index".
-
-    The sinusoids see ln σ·250 or t·1000 (:data:`SINUSOID_SCALE`); the Fourier frequencies have
-    standard deviation 16, as NCSN++'s.
+        input_scale: multiplier of ln σ or t before the features (default: 1 for Fourier
+            features, whose frequencies have standard deviation 16 as NCSN++'s; else
+            :data:`SINUSOID_SCALE`, 250 for the σ kinds, 1000 for the time kinds).
     """
 
     def __init__(
@@ -52,6 +52,7 @@ class NoiseEmbedding(nn.Module):
         *,
         features: str = "sinusoidal",
         num_classes: int | None = None,
+        input_scale: float | None = None,
     ) -> None:
         super().__init__()
         check_kind("embedding", embedding, (*CONTINUOUS, "index"))
@@ -70,11 +71,12 @@ class NoiseEmbedding(nn.Module):
         half = dim // 2
         if features == "fourier":
             self.register_buffer("freqs", torch.randn(half) * 16.0 * 2 * math.pi)
-            self.input_scale = 1.0
+            default = 1.0
         else:
             k = torch.arange(half, dtype=torch.float32) / half
             self.register_buffer("freqs", torch.exp(-math.log(10_000.0) * k))
-            self.input_scale = SINUSOID_SCALE[CONTINUOUS[embedding]]
+            default = SINUSOID_SCALE[CONTINUOUS[embedding]]
+        self.input_scale = default if input_scale is None else input_scale
 
     def forward(self, cond: Tensor) -> Tensor:
         """cond (B,) -> (B, dim)."""

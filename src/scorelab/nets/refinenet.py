@@ -420,13 +420,7 @@ class NCSNv2(_RefineNet):
 
     The official `NCSNv2` without its final division by σ (about 29.7M parameters at ngf 128).
 
-    Args:
-        channels: data channels C.
-        image_size: H = W; a multiple of 2 and >= 8 (default 32).
-        ngf: base width.
-        rescale_input: map x -> 2x - 1 first (for data in [0, 1]).
-        num_labels: number of classes K of a class-conditional network (None: none); see the
-            module docstring for how the label enters.
+    Arguments as for `NCSN`, without `num_classes`.
 
     Shapes: x (B, C, H, W), cond (B,) ignored (may be None), label (B,) long in [0, K] or
     None (= K) -> (B, C, H, W).
