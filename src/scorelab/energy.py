@@ -1,14 +1,9 @@
 """Energy parametrisation of a score: s(x, c) = -∇ₓ E_θ(x, c).
 
-A scalar energy network defines an unnormalised density exp(-E); its score needs no partition
-function. :class:`EnergyScore` turns such a network into a drop-in score function for every loss
-and sampler:
-
-- while gradients are tracked (training, or a loss that differentiates the score again such as
-  ISM and SSM), the gradient is taken with ``create_graph=True`` so the score stays differentiable
-  in x and in θ;
-- under ``torch.no_grad()`` (sampling), the gradient is still computed, inside
-  :func:`torch.enable_grad`, but without a graph, and the result is detached.
+The score of the unnormalised density exp(-E) needs no partition function. :class:`EnergyScore`
+makes a drop-in score of an energy network: while gradients are tracked (training, or ISM/SSM
+differentiating the score again) with ``create_graph=True``; under ``torch.no_grad()``
+(sampling) inside :func:`torch.enable_grad`, without a graph, detached.
 """
 
 from __future__ import annotations
@@ -66,18 +61,11 @@ class EnergyScore(nn.Module):
 
 
 class MLPEnergy(nn.Module):
-    """A small smooth energy network for toys and tests: an MLP with softplus activations.
+    """A small smooth energy network for toys and tests: ``n_layers`` softplus layers of width
+    ``hidden`` (softplus keeps the second derivatives ISM and SSM need), then one energy.
 
-    Softplus (not ReLU) keeps the second derivatives that ISM and SSM need non-trivial.
-
-    Args:
-        dim: number of elements per sample D; inputs (B, ...) are flattened to (B, D).
-        hidden: width of the hidden layers.
-        n_layers: number of hidden layers, >= 1.
-        conditional: if True, cond (B,) is appended to the input as one more feature;
-            otherwise cond is ignored.
-
-    ``forward(x, cond)`` returns the energies, (B,).
+    Inputs (B, ...) are flattened to (B, dim); with ``conditional`` cond (B,) is appended as one
+    more feature, else ignored. ``forward(x, cond)`` returns the energies, (B,).
     """
 
     def __init__(

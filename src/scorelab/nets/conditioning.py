@@ -18,10 +18,9 @@ index     the index of a discrete level (long)        (a learned table; no scale
 none      nothing: the network is unconditional       (ignored)
 ========  =========================================  ========================================
 
-After :func:`unscale`, equal noise levels give equal features whichever kind fed them. The
-sinusoidal embeddings then multiply by :data:`SINUSOID_SCALE` so the input spans about a
-thousand radians over the training range, as DDPM's 1000 steps (t in [0, 1] -> [0, 1000];
-ln σ for σ in [0.002, 80] -> [-1550, 1100]).
+After :func:`unscale` the sinusoidal embeddings multiply by :data:`SINUSOID_SCALE`, so the input
+spans about a thousand radians, as DDPM's 1000 steps (t in [0, 1] -> [0, 1000]; ln σ for σ in
+[0.002, 80] -> [-1550, 1100]).
 """
 
 from __future__ import annotations

@@ -75,16 +75,11 @@ def add_label(emb: Tensor | None, table: LabelEmbedding | None, label, x: Tensor
     """``emb`` (B, dim) or None plus the embedding of ``label`` in x's dtype; a network ``who``
     without a ``table`` accepts only ``label=None`` and returns ``emb``."""
     if table is None:
-        no_labels_refused(who, label)
+        if label is not None:
+            raise ValueError(
+                f"{who} was built without labels (num_labels=null) but got a label; set "
+                "model.net.num_labels to the number of classes and train with data.labels=true"
+            )
         return emb
     lab = table(label, x.shape[0], x.device).to(x.dtype)
     return lab if emb is None else emb + lab
-
-
-def no_labels_refused(cls_name: str, label) -> None:
-    """A network without a label embedding accepts only ``label=None``."""
-    if label is not None:
-        raise ValueError(
-            f"{cls_name} was built without labels (num_labels=null) but got a label; set "
-            "model.net.num_labels to the number of classes and train with data.labels=true"
-        )

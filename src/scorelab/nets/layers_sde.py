@@ -31,12 +31,9 @@ _SQRT_HALF = 1.0 / math.sqrt(2.0)
 
 
 def default_init_(weight: Tensor, scale: float = 1.0) -> Tensor:
-    """In-place DDPM initialisation: uniform with variance ``scale / mean(fan_in, fan_out)``.
-
-    ``scale == 0`` is replaced by 1e-10 as in the official code, so the layer starts (almost)
-    at zero but still receives gradients. Works for dense ``(out, in)`` and convolution
-    ``(out, in, kh, kw)`` weights.
-    """
+    """In-place DDPM initialisation of a dense or convolution weight: uniform with variance
+    ``scale / mean(fan_in, fan_out)``; ``scale == 0`` means 1e-10 (as the official code), so
+    the layer starts near zero but still receives gradients."""
     scale = 1e-10 if scale == 0 else scale
     receptive = weight[0, 0].numel() if weight.ndim > 2 else 1
     fan_avg = 0.5 * (weight.shape[0] + weight.shape[1]) * receptive
@@ -72,11 +69,8 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 def sinusoidal_embedding(t: Tensor, dim: int, max_positions: float = 10_000.0) -> Tensor:
-    """Transformer/DDPM sinusoidal embedding of a float or integer ``(B,)`` tensor.
-
-    Frequencies are ``max_positions ** (-i / (dim/2 - 1))`` for ``i < dim/2``; output is
-    ``[sin, cos]`` (zero-padded by one column if ``dim`` is odd), shape ``(B, dim)``.
-    """
+    """Transformer/DDPM sinusoids ``[sin, cos]`` (B, dim) of a ``(B,)`` tensor, frequencies
+    ``max_positions ** (-i / (dim/2 - 1))`` for ``i < dim/2`` (odd ``dim``: one zero column)."""
     half = dim // 2
     freqs = torch.exp(
         torch.arange(half, device=t.device, dtype=torch.float32)

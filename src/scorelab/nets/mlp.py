@@ -36,15 +36,13 @@ class MLP(NoiseConditioned):
         hidden: width of the hidden layers.
         n_layers: number of hidden layers (NCSN Fig. 2: 3 × 128 with softplus).
         activation: "softplus" | "silu" | "elu" | "relu" | "tanh".
-        embedding: what `cond` holds (:mod:`scorelab.nets.conditioning`): "sigma" | "c_noise"
-            | "time" | "step" | "index" | "none"; also the network's ``cond_input``.
+        embedding: what `cond` holds, and the ``cond_input`` (as for UNetSmall).
         num_classes: number of noise levels for embedding="index".
         embed_dim: width of the conditioning features.
         embed_features: "sinusoidal" | "fourier" features of log σ or t.
         combine: "concat" | "add".
-        num_labels: number of classes K for a class-conditional network (null: none). A
-            learned embedding of width ``embed_dim`` (K + 1 rows, row K = no label) is added to
-            the noise features, so the label enters wherever the noise level does.
+        num_labels: number of classes K (null: none); a label embedding of width ``embed_dim``
+            is added to the noise features.
 
     Shapes: x (B, D), cond (B,), label (B,) long in [0, K] or None (= K) -> (B, D).
     """

@@ -1,18 +1,11 @@
 """Noise-conditional classifiers p_t(y | x_t) for classifier guidance (Song et al. 2021, §5).
 
-Two networks map a perturbed example and its noise level to class logits:
-
-* :class:`ConvClassifier` (images): the down path of :class:`~scorelab.nets.unet_small.UNetSmall`
-  (its residual blocks, with the embedded noise level added in every block), then global
-  average pooling and a linear head;
-* :class:`MLPClassifier` (points): the noise features concatenated to the input, then an MLP.
-
-Both take ``cond`` in the one vocabulary of :mod:`scorelab.nets.conditioning` (``embedding``,
-also their ``cond_input``). :class:`NoiseConditionalClassifier` wraps one for the samplers: it
-is called with the samplers' noise argument (t for an SDE), turns t into the kind the network
-expects (σ, ¼ ln σ, t or 999·t), divides the input by the marginal scale
-√(α(t)² σ_d² + std(t)²) so the network sees inputs of about unit variance at every level (the
-VE process reaches σ = 80), and returns log-probabilities (B, K).
+:class:`ConvClassifier` (images) and :class:`MLPClassifier` (points) map a perturbed example
+and its noise level (``cond`` of the kind ``embedding``, :mod:`scorelab.nets.conditioning`) to
+class logits. :class:`NoiseConditionalClassifier` wraps one for the samplers: called with t, it
+feeds the network the kind it expects, divides the input by the marginal scale
+√(α(t)² σ_d² + std(t)²) (unit variance at every level; the VE process reaches σ = 80) and
+returns log-probabilities (B, K).
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
-"""Embeddings of the conditioning signal (σ, c_noise, t, 999·t or a σ index) of the small networks.
+"""Embeddings of the conditioning signal of the small networks (UNetSmall, MLP, classifiers).
 
-`embedding` says what `cond` holds, in the one vocabulary of :mod:`scorelab.nets.conditioning`:
-"sigma" (σ), "c_noise" (¼ ln σ), "time" (t), "step" (999·t), "index" (a long level index; a
-learned table) or "none" (unconditional; the networks then build no embedding). The embedding
-first undoes the kind's scale (:func:`~scorelab.nets.conditioning.unscale`: ln σ or t), so the
-same noise level gives the same features whichever kind feeds it.
-
-Continuous inputs are turned into features either by sinusoids with geometric frequencies
-(the Transformer / DDPM positional embedding) or by random Fourier features with fixed Gaussian
-frequencies (Tancik et al. 2020; the NCSN++ embedding of log σ).
+``embedding`` names what ``cond`` holds (:mod:`scorelab.nets.conditioning`); "index" is a
+learned table, "none" builds no embedding. Continuous kinds are first unscaled (ln σ or t), so a
+noise level gives the same features whichever kind feeds it, then turned into geometric
+sinusoids (Transformer / DDPM) or random Fourier features (Tancik et al. 2020; NCSN++).
 """
 
 from __future__ import annotations

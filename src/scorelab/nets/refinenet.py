@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scorelab.nets.labels import check_num_labels, label_table, no_labels_refused
+from scorelab.nets.labels import add_label, check_num_labels, label_table
 from scorelab.nets.normalization import CondInstanceNorm2dPlus, InstanceNorm2dPlus
 
 NormFactory = Callable[[int], nn.Module]
@@ -106,12 +106,8 @@ class ResBlock(nn.Module):
 
 
 class ResidualConvUnits(nn.Module):
-    """`n_blocks` residual conv units, each `n_stages` × ([norm] → act → 3×3 conv, no bias).
-
-    Parameters are stored flat: unit b, stage s is `convs[b * n_stages + s]` (and `norms[...]`).
-
-    Shapes: x (B, C, H, W) -> (B, C, H, W).
-    """
+    """`n_blocks` residual conv units, each `n_stages` × ([norm] → act → 3×3 conv, no bias),
+    stored flat (unit b, stage s: `convs[b * n_stages + s]`). (B, C, H, W) -> same."""
 
     def __init__(
         self,
@@ -141,10 +137,8 @@ class ResidualConvUnits(nn.Module):
 
 
 class MultiResolutionFusion(nn.Module):
-    """Project each input to `features` channels ([norm] → 3×3 conv), resize, and sum.
-
-    Shapes: xs[i] (B, in_planes[i], H_i, W_i) -> (B, features, *size).
-    """
+    """Project each input to `features` channels ([norm] → 3×3 conv), resize, and sum:
+    xs[i] (B, in_planes[i], H_i, W_i) -> (B, features, *size)."""
 
     def __init__(self, in_planes: Sequence[int], features: int, *, norm: NormFactory | None):
         super().__init__()
@@ -165,10 +159,8 @@ class MultiResolutionFusion(nn.Module):
 
 
 class ChainedResidualPooling(nn.Module):
-    """act, then `n_stages` chained ([norm] → 5×5 stride-1 pool → 3×3 conv) added to the input.
-
-    Shapes: x (B, C, H, W) -> (B, C, H, W).
-    """
+    """act, then `n_stages` chained ([norm] → 5×5 stride-1 pool → 3×3 conv), each added to the
+    input. (B, C, H, W) -> same."""
 
     def __init__(
         self,
@@ -346,11 +338,7 @@ class _RefineNet(nn.Module):
         self.out_conv = nn.Conv2d(ngf, channels, 3, padding=1)
 
     def _features(self, x: Tensor, y: Tensor | None, label=None) -> Tensor:
-        emb = None
-        if self.label_embed is None:
-            no_labels_refused(type(self).__name__, label)
-        else:
-            emb = self.label_embed(label, x.shape[0], x.device)
+        emb = add_label(None, self.label_embed, label, x, type(self).__name__)
         if self.rescale_input:
             x = 2 * x - 1  # data in [0, 1] -> [-1, 1]
         h = self.stem(x)

@@ -131,17 +131,14 @@ class UNetSmall(NoiseConditioned):
         ch: base width.
         ch_mult: width multipliers, one per resolution.
         num_res_blocks: residual blocks per level on the down path.
-        embedding: what cond holds (:mod:`scorelab.nets.conditioning`): "sigma" (σ, embedded
-            as log σ) | "c_noise" (¼ ln σ) | "time" (t) | "step" (999·t) | "index" | "none"
-            (unconditional; cond is ignored). It is also the network's ``cond_input``, which
-            the parametrisation checks against what it feeds.
+        embedding: what cond holds, and the network's ``cond_input``
+            (:mod:`scorelab.nets.conditioning`); "none": unconditional, cond is ignored.
         num_classes: number of noise levels for embedding="index".
         embed_features: "sinusoidal" | "fourier".
         groups: GroupNorm groups.
         dropout: dropout rate inside the residual blocks.
-        num_labels: number of classes K for a class-conditional network (null: none). A
-            learned embedding of width 4·ch (K + 1 rows, row K = no label) is added to the
-            noise embedding after its MLP, so every residual block sees both.
+        num_labels: number of classes K (null: none); a label embedding of width 4·ch is added
+            to the noise embedding after its MLP.
 
     Shapes: x (B, C, H, W), cond (B,), label (B,) long in [0, K] or None (= K)
     -> (B, C, H, W).
