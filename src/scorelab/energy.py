@@ -1,14 +1,9 @@
 """Energy parametrisation of a score: s(x, c) = -∇ₓ E_θ(x, c).
 
-A scalar energy network defines an unnormalised density exp(-E); its score needs no partition
-function. :class:`EnergyScore` turns such a network into a drop-in score function for every loss
-and sampler:
-
-- while gradients are tracked (training, or a loss that differentiates the score again such as
-  ISM and SSM), the gradient is taken with ``create_graph=True`` so the score stays differentiable
-  in x and in θ;
-- under ``torch.no_grad()`` (sampling), the gradient is still computed, inside
-  :func:`torch.enable_grad`, but without a graph, and the result is detached.
+The score of the unnormalised density exp(-E) needs no partition function. :class:`EnergyScore`
+makes a drop-in score of an energy network: while gradients are tracked (training, or ISM/SSM
+differentiating the score again) with ``create_graph=True``; under ``torch.no_grad()``
+(sampling) inside :func:`torch.enable_grad`, without a graph, detached.
 """
 
 from __future__ import annotations
@@ -17,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from scorelab.nets.conditioning import cond_input
+from scorelab.nets.noise_embedding import check_positive
 from scorelab.nets.precond import ScoreModel
 from scorelab.sde import NoiseProcess
 
@@ -65,34 +61,24 @@ class EnergyScore(nn.Module):
 
 
 class MLPEnergy(nn.Module):
-    """A small smooth energy network for toys and tests: an MLP with softplus activations.
+    """A small smooth energy network for toys and tests: ``n_layers`` softplus layers of width
+    ``hidden`` (softplus keeps the second derivatives ISM and SSM need), then one energy.
 
-    Softplus (not ReLU) keeps the second derivatives that ISM and SSM need non-trivial.
-
-    Args:
-        dim: number of elements per sample D; inputs (B, ...) are flattened to (B, D).
-        hidden: width of the hidden layers.
-        n_layers: number of hidden layers, >= 1.
-        conditional: if True, cond (B,) is appended to the input as one more feature;
-            otherwise cond is ignored.
-
-    ``forward(x, cond)`` returns the energies, (B,).
+    Inputs (B, ...) are flattened to (B, dim); with ``conditional`` cond (B,) is appended as one
+    more feature, else ignored. ``forward(x, cond)`` returns the energies, (B,).
     """
 
     def __init__(
         self, dim: int, hidden: int = 128, n_layers: int = 3, conditional: bool = False
     ) -> None:
         super().__init__()
-        for name, value in (("dim", dim), ("hidden", hidden), ("n_layers", n_layers)):
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value}")
-        self.dim = int(dim)
-        self.conditional = bool(conditional)
+        check_positive(dim=dim, hidden=hidden, n_layers=n_layers)
+        self.dim, self.conditional = dim, bool(conditional)
         layers: list[nn.Module] = []
-        width = self.dim + int(self.conditional)
-        for _ in range(int(n_layers)):
-            layers += [nn.Linear(width, int(hidden)), nn.Softplus()]
-            width = int(hidden)
+        width = dim + int(self.conditional)
+        for _ in range(n_layers):
+            layers += [nn.Linear(width, hidden), nn.Softplus()]
+            width = hidden
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
 
@@ -136,28 +122,20 @@ class EnergyScoreModel(ScoreModel):
     Args:
         net: ``form="residual"``: a network shaped like x, used as g in E = ½‖x − g(x, c)‖²;
             ``form="scalar"``: a network returning one energy per sample, (B,).
-        noise, net_cond, output: as for ScoreModel.
+        noise, net_cond, output (keywords): as for ScoreModel.
         form: ``"residual"`` or ``"scalar"``.
 
     The raw energy of a batch is :meth:`energy` (for plots of the learnt landscape).
     """
 
-    def __init__(
-        self,
-        net: nn.Module,
-        noise: NoiseProcess,
-        *,
-        net_cond: str = "sigma",
-        output: str = "scaled",
-        form: str = "residual",
-    ) -> None:
+    def __init__(self, net: nn.Module, noise: NoiseProcess, *, form: str = "residual", **kw):
         if form not in ENERGY_FORMS:
             raise ValueError(
                 f"form must be one of {ENERGY_FORMS}, got {form!r}: residual for a network "
                 "shaped like x (E = ½‖x − g‖²), scalar for one returning an energy per sample"
             )
         energy_net = ResidualEnergy(net) if form == "residual" else net
-        super().__init__(EnergyScore(energy_net), noise, net_cond=net_cond, output=output)
+        super().__init__(EnergyScore(energy_net), noise, **kw)
         self.form = form
 
     def energy(self, x: Tensor, noise: Tensor) -> Tensor:

@@ -96,9 +96,9 @@ def test_energy_net_must_return_one_value_per_sample() -> None:
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"dim": 0}, "dim must be an integer >= 1"),
-        ({"dim": 2, "hidden": 0}, "hidden must be an integer >= 1"),
-        ({"dim": 2, "n_layers": 0}, "n_layers must be an integer >= 1"),
+        ({"dim": 0}, "dim=0 must be a positive integer"),
+        ({"dim": 2, "hidden": 0}, "hidden=0 must be a positive integer"),
+        ({"dim": 2, "n_layers": 0}, "n_layers=0 must be a positive integer"),
     ],
 )
 def test_mlp_energy_bad_arguments(kwargs: dict, match: str) -> None:

@@ -18,10 +18,9 @@ index     the index of a discrete level (long)        (a learned table; no scale
 none      nothing: the network is unconditional       (ignored)
 ========  =========================================  ========================================
 
-After :func:`unscale`, equal noise levels give equal features whichever kind fed them. The
-sinusoidal embeddings then multiply by :data:`SINUSOID_SCALE` so the input spans about a
-thousand radians over the training range, as DDPM's 1000 steps (t in [0, 1] -> [0, 1000];
-ln σ for σ in [0.002, 80] -> [-1550, 1100]).
+After :func:`unscale` the sinusoidal embeddings multiply by :data:`SINUSOID_SCALE`, so the input
+spans about a thousand radians, as DDPM's 1000 steps (t in [0, 1] -> [0, 1000]; ln σ for σ in
+[0.002, 80] -> [-1550, 1100]).
 """
 
 from __future__ import annotations
@@ -87,3 +86,19 @@ def unscale(kind: str, cond: Tensor) -> Tensor:
     if kind == "time":
         return c
     raise ValueError(f"cond kind {kind!r} has no continuous value; use one of {list(CONTINUOUS)}")
+
+
+def feed(kind: str, noise: Tensor, sigma: Tensor, process=None) -> Tensor:
+    """``cond`` of ``kind`` for a caller's noise argument ``noise`` (B,) (t for an SDE) at the
+    VE-equivalent level σ (B,); "index" looks the level up in the discrete ``process``."""
+    if kind == "sigma":
+        return sigma
+    if kind == "c_noise":
+        return 0.25 * torch.log(sigma)
+    if kind == "time":
+        return noise
+    if kind == "step":
+        return STEP_SCALE * noise
+    if kind == "index":
+        return process.index_of(noise)
+    return torch.zeros_like(noise)

@@ -1,15 +1,9 @@
 """DDPM++ and DDPM U-Nets (Song et al. 2021; Ho et al. 2020) as configurations of NCSN++.
 
-Both are raw networks ``net(x, cond)`` with a sinusoidal (positional) embedding of ``cond``: the
-official code feeds ``999·t`` for continuous VP/subVP training and the integer step index in
-``[0, 999]`` for discrete DDPM training (``cond_input="step"``; another kind of
-:mod:`scorelab.nets.conditioning`, such as EDM's ``c_noise``, via ``cond_input``). They take
-the keyword arguments of :class:`scorelab.nets.ncsnpp.NCSNpp` (see there for the layer layout)
-and differ from it only in their defaults (DDPM++) or in arguments they fix (DDPM).
-
-``num_labels = K`` makes either one class-conditional, ``net(x, cond, label=y)``, exactly as
-for NCSN++: a label embedding (K + 1 rows, row K = no label) summed with the sinusoidal
-features before the embedding MLP. The default None adds no parameter.
+Both take the keyword arguments of :class:`scorelab.nets.ncsnpp.NCSNpp` (see there for the
+layout, ``cond_input`` and ``num_labels``) with a positional embedding of ``cond`` (by default
+``999·t``, or DDPM's integer step), and differ from it only in their defaults (DDPM++) or in
+arguments they fix (DDPM).
 """
 
 from __future__ import annotations

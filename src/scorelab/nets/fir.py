@@ -20,25 +20,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = [
-    "conv_downsample_2d",
-    "downsample_2d",
-    "fir_kernel_2d",
-    "upsample_2d",
-    "upsample_conv_2d",
-]
-
 
 def fir_kernel_2d(kernel: Sequence[float]) -> torch.Tensor:
-    """Outer product of a 1-D FIR kernel with itself, normalised to sum to one.
-
-    Args:
-        kernel: 1-D taps, e.g. ``(1, 3, 3, 1)``; must have an even length of at least 2 and a
-            non-zero sum.
-
-    Returns:
-        ``(K, K)`` float32 tensor.
-    """
+    """``(K, K)`` float32 outer product of 1-D taps (e.g. ``(1, 3, 3, 1)``: even length >= 2,
+    non-zero sum) with themselves, normalised to sum to one."""
     k = torch.as_tensor(list(kernel), dtype=torch.float32)
     if k.ndim != 1 or k.numel() < 2 or k.numel() % 2:
         raise ValueError(
@@ -49,12 +34,6 @@ def fir_kernel_2d(kernel: Sequence[float]) -> torch.Tensor:
         raise ValueError(f"fir_kernel must have a non-zero sum, got {list(kernel)}.")
     k2 = torch.outer(k, k)
     return k2 / k2.sum()
-
-
-def _depthwise(k2: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Expand a ``(K, K)`` kernel to the ``(C, 1, K, K)`` weight of a depthwise convolution."""
-    c = x.shape[1]
-    return k2.to(device=x.device, dtype=x.dtype).expand(c, 1, *k2.shape)
 
 
 def _filter(
@@ -69,7 +48,7 @@ def _filter(
     dtype = x.dtype
     with torch.autocast(x.device.type, enabled=False):
         xf = x.float()
-        w = _depthwise(k2, xf)
+        w = k2.to(device=x.device, dtype=xf.dtype).expand(xf.shape[1], 1, *k2.shape)
         if transpose:
             y = F.conv_transpose2d(xf, w, stride=stride, padding=padding, groups=xf.shape[1])
         else:
@@ -78,18 +57,9 @@ def _filter(
 
 
 def upsample_2d(x: torch.Tensor, k2: torch.Tensor) -> torch.Tensor:
-    """FIR upsampling by 2: ``upfirdn2d(x, 4·k, up=2, pad=((K-2+1)//2 + 1, (K-2)//2))``.
-
-    Zero insertion followed by filtering is exactly a transposed convolution with stride 2, so
-    the whole operation is one depthwise ``conv_transpose2d``.
-
-    Args:
-        x: ``(B, C, H, W)``.
-        k2: ``(K, K)`` normalised kernel from :func:`fir_kernel_2d` (K even).
-
-    Returns:
-        ``(B, C, 2H, 2W)``.
-    """
+    """FIR upsampling by 2: ``upfirdn2d(x, 4·k, up=2, pad=((K-2+1)//2 + 1, (K-2)//2))``, as
+    one depthwise stride-2 ``conv_transpose2d`` (zero insertion then filtering);
+    ``k2`` from :func:`fir_kernel_2d`."""
     kk = k2.shape[0]
     # The filter is applied as a true convolution in upfirdn2d; transposed convolution does the
     # same, and the crop of (K - 2) // 2 samples on each side gives exactly 2H outputs.
@@ -97,17 +67,8 @@ def upsample_2d(x: torch.Tensor, k2: torch.Tensor) -> torch.Tensor:
 
 
 def downsample_2d(x: torch.Tensor, k2: torch.Tensor) -> torch.Tensor:
-    """FIR downsampling by 2: ``upfirdn2d(x, k, down=2, pad=((K-2+1)//2, (K-2)//2))``.
-
-    One strided depthwise convolution (the symmetric padding holds for even K).
-
-    Args:
-        x: ``(B, C, H, W)`` with even H and W.
-        k2: ``(K, K)`` normalised kernel (K even).
-
-    Returns:
-        ``(B, C, H/2, W/2)``.
-    """
+    """FIR downsampling by 2: ``upfirdn2d(x, k, down=2, pad=((K-2+1)//2, (K-2)//2))``, as one
+    strided depthwise convolution (the padding is symmetric for even K); H, W even."""
     kk = k2.shape[0]
     # upfirdn2d convolves (flips the kernel); correlation with the flipped kernel is the same.
     return _filter(x, torch.flip(k2, (0, 1)), stride=2, padding=(kk - 2) // 2)
@@ -123,14 +84,8 @@ def conv_downsample_2d(
     and the learned convolution runs strided, which costs fewer FLOPs than convolving with a
     pre-combined ``(K + kw - 1)``-tap kernel for the channel widths used here.
 
-    Args:
-        x: ``(B, C_in, H, W)``, H and W even.
-        weight: ``(C_out, C_in, kw, kw)`` with odd ``kw``.
-        k2: ``(K, K)`` normalised kernel (K even).
-        bias: optional ``(C_out,)``.
-
-    Returns:
-        ``(B, C_out, H/2, W/2)``.
+    Shapes: x ``(B, C_in, H, W)`` (H, W even), weight ``(C_out, C_in, kw, kw)`` (kw odd), bias
+    ``(C_out,)`` or None -> ``(B, C_out, H/2, W/2)``.
     """
     kk, kw = k2.shape[0], weight.shape[-1]
     p = kk - 2 + kw - 1
@@ -148,16 +103,7 @@ def upsample_conv_2d(
     The learned kernel is applied to the zero-inserted input as a stride-2 transposed
     convolution (output ``2H + kw - 2``), then the FIR kernel (gain 4) is applied as a depthwise
     convolution that also crops to ``2H``; this matches the reference fused op, including
-    borders.
-
-    Args:
-        x: ``(B, C_in, H, W)``.
-        weight: ``(C_out, C_in, kw, kw)`` with odd ``kw`` (the layout of an ``nn.Conv2d``).
-        k2: ``(K, K)`` normalised kernel (K even).
-        bias: optional ``(C_out,)``.
-
-    Returns:
-        ``(B, C_out, 2H, 2W)``.
+    borders. Shapes as :func:`conv_downsample_2d`'s, with output ``(B, C_out, 2H, 2W)``.
     """
     kk, kw = k2.shape[0], weight.shape[-1]
     # conv_transpose2d wants (C_in, C_out, kh, kw); flipping makes it apply `weight` as a

@@ -49,14 +49,10 @@ class LabelEmbedding(nn.Module):
 
 
 def check_label_range(label: Tensor, num_labels: int) -> None:
-    """Refuse, in one line, a label outside [0, num_labels] (num_labels itself is ∅).
-
-    Without this an out-of-range index reaches ``nn.Embedding`` as an IndexError. Done on the
-    CPU only: on a GPU it would read two numbers back to the host at every forward pass (and
-    split a compiled graph or break a CUDA-graph capture), so there the labels are checked
-    where they enter instead: ``build_module`` refuses a ``num_labels`` below the data's number
-    of classes (:func:`scorelab.guidance.check_label_config`) and guidance refuses a label
-    outside the model's classes before sampling.
+    """Refuse, in one line, a label outside [0, num_labels] (num_labels itself is ∅), which
+    ``nn.Embedding`` would meet with an IndexError. CPU only: on a GPU the read-back would
+    stall every forward pass (and break compiled graphs), so there the labels are checked
+    where they enter (:func:`scorelab.guidance.check_label_config`, guidance's label check).
     """
     if label.numel() == 0 or label.is_cuda or torch.compiler.is_compiling():
         return
@@ -70,10 +66,20 @@ def check_label_range(label: Tensor, num_labels: int) -> None:
         )
 
 
-def no_labels_refused(cls_name: str, label) -> None:
-    """A network without a label embedding accepts only ``label=None``."""
-    if label is not None:
-        raise ValueError(
-            f"{cls_name} was built without labels (num_labels=null) but got a label; set "
-            "model.net.num_labels to the number of classes and train with data.labels=true"
-        )
+def label_table(num_labels: int | None, dim: int) -> LabelEmbedding | None:
+    """A :class:`LabelEmbedding` of width ``dim``, or None for ``num_labels=None``."""
+    return None if num_labels is None else LabelEmbedding(num_labels, dim)
+
+
+def add_label(emb: Tensor | None, table: LabelEmbedding | None, label, x: Tensor, who: str):
+    """``emb`` (B, dim) or None plus the embedding of ``label`` in x's dtype; a network ``who``
+    without a ``table`` accepts only ``label=None`` and returns ``emb``."""
+    if table is None:
+        if label is not None:
+            raise ValueError(
+                f"{who} was built without labels (num_labels=null) but got a label; set "
+                "model.net.num_labels to the number of classes and train with data.labels=true"
+            )
+        return emb
+    lab = table(label, x.shape[0], x.device).to(x.dtype)
+    return lab if emb is None else emb + lab

@@ -27,31 +27,13 @@ from torch import Tensor, nn
 from scorelab.nets import fir
 from scorelab.utils import append_dims
 
-__all__ = [
-    "AttnBlock",
-    "Combine",
-    "Downsample",
-    "GaussianFourierEmbedding",
-    "ResnetBlockBigGAN",
-    "ResnetBlockDDPM",
-    "Upsample",
-    "conv1x1",
-    "conv3x3",
-    "default_init_",
-    "group_norm",
-    "sinusoidal_embedding",
-]
-
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 
 
 def default_init_(weight: Tensor, scale: float = 1.0) -> Tensor:
-    """In-place DDPM initialisation: uniform with variance ``scale / mean(fan_in, fan_out)``.
-
-    ``scale == 0`` is replaced by 1e-10 as in the official code, so the layer starts (almost)
-    at zero but still receives gradients. Works for dense ``(out, in)`` and convolution
-    ``(out, in, kh, kw)`` weights.
-    """
+    """In-place DDPM initialisation of a dense or convolution weight: uniform with variance
+    ``scale / mean(fan_in, fan_out)``; ``scale == 0`` means 1e-10 (as the official code), so
+    the layer starts near zero but still receives gradients."""
     scale = 1e-10 if scale == 0 else scale
     receptive = weight[0, 0].numel() if weight.ndim > 2 else 1
     fan_avg = 0.5 * (weight.shape[0] + weight.shape[1]) * receptive
@@ -60,30 +42,25 @@ def default_init_(weight: Tensor, scale: float = 1.0) -> Tensor:
         return weight.uniform_(-bound, bound)
 
 
+def _ddpm_init(layer: nn.Module, scale: float = 1.0) -> nn.Module:
+    """``layer`` with DDPM-initialised weight (:func:`default_init_`) and a zero bias."""
+    default_init_(layer.weight, scale)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 def conv3x3(
     in_ch: int, out_ch: int, *, stride: int = 1, padding: int = 1, init_scale: float = 1.0
 ) -> nn.Conv2d:
-    """3×3 convolution with DDPM initialisation and a zero bias."""
-    conv = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=padding)
-    default_init_(conv.weight, init_scale)
-    nn.init.zeros_(conv.bias)
-    return conv
+    return _ddpm_init(nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=padding), init_scale)
 
 
 def conv1x1(in_ch: int, out_ch: int, *, init_scale: float = 1.0) -> nn.Conv2d:
-    """1×1 convolution with DDPM initialisation and a zero bias."""
-    conv = nn.Conv2d(in_ch, out_ch, 1)
-    default_init_(conv.weight, init_scale)
-    nn.init.zeros_(conv.bias)
-    return conv
+    return _ddpm_init(nn.Conv2d(in_ch, out_ch, 1), init_scale)
 
 
 def dense(in_features: int, out_features: int) -> nn.Linear:
-    """Linear layer with DDPM initialisation and a zero bias."""
-    lin = nn.Linear(in_features, out_features)
-    default_init_(lin.weight)
-    nn.init.zeros_(lin.bias)
-    return lin
+    return _ddpm_init(nn.Linear(in_features, out_features))
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -92,11 +69,8 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 def sinusoidal_embedding(t: Tensor, dim: int, max_positions: float = 10_000.0) -> Tensor:
-    """Transformer/DDPM sinusoidal embedding of a float or integer ``(B,)`` tensor.
-
-    Frequencies are ``max_positions ** (-i / (dim/2 - 1))`` for ``i < dim/2``; output is
-    ``[sin, cos]`` (zero-padded by one column if ``dim`` is odd), shape ``(B, dim)``.
-    """
+    """Transformer/DDPM sinusoids ``[sin, cos]`` (B, dim) of a ``(B,)`` tensor, frequencies
+    ``max_positions ** (-i / (dim/2 - 1))`` for ``i < dim/2`` (odd ``dim``: one zero column)."""
     half = dim // 2
     freqs = torch.exp(
         torch.arange(half, device=t.device, dtype=torch.float32)
@@ -150,130 +124,88 @@ class AttnBlock(nn.Module):
         return (x + self.proj(a)) * self.rescale
 
 
-class _FIRMixin(nn.Module):
-    def _register_fir(self, fir_kernel: Sequence[float]) -> None:
-        self.register_buffer("fir_k2", fir.fir_kernel_2d(fir_kernel), persistent=False)
+def _fir_buffer(module: nn.Module, use_fir: bool, fir_kernel: Sequence[float]) -> None:
+    """Register the 2-D FIR kernel as ``module.fir_k2`` (None without FIR; not saved)."""
+    k2 = fir.fir_kernel_2d(fir_kernel) if use_fir else None
+    module.register_buffer("fir_k2", k2, persistent=False)
 
 
-class Upsample(_FIRMixin):
+def _resample(x: Tensor, up: bool, k2: Tensor | None) -> Tensor:
+    """×2 up- (``up``) or downsampling: FIR with kernel ``k2``, else nearest / average pool."""
+    if k2 is not None:
+        return fir.upsample_2d(x, k2) if up else fir.downsample_2d(x, k2)
+    return F.interpolate(x, scale_factor=2.0, mode="nearest") if up else F.avg_pool2d(x, 2)
+
+
+class _Resample(nn.Module):
+    """Stand-alone ×2 resampler, optionally with a 3×3 convolution (fused with FIR)."""
+
+    up: bool
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int | None = None,
+        *,
+        with_conv: bool = False,
+        fir: bool = False,
+        fir_kernel: Sequence[float] = (1, 3, 3, 1),
+    ) -> None:
+        super().__init__()
+        out_ch = out_ch or in_ch
+        if not with_conv and out_ch != in_ch:
+            raise ValueError(
+                f"{type(self).__name__} without a convolution keeps the channels: in_ch={in_ch}, "
+                f"out_ch={out_ch}; set with_conv=True or out_ch=in_ch."
+            )
+        self.with_conv, self.fir = with_conv, fir
+        self.conv = None
+        if with_conv:
+            # Downsampling convolves unpadded: strided, or stride 1 before the FIR filter.
+            kw = {} if self.up else dict(stride=1 if fir else 2, padding=0)
+            self.conv = conv3x3(in_ch, out_ch, **kw)
+        _fir_buffer(self, fir, fir_kernel)
+
+
+class Upsample(_Resample):
     """×2 upsampling: nearest (+3×3 conv) or FIR (+fused 3×3 conv). ``(B, C_in, H, W) ->
     (B, C_out, 2H, 2W)``; without a convolution ``C_out = C_in``."""
 
-    def __init__(
-        self,
-        in_ch: int,
-        out_ch: int | None = None,
-        *,
-        with_conv: bool = False,
-        fir: bool = False,
-        fir_kernel: Sequence[float] = (1, 3, 3, 1),
-    ) -> None:
-        super().__init__()
-        out_ch = out_ch or in_ch
-        if not with_conv and out_ch != in_ch:
-            raise ValueError(
-                f"Upsample without a convolution keeps the channels: in_ch={in_ch}, "
-                f"out_ch={out_ch}; set with_conv=True or out_ch=in_ch."
-            )
-        self.with_conv, self.fir = with_conv, fir
-        self.conv = conv3x3(in_ch, out_ch) if with_conv else None
-        if fir:
-            self._register_fir(fir_kernel)
+    up = True
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.conv is None:
+            return _resample(x, True, self.fir_k2)
         if self.fir:
-            if self.conv is None:
-                return fir.upsample_2d(x, self.fir_k2)
             return fir.upsample_conv_2d(x, self.conv.weight, self.fir_k2, self.conv.bias)
-        h = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        return h if self.conv is None else self.conv(h)
+        return self.conv(_resample(x, True, None))
 
 
-class Downsample(_FIRMixin):
+class Downsample(_Resample):
     """×2 downsampling: average pool, "SAME"-padded strided 3×3 conv, FIR, or FIR fused with a
     3×3 conv. ``(B, C_in, H, W) -> (B, C_out, H/2, W/2)``."""
 
-    def __init__(
-        self,
-        in_ch: int,
-        out_ch: int | None = None,
-        *,
-        with_conv: bool = False,
-        fir: bool = False,
-        fir_kernel: Sequence[float] = (1, 3, 3, 1),
-    ) -> None:
-        super().__init__()
-        out_ch = out_ch or in_ch
-        if not with_conv and out_ch != in_ch:
-            raise ValueError(
-                f"Downsample without a convolution keeps the channels: in_ch={in_ch}, "
-                f"out_ch={out_ch}; set with_conv=True or out_ch=in_ch."
-            )
-        self.with_conv, self.fir = with_conv, fir
-        if with_conv:
-            self.conv = conv3x3(in_ch, out_ch, stride=1 if fir else 2, padding=0)
-        else:
-            self.conv = None
-        if fir:
-            self._register_fir(fir_kernel)
+    up = False
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.fir:
-            if self.conv is None:
-                return fir.downsample_2d(x, self.fir_k2)
-            return fir.conv_downsample_2d(x, self.conv.weight, self.fir_k2, self.conv.bias)
         if self.conv is None:
-            return F.avg_pool2d(x, 2)
+            return _resample(x, False, self.fir_k2)
+        if self.fir:
+            return fir.conv_downsample_2d(x, self.conv.weight, self.fir_k2, self.conv.bias)
         # TensorFlow "SAME" padding for a stride-2 3×3 kernel on even sizes: one row/col at the end.
         return self.conv(F.pad(x, (0, 1, 0, 1)))
 
 
-class ResnetBlockDDPM(nn.Module):
-    """DDPM residual block: GN-SiLU-conv, + dense(SiLU(temb)), GN-SiLU-dropout-conv, skip.
+class _ResnetBlock(nn.Module):
+    """GN-SiLU-[resample]-conv, + dense(SiLU(temb)), GN-SiLU-dropout-conv, + skip (a 1×1
+    convolution when the channels change or the block resamples, on the resampled input);
+    ``skip_rescale`` divides the sum by √2.
 
-    ``(B, C_in, H, W), (B, T) -> (B, C_out, H, W)``. The skip is a 1×1 convolution when the
-    channel count changes; ``skip_rescale`` divides the sum by √2.
+    ``(B, C_in, H, W), (B, T) -> (B, C_out, H', W')`` with ``H' = 2H`` (``up``), ``H/2``
+    (``down``) or ``H``; resampling is FIR or nearest / average pooling.
     """
 
-    def __init__(
-        self,
-        in_ch: int,
-        out_ch: int | None = None,
-        *,
-        temb_dim: int | None = None,
-        dropout: float = 0.1,
-        skip_rescale: bool = False,
-        init_scale: float = 0.0,
-    ) -> None:
-        super().__init__()
-        out_ch = out_ch or in_ch
-        self.norm0 = group_norm(in_ch)
-        self.conv0 = conv3x3(in_ch, out_ch)
-        self.dense = dense(temb_dim, out_ch) if temb_dim is not None else None
-        self.norm1 = group_norm(out_ch)
-        self.dropout = nn.Dropout(dropout)
-        self.conv1 = conv3x3(out_ch, out_ch, init_scale=init_scale)
-        self.skip = conv1x1(in_ch, out_ch, init_scale=0.1) if in_ch != out_ch else None
-        self.rescale = _SQRT_HALF if skip_rescale else 1.0
-
-    def forward(self, x: Tensor, temb: Tensor | None = None) -> Tensor:
-        h = self.conv0(F.silu(self.norm0(x)))
-        if self.dense is not None and temb is not None:
-            h = h + append_dims(self.dense(F.silu(temb)), h.ndim)
-        h = self.conv1(self.dropout(F.silu(self.norm1(h))))
-        if self.skip is not None:
-            x = self.skip(x)
-        return (x + h) * self.rescale
-
-
-class ResnetBlockBigGAN(_FIRMixin):
-    """BigGAN-style residual block that can resample by 2 inside the block (NCSN++/DDPM++).
-
-    Resampling (FIR or nearest/average) is applied to both the branch after the first
-    activation and the skip path; the skip is a 1×1 convolution when channels change or the
-    block resamples. ``(B, C_in, H, W), (B, T) -> (B, C_out, H', W')`` with ``H' = 2H``,
-    ``H/2`` or ``H``.
-    """
+    skip_init = 1.0  # DDPM initialises its skip (NIN) layer at scale 0.1
 
     def __init__(
         self,
@@ -291,41 +223,47 @@ class ResnetBlockBigGAN(_FIRMixin):
     ) -> None:
         super().__init__()
         if up and down:
-            raise ValueError("ResnetBlockBigGAN: up and down are both True; choose at most one.")
+            raise ValueError(f"{type(self).__name__}: up and down are both True; choose one.")
         out_ch = out_ch or in_ch
         self.up, self.down, self.fir = up, down, fir
-        if fir:
-            self._register_fir(fir_kernel)
+        _fir_buffer(self, fir, fir_kernel)
         self.norm0 = group_norm(in_ch)
         self.conv0 = conv3x3(in_ch, out_ch)
         self.dense = dense(temb_dim, out_ch) if temb_dim is not None else None
         self.norm1 = group_norm(out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv1 = conv3x3(out_ch, out_ch, init_scale=init_scale)
-        self.skip = conv1x1(in_ch, out_ch) if (in_ch != out_ch or up or down) else None
+        resamples = up or down
+        self.skip = None
+        if in_ch != out_ch or resamples:
+            self.skip = conv1x1(in_ch, out_ch, init_scale=self.skip_init)
         self.rescale = _SQRT_HALF if skip_rescale else 1.0
-
-    def _resample(self, x: Tensor) -> Tensor:
-        if self.up:
-            if self.fir:
-                return fir.upsample_2d(x, self.fir_k2)
-            return F.interpolate(x, scale_factor=2.0, mode="nearest")
-        if self.down:
-            if self.fir:
-                return fir.downsample_2d(x, self.fir_k2)
-            return F.avg_pool2d(x, 2)
-        return x
 
     def forward(self, x: Tensor, temb: Tensor | None = None) -> Tensor:
         h = F.silu(self.norm0(x))
-        h = self.conv0(self._resample(h))
-        x = self._resample(x)
+        if self.up or self.down:
+            h, x = _resample(h, self.up, self.fir_k2), _resample(x, self.up, self.fir_k2)
+        h = self.conv0(h)
         if self.dense is not None and temb is not None:
             h = h + append_dims(self.dense(F.silu(temb)), h.ndim)
         h = self.conv1(self.dropout(F.silu(self.norm1(h))))
         if self.skip is not None:
             x = self.skip(x)
         return (x + h) * self.rescale
+
+
+class ResnetBlockBigGAN(_ResnetBlock):
+    """BigGAN-style residual block of NCSN++/DDPM++, which can resample by 2 inside the block
+    (see :class:`_ResnetBlock`)."""
+
+
+class ResnetBlockDDPM(_ResnetBlock):
+    """DDPM residual block: never resamples; no skip rescaling by default."""
+
+    skip_init = 0.1
+
+    def __init__(self, in_ch: int, out_ch: int | None = None, *, skip_rescale: bool = False, **kw):
+        super().__init__(in_ch, out_ch, skip_rescale=skip_rescale, **kw)
 
 
 class Combine(nn.Module):

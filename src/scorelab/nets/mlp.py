@@ -5,8 +5,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from scorelab.nets.labels import LabelEmbedding, check_num_labels, no_labels_refused
-from scorelab.nets.noise_embedding import EMBEDDINGS, FEATURES, NoiseEmbedding, check_choice
+from scorelab.nets.conditioning import check_kind
+from scorelab.nets.labels import add_label, check_num_labels, label_table
+from scorelab.nets.noise_embedding import (
+    EMBEDDINGS,
+    FEATURES,
+    NoiseConditioned,
+    NoiseEmbedding,
+    check_positive,
+)
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "softplus": nn.Softplus,
@@ -18,7 +25,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 COMBINE = ("concat", "add")
 
 
-class MLP(nn.Module):
+class MLP(NoiseConditioned):
     """Score MLP: `n_layers` hidden layers of width `hidden`, then a linear map back to `dim`.
 
     The conditioning enters either once, concatenated to the input (`combine="concat"`), or at
@@ -29,15 +36,13 @@ class MLP(nn.Module):
         hidden: width of the hidden layers.
         n_layers: number of hidden layers (NCSN Fig. 2: 3 × 128 with softplus).
         activation: "softplus" | "silu" | "elu" | "relu" | "tanh".
-        embedding: what `cond` holds (:mod:`scorelab.nets.conditioning`): "sigma" | "c_noise"
-            | "time" | "step" | "index" | "none"; also the network's ``cond_input``.
+        embedding: what `cond` holds, and the ``cond_input`` (as for UNetSmall).
         num_classes: number of noise levels for embedding="index".
         embed_dim: width of the conditioning features.
         embed_features: "sinusoidal" | "fourier" features of log σ or t.
         combine: "concat" | "add".
-        num_labels: number of classes K for a class-conditional network (null: none). A
-            learned embedding of width ``embed_dim`` (K + 1 rows, row K = no label) is added to
-            the noise features, so the label enters wherever the noise level does.
+        num_labels: number of classes K (null: none); a label embedding of width ``embed_dim``
+            is added to the noise features.
 
     Shapes: x (B, D), cond (B,), label (B,) long in [0, K] or None (= K) -> (B, D).
     """
@@ -56,28 +61,21 @@ class MLP(nn.Module):
         num_labels: int | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("dim", dim), ("hidden", hidden), ("n_layers", n_layers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive integer")
-        check_choice("activation", activation, tuple(ACTIVATIONS))
-        check_choice("embedding", embedding, EMBEDDINGS)
-        check_choice("embed_features", embed_features, FEATURES)
-        check_choice("combine", combine, COMBINE)
+        check_positive(dim=dim, hidden=hidden, n_layers=n_layers)
+        check_kind("activation", activation, tuple(ACTIVATIONS))
+        check_kind("embedding", embedding, EMBEDDINGS)
+        check_kind("embed_features", embed_features, FEATURES)
+        check_kind("combine", combine, COMBINE)
         self.dim, self.embedding, self.combine = dim, embedding, combine
         self.num_labels = check_num_labels(num_labels)
-
-        self.embed: NoiseEmbedding | None = None
-        e = 0
+        self.embed = None
         if embedding != "none":
             self.embed = NoiseEmbedding(
                 embedding, embed_dim, features=embed_features, num_classes=num_classes
             )
-            e = embed_dim
-        self.label_embed: LabelEmbedding | None = None
-        if self.num_labels is not None:
-            self.label_embed = LabelEmbedding(self.num_labels, embed_dim)
-            e = embed_dim
-        conditioned = e > 0
+        self.label_embed = label_table(self.num_labels, embed_dim)
+        conditioned = self.embed is not None or self.label_embed is not None
+        e = embed_dim if conditioned else 0
         concat = combine == "concat" and conditioned
         widths = [dim + (e if concat else 0)] + [hidden] * n_layers
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
@@ -89,26 +87,13 @@ class MLP(nn.Module):
         self.act = ACTIVATIONS[activation]()
         self.out = nn.Linear(hidden, dim)
 
-    @property
-    def cond_input(self) -> str:
-        """The kind of cond this network expects (:mod:`scorelab.nets.conditioning`)."""
-        return self.embedding
-
-    def cond_features(self, cond: Tensor) -> Tensor | None:
-        """The fixed features (B, embed_dim) computed from cond; None if unconditional."""
-        return None if self.embed is None else self.embed(cond)
-
     def forward(self, x: Tensor, cond: Tensor | None = None, *, label=None) -> Tensor:
         emb = None
         if self.embed is not None:
             if cond is None:
                 raise ValueError(f"MLP(embedding={self.embedding!r}) needs cond of shape (B,)")
             emb = self.embed(cond)
-        if self.label_embed is not None:
-            lab = self.label_embed(label, x.shape[0], x.device)
-            emb = lab if emb is None else emb.to(lab.dtype) + lab
-        else:
-            no_labels_refused("MLP", label)
+        emb = add_label(emb, self.label_embed, label, x, "MLP")
         h = x
         if emb is not None and self.cond_proj is None:
             h = torch.cat([x, emb.to(x.dtype)], dim=1)

@@ -1,36 +1,26 @@
 """NCSN++ (Song et al. 2021, "Score-Based Generative Modeling through SDEs"), a raw U-Net.
 
-The same class covers the whole family of the official ``ncsnpp`` model: DDPM++ is NCSN++ with
-nearest/average resampling, no input pyramid and a positional embedding
-(:class:`scorelab.nets.ddpm.DDPMpp`), and the original DDPM U-Net is the ``resblock_type="ddpm"``
-special case (:class:`scorelab.nets.ddpm.DDPM`).
+One class covers the official ``ncsnpp`` family: DDPM++ and the DDPM U-Net are configurations
+of it (:mod:`scorelab.nets.ddpm`).
 
-Conditioning, ``net(x, cond)`` with ``cond`` a float ``(B,)`` tensor:
+Conditioning, ``net(x, cond)`` with ``cond`` a float ``(B,)`` of the kind ``cond_input``
+(:mod:`scorelab.nets.conditioning`), whose scale the network undoes before embedding:
 
-* ``embedding_type="fourier"``: by default ``cond`` is the noise level σ > 0
-  (``cond_input="sigma"``); the network embeds ``log σ`` with Gaussian Fourier features (VE SDE
-  training, as the official code does).
-* ``embedding_type="positional"``: by default ``cond`` is ``999·t`` (``cond_input="step"``) and
-  goes straight into the sinusoidal embedding, as the official code feeds for continuous
-  VP/subVP training (and the integer step index in ``[0, 999]`` for discrete DDPM training).
+* ``embedding_type="fourier"``: Gaussian Fourier features of ln σ; by default ``cond`` is σ
+  (VE training, as the official code).
+* ``embedding_type="positional"``: sinusoids of 999·t (or 250·ln σ); by default ``cond`` is
+  ``999·t`` (``"step"``), as the official code feeds for continuous VP/subVP training (the
+  integer step in ``[0, 999]`` for discrete DDPM).
 
-``cond_input`` may name any continuous kind of :mod:`scorelab.nets.conditioning` (such as EDM's
-``c_noise``); the network undoes that kind's scale before embedding (ln σ for the
-Fourier features; 999·t or 250·ln σ for the sinusoids), and the parametrisation checks that it
-feeds that kind.
-
-Class labels (``num_labels = K``, default None: unconditional): ``net(x, cond, label=y)``
-with ``y`` (B,) long in ``[0, K]`` (K, or ``label=None``, is the null label ∅ of
-classifier-free guidance). A learned embedding of the label (:mod:`scorelab.nets.labels`),
-as wide as the noise features, is added to those features before the embedding MLP, so the
-label reaches every residual block through the same projection as the noise level (the
-convention of EDM's port of these networks, ``SongUNet``). With ``conditional=False`` the MLP
-sees the label alone. Without labels no parameter is added: the official checkpoints load as
-before.
+Class labels (``num_labels = K``): ``net(x, cond, label=y)``, y (B,) long in ``[0, K]`` (K or
+None: the null label ∅ of classifier-free guidance). A learned label embedding
+(:mod:`scorelab.nets.labels`) as wide as the noise features is added to them before the
+embedding MLP, so the label reaches every block as the noise level does (as EDM's
+``SongUNet``); with ``conditional=False`` the MLP sees the label alone. Without labels no
+parameter is added: the official checkpoints load as before.
 
 The network is raw: no division by σ (``scale_by_sigma`` lives in :mod:`scorelab.nets.precond`)
-and no input centring (the data module scales images). Input ``(B, channels, image_size,
-image_size)``, output of the same shape.
+and no input centring.
 """
 
 from __future__ import annotations
@@ -48,7 +38,7 @@ from scorelab.nets.conditioning import (
     check_kind,
     unscale,
 )
-from scorelab.nets.labels import LabelEmbedding, check_num_labels, no_labels_refused
+from scorelab.nets.labels import add_label, check_num_labels, label_table
 from scorelab.nets.layers_sde import (
     AttnBlock,
     Combine,
@@ -66,6 +56,17 @@ from scorelab.nets.layers_sde import (
 __all__ = ["NCSNpp"]
 
 _SQRT_HALF = 2.0**-0.5
+_CHOICES = {
+    "resblock_type": ("biggan", "ddpm"),
+    "progressive": ("none", "output_skip", "residual"),
+    "progressive_input": ("none", "input_skip", "residual"),
+    "progressive_combine": ("sum", "cat"),
+    "embedding_type": ("fourier", "positional"),
+}
+
+
+def _choice(name: str, value: str) -> str:
+    return check_kind(name, str(value).lower(), _CHOICES[name])
 
 
 class DownLevel(nn.Module):
@@ -96,13 +97,6 @@ class UpLevel(nn.Module):
         self.upsample: nn.Module | None = None
 
 
-def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
-    v = str(value).lower()
-    if v not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}.")
-    return v
-
-
 class NCSNpp(nn.Module):
     """NCSN++ / DDPM++ U-Net. Defaults are the NCSN++ continuous CIFAR-10 configuration
     (62.76M parameters).
@@ -126,15 +120,12 @@ class NCSNpp(nn.Module):
         progressive_input: input pyramid: ``"none"``, ``"input_skip"`` or ``"residual"``.
         progressive_combine: ``"sum"`` or ``"cat"`` (for ``input_skip``).
         init_scale: scale of the last layer of each residual branch (0 gives 1e-10).
-        embedding_type: ``"fourier"`` (``cond`` = σ) or ``"positional"`` (``cond`` = 999·t
-            or step index).
+        embedding_type: ``"fourier"`` or ``"positional"`` (see the module docstring).
         fourier_scale: standard deviation of the Fourier frequencies.
-        cond_input: what ``cond`` holds (:mod:`scorelab.nets.conditioning`): ``"sigma"``,
-            ``"c_noise"``, ``"time"`` or ``"step"``; None: ``"sigma"`` for the Fourier embedding,
-            ``"step"`` for the positional one (``"none"`` when not ``conditional``).
-        num_labels: number of classes K of a class-conditional network (None: none). Adds
-            an embedding of K + 1 rows (row K = no label) as wide as the noise features
-            (``2·nf`` Fourier, ``nf`` positional), summed with them before the embedding MLP.
+        cond_input: ``"sigma"``, ``"c_noise"``, ``"time"`` or ``"step"``; None: ``"sigma"``
+            (Fourier), ``"step"`` (positional), ``"none"`` when not ``conditional``.
+        num_labels: number of classes K (None: unconditional); the label table is ``2·nf``
+            (Fourier) or ``nf`` (positional) wide.
 
     Shapes: x (B, channels, image_size, image_size), cond (B,), label (B,) long in [0, K]
     or None (= K) -> (B, channels, image_size, image_size).
@@ -168,14 +159,41 @@ class NCSNpp(nn.Module):
         super().__init__()
         ch_mult = tuple(int(m) for m in ch_mult)
         attn_resolutions = tuple(int(r) for r in attn_resolutions)
-        self.resblock_type = _choice("resblock_type", resblock_type, ("biggan", "ddpm"))
-        self.progressive = _choice("progressive", progressive, ("none", "output_skip", "residual"))
-        self.progressive_input = _choice(
-            "progressive_input", progressive_input, ("none", "input_skip", "residual")
-        )
-        combine = _choice("progressive_combine", progressive_combine, ("sum", "cat"))
-        self.embedding_type = _choice("embedding_type", embedding_type, ("fourier", "positional"))
-        _validate(image_size, channels, nf, ch_mult, num_res_blocks, attn_resolutions, dropout)
+        self.resblock_type = _choice("resblock_type", resblock_type)
+        self.progressive = _choice("progressive", progressive)
+        self.progressive_input = _choice("progressive_input", progressive_input)
+        combine = _choice("progressive_combine", progressive_combine)
+        self.embedding_type = _choice("embedding_type", embedding_type)
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}.")
+        if len(ch_mult) < 1 or min(ch_mult) < 1:
+            raise ValueError(f"ch_mult must be a non-empty sequence of ints >= 1, got {ch_mult}.")
+        if num_res_blocks < 1:
+            raise ValueError(f"num_res_blocks must be >= 1, got {num_res_blocks}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        factor = 2 ** (len(ch_mult) - 1)
+        if image_size < factor or image_size % factor:
+            raise ValueError(
+                f"image_size={image_size} is not divisible by 2**(len(ch_mult)-1)={factor} "
+                f"(ch_mult={ch_mult}); use an image size that is a multiple of {factor} or a "
+                f"shorter ch_mult."
+            )
+        resolutions = [image_size // 2**i for i in range(len(ch_mult))]
+        for r in attn_resolutions:
+            if r not in resolutions:
+                raise ValueError(
+                    f"attn_resolutions contains {r}, which is never reached: with image_size="
+                    f"{image_size} and {len(ch_mult)} levels the resolutions are {resolutions}; "
+                    f"pick attention resolutions from that list."
+                )
+        for c in sorted({nf} | {nf * m for m in ch_mult}):
+            groups = max(1, min(c // 4, 32))
+            if c % groups:
+                raise ValueError(
+                    f"feature width {c} (nf={nf} × ch_mult) is not divisible by its GroupNorm "
+                    f"group count {groups}; use an nf that is a multiple of 32 (or of 4 below 128)."
+                )
 
         self.image_size, self.channels, self.nf = image_size, channels, nf
         self.conditional = conditional
@@ -190,19 +208,16 @@ class NCSNpp(nn.Module):
             self.cond_input = check_kind("cond_input", cond_input or default, tuple(CONTINUOUS))
         self.rescale = _SQRT_HALF if skip_rescale else 1.0
         n_res = len(ch_mult)
-        resolutions = [image_size // 2**i for i in range(n_res)]
         biggan = self.resblock_type == "biggan"
         temb_dim = 4 * nf if embedded else None
 
+        block_kw = dict(
+            temb_dim=temb_dim, dropout=dropout, skip_rescale=skip_rescale, init_scale=init_scale
+        )
+
         def resblock(in_ch: int, out_ch: int | None = None, **kw: bool) -> nn.Module:
-            common = dict(
-                temb_dim=temb_dim, dropout=dropout, skip_rescale=skip_rescale, init_scale=init_scale
-            )
-            if biggan:
-                return ResnetBlockBigGAN(
-                    in_ch, out_ch, fir=fir, fir_kernel=fir_kernel, **common, **kw
-                )
-            return ResnetBlockDDPM(in_ch, out_ch, **common)
+            block = ResnetBlockBigGAN if biggan else ResnetBlockDDPM
+            return block(in_ch, out_ch, fir=fir, fir_kernel=fir_kernel, **block_kw, **kw)
 
         def attn(ch: int) -> AttnBlock:
             return AttnBlock(ch, skip_rescale=skip_rescale, init_scale=init_scale)
@@ -216,9 +231,7 @@ class NCSNpp(nn.Module):
             if embedded
             else None
         )
-        self.label_embed: LabelEmbedding | None = None
-        if self.num_labels is not None:
-            self.label_embed = LabelEmbedding(self.num_labels, embed_dim)
+        self.label_embed = label_table(self.num_labels, embed_dim)
 
         # Parameter-free pyramid resamplers (shared by every level).
         self.pyramid_downsample = (
@@ -327,19 +340,8 @@ class NCSNpp(nn.Module):
         return sinusoidal_embedding(unscale(self.cond_input, cond) * scale, self.nf)
 
     def forward(self, x: Tensor, cond: Tensor | None = None, *, label=None) -> Tensor:
-        """Raw network output.
-
-        Args:
-            x: ``(B, channels, image_size, image_size)``.
-            cond: ``(B,)`` float of the kind ``cond_input`` (by default σ for the Fourier
-                embedding, 999·t or a step index for the positional embedding); ignored when
-                not ``conditional``.
-            label: ``(B,)`` long in ``[0, num_labels]`` or None (the null label); only for a
-                network built with ``num_labels``.
-
-        Returns:
-            ``(B, channels, image_size, image_size)``.
-        """
+        """Raw output; ``cond`` is ignored when not ``conditional``, ``label`` needs
+        ``num_labels`` (shapes in the class docstring)."""
         expected = (self.channels, self.image_size, self.image_size)
         if tuple(x.shape[1:]) != expected:
             raise ValueError(
@@ -355,11 +357,7 @@ class NCSNpp(nn.Module):
                     f"(cond_input={self.cond_input!r})"
                 )
             temb = self.cond_features(cond).to(x.dtype)
-        if self.label_embed is not None:
-            lab = self.label_embed(label, x.shape[0], x.device).to(x.dtype)
-            temb = lab if temb is None else temb + lab
-        else:
-            no_labels_refused(type(self).__name__, label)
+        temb = add_label(temb, self.label_embed, label, x, type(self).__name__)
         if temb is not None:
             temb = self.temb(temb)
 
@@ -397,9 +395,7 @@ class NCSNpp(nn.Module):
                 h = level.attn(h)
             if level.pyramid_conv is not None:
                 p = level.pyramid_conv(F.silu(level.pyramid_norm(h)))
-                if self.progressive == "residual":
-                    out_pyramid = p
-                elif out_pyramid is None:
+                if self.progressive == "residual" or out_pyramid is None:
                     out_pyramid = p
                 else:
                     out_pyramid = self.pyramid_upsample(out_pyramid) + p
@@ -412,45 +408,3 @@ class NCSNpp(nn.Module):
         if self.progressive == "output_skip":
             return out_pyramid
         return self.conv_out(F.silu(self.norm_out(h)))
-
-
-def _validate(
-    image_size: int,
-    channels: int,
-    nf: int,
-    ch_mult: tuple[int, ...],
-    num_res_blocks: int,
-    attn_resolutions: tuple[int, ...],
-    dropout: float,
-) -> None:
-    """Check the architecture arguments before any layer is built."""
-    if channels < 1:
-        raise ValueError(f"channels must be >= 1, got {channels}.")
-    if len(ch_mult) < 1 or min(ch_mult) < 1:
-        raise ValueError(f"ch_mult must be a non-empty sequence of ints >= 1, got {ch_mult}.")
-    if num_res_blocks < 1:
-        raise ValueError(f"num_res_blocks must be >= 1, got {num_res_blocks}.")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
-    factor = 2 ** (len(ch_mult) - 1)
-    if image_size < factor or image_size % factor:
-        raise ValueError(
-            f"image_size={image_size} is not divisible by 2**(len(ch_mult)-1)={factor} "
-            f"(ch_mult={ch_mult}); use an image size that is a multiple of {factor} or a "
-            f"shorter ch_mult."
-        )
-    resolutions = [image_size // 2**i for i in range(len(ch_mult))]
-    for r in attn_resolutions:
-        if r not in resolutions:
-            raise ValueError(
-                f"attn_resolutions contains {r}, which is never reached: with image_size="
-                f"{image_size} and {len(ch_mult)} levels the resolutions are {resolutions}; "
-                f"pick attention resolutions from that list."
-            )
-    for c in sorted({nf} | {nf * m for m in ch_mult}):
-        groups = max(1, min(c // 4, 32))
-        if c % groups:
-            raise ValueError(
-                f"feature width {c} (nf={nf} × ch_mult) is not divisible by its GroupNorm group "
-                f"count {groups}; use an nf that is a multiple of 32 (or of 4 below 128)."
-            )

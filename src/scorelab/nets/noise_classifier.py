@@ -1,18 +1,11 @@
 """Noise-conditional classifiers p_t(y | x_t) for classifier guidance (Song et al. 2021, §5).
 
-Two networks map a perturbed example and its noise level to class logits:
-
-* :class:`ConvClassifier` (images): the down path of :class:`~scorelab.nets.unet_small.UNetSmall`
-  (its residual blocks, with the embedded noise level added in every block), then global
-  average pooling and a linear head;
-* :class:`MLPClassifier` (points): the noise features concatenated to the input, then an MLP.
-
-Both take ``cond`` in the one vocabulary of :mod:`scorelab.nets.conditioning` (``embedding``,
-also their ``cond_input``). :class:`NoiseConditionalClassifier` wraps one for the samplers: it
-is called with the samplers' noise argument (t for an SDE), turns t into the kind the network
-expects (σ, ¼ ln σ, t or 999·t), divides the input by the marginal scale
-√(α(t)² σ_d² + std(t)²) so the network sees inputs of about unit variance at every level (the
-VE process reaches σ = 80), and returns log-probabilities (B, K).
+:class:`ConvClassifier` (images) and :class:`MLPClassifier` (points) map a perturbed example
+and its noise level (``cond`` of the kind ``embedding``, :mod:`scorelab.nets.conditioning`) to
+class logits. :class:`NoiseConditionalClassifier` wraps one for the samplers: called with t, it
+feeds the network the kind it expects, divides the input by the marginal scale
+√(α(t)² σ_d² + std(t)²) (unit variance at every level; the VE process reaches σ = 80) and
+returns log-probabilities (B, K).
 """
 
 from __future__ import annotations
@@ -25,20 +18,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scorelab.io import CheckpointError, read_checkpoint
-from scorelab.nets.conditioning import STEP_SCALE, check_cond_input, check_kind
-from scorelab.nets.noise_embedding import FEATURES, NoiseEmbedding, check_choice
-from scorelab.nets.unet_small import _ResBlock
+from scorelab.nets.conditioning import check_cond_input, check_kind, feed
+from scorelab.nets.noise_embedding import (
+    FEATURES,
+    NoiseConditioned,
+    NoiseEmbedding,
+    check_positive,
+)
+from scorelab.nets.unet_small import (
+    _ResBlock,
+    check_unet_args,
+    down_path,
+    embed_mlp,
+    run_down_path,
+)
 from scorelab.sde import NoiseProcess, as_sde
 from scorelab.utils import append_dims
 
 #: The conditioning kinds a classifier can be fed from the samplers' continuous noise argument.
 CLASSIFIER_CONDS = ("sigma", "c_noise", "time", "step")
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer")
-    return value
 
 
 def _check_classes(num_classes) -> int:
@@ -50,37 +48,11 @@ def _check_classes(num_classes) -> int:
     return num_classes
 
 
-class _NoiseFeatures(nn.Module):
-    """What the classifier networks share: the kind of cond they expect
-    (:mod:`scorelab.nets.conditioning`) and its fixed features, from ``self.embed``."""
-
-    embedding: str
-    embed: nn.Module
-
-    @property
-    def cond_input(self) -> str:
-        return self.embedding
-
-    def cond_features(self, cond: Tensor) -> Tensor:
-        """The fixed features of cond, before any learned layer."""
-        return self.embed(cond)
-
-
-class ConvClassifier(_NoiseFeatures):
+class ConvClassifier(NoiseConditioned):
     """Image classifier: UNetSmall's down path, global average pooling, a linear head.
 
-    Args:
-        channels: image channels C.
-        image_size: H = W, a multiple of 2**(len(ch_mult) - 1).
-        num_classes: K.
-        ch: base width.
-        ch_mult: width multipliers, one per resolution (a stride-2 conv between levels).
-        num_res_blocks: residual blocks per level.
-        embedding: what ``cond`` holds: "sigma" | "c_noise" | "time" | "step" (the
-            network's ``cond_input``).
-        embed_features: "sinusoidal" | "fourier" features of ln σ or t.
-        groups: GroupNorm groups.
-        dropout: dropout inside the residual blocks.
+    Arguments as for :class:`~scorelab.nets.unet_small.UNetSmall` (``embedding`` one of
+    :data:`CLASSIFIER_CONDS`; no labels), and ``num_classes`` K.
 
     Shapes: x (B, C, H, W), cond (B,) -> logits (B, K).
     """
@@ -99,44 +71,21 @@ class ConvClassifier(_NoiseFeatures):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        for name, value in (("channels", channels), ("ch", ch), ("groups", groups)):
-            _positive_int(name, value)
-        _positive_int("num_res_blocks", num_res_blocks)
+        ch_mult = check_unet_args(
+            channels, image_size, ch, ch_mult, num_res_blocks, groups, dropout
+        )
         self.num_classes = _check_classes(num_classes)
-        check_choice("embedding", embedding, CLASSIFIER_CONDS)
-        check_choice("embed_features", embed_features, FEATURES)
-        ch_mult = tuple(int(m) for m in ch_mult)
-        if not ch_mult or any(m < 1 for m in ch_mult):
-            raise ValueError(f"ch_mult={ch_mult!r} must be a non-empty sequence of positive ints")
-        factor = 2 ** (len(ch_mult) - 1)
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size % factor:
-            raise ValueError(
-                f"image_size={image_size!r} must be a positive multiple of {factor} (the "
-                f"network downsamples {len(ch_mult) - 1} times with ch_mult={ch_mult})"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
-        for c in {ch * m for m in ch_mult}:
-            if c % min(groups, c):
-                raise ValueError(f"groups={groups} must divide every width ch*ch_mult[i]: {c}")
+        check_kind("embedding", embedding, CLASSIFIER_CONDS)
+        check_kind("embed_features", embed_features, FEATURES)
         self.channels, self.image_size, self.embedding = channels, image_size, embedding
         emb_dim = 4 * ch
         self.embed = NoiseEmbedding(embedding, ch, features=embed_features)
-        self.embed_mlp = nn.Sequential(
-            nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
-        )
+        self.embed_mlp = embed_mlp(ch, emb_dim)
         self.conv_in = nn.Conv2d(channels, ch, 3, padding=1)
-        self.blocks = nn.ModuleList()
-        self.downsamples = nn.ModuleList()
-        c = ch
-        for i, m in enumerate(ch_mult):
-            level = nn.ModuleList()
-            for _ in range(num_res_blocks):
-                level.append(_ResBlock(c, ch * m, emb_dim, groups, dropout))
-                c = ch * m
-            self.blocks.append(level)
-            if i < len(ch_mult) - 1:
-                self.downsamples.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
+        self.blocks, self.downsamples, widths = down_path(
+            ch, ch_mult, num_res_blocks, lambda a, b: _ResBlock(a, b, emb_dim, groups, dropout)
+        )
+        c = widths[-1]
         self.norm_out = nn.GroupNorm(min(groups, c), c)
         self.head = nn.Linear(c, self.num_classes)
 
@@ -147,17 +96,12 @@ class ConvClassifier(_NoiseFeatures):
                 f"{self.image_size}), got {tuple(x.shape)}"
             )
         emb = self.embed_mlp(self.embed(cond).to(x.dtype))
-        h = self.conv_in(x)
-        for i, level in enumerate(self.blocks):
-            for blk in level:
-                h = blk(h, emb)
-            if i < len(self.downsamples):
-                h = self.downsamples[i](h)
+        h = run_down_path(self.conv_in(x), emb, self.blocks, self.downsamples, [])
         h = F.silu(self.norm_out(h)).mean(dim=(2, 3))
         return self.head(h)
 
 
-class MLPClassifier(_NoiseFeatures):
+class MLPClassifier(NoiseConditioned):
     """Point classifier: the noise features concatenated to x, ``n_layers`` SiLU layers of
     width ``hidden``, a linear head.
 
@@ -184,11 +128,10 @@ class MLPClassifier(_NoiseFeatures):
         embed_features: str = "fourier",
     ) -> None:
         super().__init__()
-        for name, value in (("dim", dim), ("hidden", hidden), ("n_layers", n_layers)):
-            _positive_int(name, value)
+        check_positive(dim=dim, hidden=hidden, n_layers=n_layers)
         self.num_classes = _check_classes(num_classes)
-        check_choice("embedding", embedding, CLASSIFIER_CONDS)
-        check_choice("embed_features", embed_features, FEATURES)
+        check_kind("embedding", embedding, CLASSIFIER_CONDS)
+        check_kind("embed_features", embed_features, FEATURES)
         self.dim, self.embedding = dim, embedding
         self.embed = NoiseEmbedding(embedding, embed_dim, features=embed_features)
         widths = [dim + embed_dim] + [hidden] * n_layers
@@ -244,13 +187,7 @@ class NoiseConditionalClassifier(nn.Module):
 
     def net_input(self, t: Tensor) -> Tensor:
         """The ``cond`` (B,) fed to the network at noise argument ``t`` (B,)."""
-        kind = self.net_cond
-        if kind == "time":
-            return t
-        if kind == "step":
-            return STEP_SCALE * t
-        sigma = self.noise.sigma(t)
-        return sigma if kind == "sigma" else 0.25 * torch.log(sigma)
+        return feed(self.net_cond, t, self.noise.sigma(t))
 
     def logits(self, x: Tensor, t: Tensor) -> Tensor:
         t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
@@ -322,13 +259,3 @@ def load_classifier(
         ) from None
     classifier.eval().requires_grad_(False)
     return classifier, config
-
-
-__all__ = [
-    "CLASSIFIER_CONDS",
-    "ConvClassifier",
-    "MLPClassifier",
-    "NoiseConditionalClassifier",
-    "classifier_from_config",
-    "load_classifier",
-]

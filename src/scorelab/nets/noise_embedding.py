@@ -1,14 +1,9 @@
-"""Embeddings of the conditioning signal (σ, c_noise, t, 999·t or a σ index) of the small networks.
+"""Embeddings of the conditioning signal of the small networks (UNetSmall, MLP, classifiers).
 
-`embedding` says what `cond` holds, in the one vocabulary of :mod:`scorelab.nets.conditioning`:
-"sigma" (σ), "c_noise" (¼ ln σ), "time" (t), "step" (999·t), "index" (a long level index; a
-learned table) or "none" (unconditional; the networks then build no embedding). The embedding
-first undoes the kind's scale (:func:`~scorelab.nets.conditioning.unscale`: ln σ or t), so the
-same noise level gives the same features whichever kind feeds it.
-
-Continuous inputs are turned into features either by sinusoids with geometric frequencies
-(the Transformer / DDPM positional embedding) or by random Fourier features with fixed Gaussian
-frequencies (Tancik et al. 2020; the NCSN++ embedding of log σ).
+``embedding`` names what ``cond`` holds (:mod:`scorelab.nets.conditioning`); "index" is a
+learned table, "none" builds no embedding. Continuous kinds are first unscaled (ln σ or t), so a
+noise level gives the same features whichever kind feeds it, then turned into geometric
+sinusoids (Transformer / DDPM) or random Fourier features (Tancik et al. 2020; NCSN++).
 """
 
 from __future__ import annotations
@@ -18,16 +13,17 @@ import math
 import torch
 from torch import Tensor, nn
 
-from scorelab.nets.conditioning import COND_KINDS, CONTINUOUS, SINUSOID_SCALE, unscale
+from scorelab.nets.conditioning import COND_KINDS, CONTINUOUS, SINUSOID_SCALE, check_kind, unscale
 
 EMBEDDINGS = tuple(COND_KINDS)
 FEATURES = ("sinusoidal", "fourier")
 
 
-def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    """Raise ValueError unless `value` is one of `allowed`."""
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; use one of {', '.join(allowed)}")
+def check_positive(**values) -> None:
+    """Refuse, naming it, any value that is not an int >= 1 (a bool included)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive integer")
 
 
 class NoiseEmbedding(nn.Module):
@@ -39,9 +35,9 @@ class NoiseEmbedding(nn.Module):
         dim: output width (even for the continuous embeddings).
         features: "sinusoidal" or "fourier", for the continuous kinds.
         num_classes: table size for "index".
-        input_scale: multiplier applied to ln σ or t (the unscaled input) before the sinusoids
-            (default 250 for the σ kinds, 1000 for the time kinds; 1 for Fourier features).
-        fourier_scale: standard deviation of the Fourier frequencies (16, as NCSN++).
+        input_scale: multiplier of ln σ or t before the features (default: 1 for Fourier
+            features, whose frequencies have standard deviation 16 as NCSN++'s; else
+            :data:`SINUSOID_SCALE`, 250 for the σ kinds, 1000 for the time kinds).
     """
 
     def __init__(
@@ -52,11 +48,10 @@ class NoiseEmbedding(nn.Module):
         features: str = "sinusoidal",
         num_classes: int | None = None,
         input_scale: float | None = None,
-        fourier_scale: float = 16.0,
     ) -> None:
         super().__init__()
-        check_choice("embedding", embedding, (*CONTINUOUS, "index"))
-        check_choice("features", features, FEATURES)
+        check_kind("embedding", embedding, (*CONTINUOUS, "index"))
+        check_kind("features", features, FEATURES)
         if dim < 2 or (embedding != "index" and dim % 2):
             raise ValueError(f"embedding dim={dim} must be an even integer >= 2")
         self.embedding, self.dim, self.features = embedding, dim, features
@@ -70,13 +65,13 @@ class NoiseEmbedding(nn.Module):
             return
         half = dim // 2
         if features == "fourier":
-            self.register_buffer("freqs", torch.randn(half) * fourier_scale * 2 * math.pi)
-            self.input_scale = 1.0 if input_scale is None else input_scale
+            self.register_buffer("freqs", torch.randn(half) * 16.0 * 2 * math.pi)
+            default = 1.0
         else:
             k = torch.arange(half, dtype=torch.float32) / half
             self.register_buffer("freqs", torch.exp(-math.log(10_000.0) * k))
             default = SINUSOID_SCALE[CONTINUOUS[embedding]]
-            self.input_scale = default if input_scale is None else input_scale
+        self.input_scale = default if input_scale is None else input_scale
 
     def forward(self, cond: Tensor) -> Tensor:
         """cond (B,) -> (B, dim)."""
@@ -90,3 +85,19 @@ class NoiseEmbedding(nn.Module):
         s = unscale(self.embedding, cond)
         arg = (s * self.input_scale)[:, None] * self.freqs[None, :]
         return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)
+
+
+class NoiseConditioned(nn.Module):
+    """Base of the small networks: ``embedding`` is the kind of cond they expect (their
+    ``cond_input``) and ``embed`` (None if unconditional) computes its fixed features."""
+
+    embedding: str
+    embed: NoiseEmbedding | None
+
+    @property
+    def cond_input(self) -> str:
+        return self.embedding
+
+    def cond_features(self, cond: Tensor) -> Tensor | None:
+        """The fixed features of cond, before any learned layer; None if unconditional."""
+        return None if self.embed is None else self.embed(cond)

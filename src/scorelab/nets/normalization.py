@@ -21,13 +21,14 @@ from torch import Tensor, nn
 _EPS = 1e-5
 
 
-def _instance_norm_plus(x: Tensor, eps: float = _EPS) -> tuple[Tensor, Tensor]:
-    """Split x (B, C, H, W) into IN(x) (B, C, H, W) and the standardised channel means (B, C)."""
+def _instance_norm_plus(x: Tensor, gamma: Tensor, alpha: Tensor, beta: Tensor) -> Tensor:
+    """The formula of the module docstring for x (B, C, H, W); γ, α, β (C,) or (B, C)."""
     means = x.mean(dim=(2, 3))
     # Standardise the channel means across channels (unbiased variance, as the official code).
     centred = means - means.mean(dim=1, keepdim=True)
-    means = centred / torch.sqrt(means.var(dim=1, keepdim=True) + eps)
-    return F.instance_norm(x, eps=eps), means
+    means = centred / torch.sqrt(means.var(dim=1, keepdim=True) + _EPS)
+    h = F.instance_norm(x, eps=_EPS) + (means * alpha)[..., None, None]
+    return gamma[..., None, None] * h + beta[..., None, None]
 
 
 class InstanceNorm2dPlus(nn.Module):
@@ -47,9 +48,7 @@ class InstanceNorm2dPlus(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_features))  # β
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        h, means = _instance_norm_plus(x)
-        h = h + (means * self.alpha)[..., None, None]
-        return self.weight[:, None, None] * h + self.bias[:, None, None]
+        return _instance_norm_plus(x, self.weight, self.alpha, self.bias)
 
 
 class CondInstanceNorm2dPlus(nn.Module):
@@ -77,7 +76,4 @@ class CondInstanceNorm2dPlus(nn.Module):
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         if y is None:
             raise ValueError("CondInstanceNorm2dPlus needs the noise-level index y of shape (B,)")
-        gamma, alpha, beta = self.embedding(y).chunk(3, dim=-1)
-        h, means = _instance_norm_plus(x)
-        h = h + (means * alpha)[..., None, None]
-        return gamma[..., None, None] * h + beta[..., None, None]
+        return _instance_norm_plus(x, *self.embedding(y).chunk(3, dim=-1))

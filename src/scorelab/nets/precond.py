@@ -25,7 +25,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from scorelab.nets.conditioning import STEP_SCALE, check_cond_input, check_kind
+from scorelab.nets.conditioning import check_cond_input, check_kind, feed
 from scorelab.sde import SDE, NoiseProcess, as_sde
 from scorelab.utils import append_dims
 
@@ -41,18 +41,7 @@ class _Parametrization(nn.Module):
 
     def _cond_from(self, noise: Tensor, sigma: Tensor) -> Tensor:
         """``cond`` of kind ``net_cond`` for the caller's ``noise`` (B,) at VE level σ (B,)."""
-        kind = self.net_cond
-        if kind == "sigma":
-            return sigma
-        if kind == "c_noise":
-            return 0.25 * torch.log(sigma)
-        if kind == "time":
-            return noise
-        if kind == "step":
-            return STEP_SCALE * noise
-        if kind == "index":
-            return self.noise.index_of(noise)
-        return torch.zeros_like(noise)
+        return feed(self.net_cond, noise, sigma, self.noise)
 
     def sigma_score(self) -> Callable[[Tensor, Tensor], Tensor]:
         """σ-conditioned score ``fn(x, sigma)`` (VE-equivalent), for Langevin-type samplers."""
@@ -90,10 +79,7 @@ class ScoreModel(_Parametrization):
         check_kind("output", output, _OUTPUTS)
         noise.check_net_cond(net_cond)
         check_cond_input(net, net_cond, "ScoreModel")
-        self.net = net
-        self.noise = noise
-        self.net_cond = net_cond
-        self.output = output
+        self.net, self.noise, self.net_cond, self.output = net, noise, net_cond, output
 
     def _sigma_std(self, noise: Tensor) -> tuple[Tensor, Tensor]:
         """(VE-equivalent σ, marginal std) for the caller's noise argument."""
@@ -159,10 +145,8 @@ class EDMPrecond(_Parametrization):
                 "images in [-1, 1])"
             )
         check_cond_input(net, net_cond, "EDMPrecond")
-        self.net = net
-        self.noise = noise
+        self.net, self.noise, self.net_cond = net, noise, net_cond
         self.sigma_data = float(sigma_data)
-        self.net_cond = net_cond
 
     def coefficients(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(c_skip, c_out, c_in, c_noise), each (B,), at σ (B,)."""
@@ -205,8 +189,7 @@ class OracleScoreModel(nn.Module):
         super().__init__()
         from scorelab.toy import oracle_sigma_score, oracle_time_score
 
-        self.mixture = mixture
-        self.noise = noise
+        self.mixture, self.noise = mixture, noise
         self._sigma = oracle_sigma_score(mixture)
         self._score = oracle_time_score(mixture, noise)  # in the process's noise argument
         # A parameter-free module still needs a device anchor.

@@ -1,36 +1,28 @@
 """RefineNet score networks of NCSN (Song & Ermon 2019) and NCSNv2 (Song & Ermon 2020).
 
-Both are a residual encoder followed by a RefineNet decoder (Lin et al. 2017) that fuses the
-encoder's features from the coarsest level back up to full resolution:
+A residual encoder, then a RefineNet decoder (Lin et al. 2017) fusing its features from the
+coarsest level back up to full resolution:
 
 - encoder: a 3×3 stem, then stages of two pre-activation residual blocks. The second stage
-  halves the resolution with a mean-pooled convolution; deeper stages replace any further
-  subsampling by dilated convolutions (dilation 2, then 4), so the receptive field grows while
-  the resolution stays put.
-- decoder: one RefineBlock per stage, deepest first. Each adapts its inputs with residual conv
-  units (RCU), fuses them at the finer resolution (multi-resolution fusion, MSF), gathers
-  context with chained residual pooling (CRP), and refines once more with RCUs.
+  halves the resolution (conv, then mean pooling); deeper stages use dilated convolutions
+  (dilation 2, then 4) instead of further subsampling.
+- decoder: one RefineBlock per stage, deepest first: residual conv units (RCU) adapt each
+  input, multi-resolution fusion (MSF) merges them at the finer resolution, chained residual
+  pooling (CRP) gathers context, and RCUs refine once more.
 - head: norm → ELU → 3×3 conv back to the data channels.
 
 `NCSN` conditions every normalisation on the noise-level index (CondInstanceNorm++), uses
 average pooling in the CRP chain and normalises inside the RefineBlocks. `NCSNv2` and
-`NCSNv2Deeper` are unconditional (InstanceNorm++ in the encoder only, max pooling in the CRP
-chain); the 1/σ output scaling of NCSNv2 is *not* applied here but by a parametrisation
-wrapper, so these modules are raw networks `net(x, cond) -> (B, C, H, W)`.
+`NCSNv2Deeper` are unconditional (InstanceNorm++ in the encoder only, max pooling in CRP); their
+1/σ output scaling is left to the parametrisation, so all are raw networks `net(x, cond)`.
 
-Class labels (``num_labels = K``, default None: unconditional), ``net(x, cond, label=y)``
-with y (B,) long in [0, K] (K, or ``label=None``, is the null label ∅ of classifier-free
-guidance). These networks have no embedding vector to add a label to: NCSN conditions on the
-noise level by indexing the affine parameters of every normalisation, NCSNv2 not at all. The
-label therefore enters the same way, as a shift of the normalisation's bias β: one learned
-embedding of width ``ngf`` (:mod:`scorelab.nets.labels`, K + 1 rows) is projected, in every
-encoder residual block, to one per-channel offset after each of its two normalisations (before
-the ELU), on top of the level-indexed (NCSN) or plain (NCSNv2) β. The decoder sees the label
-through the encoder's features it fuses. Without labels no parameter is added, so the
-official checkpoints convert as before.
-
-Module names differ from the official code; `scorelab.conversion.ncsn` maps official
-checkpoints onto these modules.
+Class labels (``num_labels = K``): ``net(x, cond, label=y)``, y (B,) long in [0, K] (K or None:
+the null label ∅ of classifier-free guidance). With no embedding vector to add a label to, the
+label shifts the normalisations' β: one learned embedding of width ``ngf``
+(:mod:`scorelab.nets.labels`) is projected, in every encoder residual block, to a per-channel
+offset after each of its two normalisations; the decoder sees the label through the encoder's
+features. Without labels no parameter is added, so the official checkpoints convert as before
+(`scorelab.conversion.ncsn` maps their module names onto these).
 """
 
 from __future__ import annotations
@@ -41,7 +33,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scorelab.nets.labels import LabelEmbedding, check_num_labels, no_labels_refused
+from scorelab.nets.labels import add_label, check_num_labels, label_table
 from scorelab.nets.normalization import CondInstanceNorm2dPlus, InstanceNorm2dPlus
 
 NormFactory = Callable[[int], nn.Module]
@@ -54,13 +46,11 @@ def _conv3x3(c_in: int, c_out: int, *, bias: bool = True, dilation: int = 1) -> 
 class ResBlock(nn.Module):
     """Pre-activation residual block: norm → act → conv → norm → act → conv, plus a skip.
 
-    With `entry=True` the block opens a stage: its first conv keeps `c_in` channels, the second
-    maps to `c_out`, and the skip is always a convolution. Without dilation an entry block halves
-    the resolution (conv, then 2×2 mean pooling, on both paths); with dilation it keeps the
-    resolution and uses dilated 3×3 convs everywhere, the skip included.
-
+    An `entry` block opens a stage: its first conv keeps `c_in` channels, the second maps to
+    `c_out`, the skip is a convolution; without dilation it halves the resolution (2×2 mean
+    pooling on both paths), with dilation all its 3×3 convs (the skip too) are dilated.
     With `label_dim` > 0 a label embedding (B, label_dim) shifts each normalisation's output
-    per channel (a label-dependent β), through `label_shift1` and `label_shift2`.
+    per channel (a label-dependent β).
 
     Shapes: x (B, c_in, H, W), y (B,) or None, emb (B, label_dim) or None -> (B, c_out, H', W')
     with H' = H/2 for a pooling entry block and H' = H otherwise.
@@ -116,12 +106,8 @@ class ResBlock(nn.Module):
 
 
 class ResidualConvUnits(nn.Module):
-    """`n_blocks` residual conv units, each `n_stages` × ([norm] → act → 3×3 conv, no bias).
-
-    Parameters are stored flat: unit b, stage s is `convs[b * n_stages + s]` (and `norms[...]`).
-
-    Shapes: x (B, C, H, W) -> (B, C, H, W).
-    """
+    """`n_blocks` residual conv units, each `n_stages` × ([norm] → act → 3×3 conv, no bias),
+    stored flat (unit b, stage s: `convs[b * n_stages + s]`). (B, C, H, W) -> same."""
 
     def __init__(
         self,
@@ -151,10 +137,8 @@ class ResidualConvUnits(nn.Module):
 
 
 class MultiResolutionFusion(nn.Module):
-    """Project each input to `features` channels ([norm] → 3×3 conv), resize, and sum.
-
-    Shapes: xs[i] (B, in_planes[i], H_i, W_i) -> (B, features, *size).
-    """
+    """Project each input to `features` channels ([norm] → 3×3 conv), resize, and sum:
+    xs[i] (B, in_planes[i], H_i, W_i) -> (B, features, *size)."""
 
     def __init__(self, in_planes: Sequence[int], features: int, *, norm: NormFactory | None):
         super().__init__()
@@ -175,10 +159,8 @@ class MultiResolutionFusion(nn.Module):
 
 
 class ChainedResidualPooling(nn.Module):
-    """act, then `n_stages` chained ([norm] → 5×5 stride-1 pool → 3×3 conv) added to the input.
-
-    Shapes: x (B, C, H, W) -> (B, C, H, W).
-    """
+    """act, then `n_stages` chained ([norm] → 5×5 stride-1 pool → 3×3 conv), each added to the
+    input. (B, C, H, W) -> same."""
 
     def __init__(
         self,
@@ -274,18 +256,19 @@ class _RefineNet(nn.Module):
     """Shared body; see `NCSN`, `NCSNv2` and `NCSNv2Deeper` for the public networks."""
 
     stages: tuple[_Stage, ...] = _NCSN_STAGES
+    default_image_size = 32
+    num_classes: int | None = None  # noise levels L of the conditional network (NCSN)
 
     def __init__(
         self,
-        *,
-        channels: int,
-        image_size: int,
-        ngf: int,
-        num_classes: int | None,
-        rescale_input: bool,
+        channels: int = 3,
+        image_size: int | None = None,
+        ngf: int = 128,
+        rescale_input: bool = True,
         num_labels: int | None = None,
     ) -> None:
         super().__init__()
+        image_size = self.default_image_size if image_size is None else image_size
         _check_positive_int("channels", channels, "use 1 for MNIST or 3 for colour images")
         _check_positive_int("ngf", ngf, "the official networks use 64 (MNIST) or 128")
         n_pools = sum(s.entry and s.dilation is None for s in self.stages)
@@ -303,21 +286,16 @@ class _RefineNet(nn.Module):
                 f"(the network halves the resolution {times}); use 28, 32 or 64"
             )
         self.channels, self.image_size, self.ngf = channels, image_size, ngf
-        self.num_classes = num_classes
         self.rescale_input = rescale_input
         self.num_labels = check_num_labels(num_labels)
-        self.label_embed: LabelEmbedding | None = None
-        label_dim = 0
-        if self.num_labels is not None:
-            label_dim = ngf
-            self.label_embed = LabelEmbedding(self.num_labels, label_dim)
+        self.label_embed = label_table(self.num_labels, ngf)
+        label_dim = 0 if self.label_embed is None else ngf
 
-        conditional = num_classes is not None
+        conditional = self.num_classes is not None
         if conditional:
-            assert num_classes is not None
 
             def norm(c: int) -> nn.Module:
-                return CondInstanceNorm2dPlus(c, num_classes)
+                return CondInstanceNorm2dPlus(c, self.num_classes)
         else:
             norm = InstanceNorm2dPlus
         act = nn.ELU()
@@ -328,46 +306,28 @@ class _RefineNet(nn.Module):
         widths = []
         for st in self.stages:
             c_out = st.mult * ngf
+            kw = dict(norm=norm, act=act, dilation=st.dilation, label_dim=label_dim)
             self.encoder.append(
                 nn.ModuleList(
-                    [
-                        ResBlock(
-                            c,
-                            c_out,
-                            norm=norm,
-                            act=act,
-                            entry=st.entry,
-                            dilation=st.dilation,
-                            label_dim=label_dim,
-                        ),
-                        ResBlock(
-                            c_out,
-                            c_out,
-                            norm=norm,
-                            act=act,
-                            dilation=st.dilation,
-                            label_dim=label_dim,
-                        ),
-                    ]
+                    [ResBlock(c, c_out, entry=st.entry, **kw), ResBlock(c_out, c_out, **kw)]
                 )
             )
             widths.append(c_out)
             c = c_out
 
         # Decoder, deepest level first. The block at level k fuses the encoder output of level k
-        # with the previous block's output and has as many channels as encoder level k - 1.
-        refine_norm = norm if conditional else None
+        # with the previous (deeper) block's output, both widths[k] wide, and has as many
+        # channels as encoder level k - 1.
         self.decoder = nn.ModuleList()
         n = len(widths)
         for k in reversed(range(n)):
             features = widths[k - 1] if k > 0 else ngf
-            # The previous (deeper) block has widths[k] channels too, by the rule above.
             in_planes = [widths[k]] if k == n - 1 else [widths[k], widths[k]]
             self.decoder.append(
                 RefineBlock(
                     in_planes,
                     features,
-                    norm=refine_norm,
+                    norm=norm if conditional else None,
                     act=act,
                     max_pool=not conditional,
                     end=k == 0,
@@ -377,15 +337,8 @@ class _RefineNet(nn.Module):
         self.out_act = act
         self.out_conv = nn.Conv2d(ngf, channels, 3, padding=1)
 
-    def _label_features(self, x: Tensor, label) -> Tensor | None:
-        """The label embedding (B, ngf), or None for a network without labels."""
-        if self.label_embed is None:
-            no_labels_refused(type(self).__name__, label)
-            return None
-        return self.label_embed(label, x.shape[0], x.device)
-
     def _features(self, x: Tensor, y: Tensor | None, label=None) -> Tensor:
-        emb = self._label_features(x, label)
+        emb = add_label(None, self.label_embed, label, x, type(self).__name__)
         if self.rescale_input:
             x = 2 * x - 1  # data in [0, 1] -> [-1, 1]
         h = self.stem(x)
@@ -422,6 +375,8 @@ class NCSN(_RefineNet):
     -> (B, C, H, W).
     """
 
+    cond_input = "index"  # the kind of cond (scorelab.nets.conditioning)
+
     def __init__(
         self,
         channels: int = 3,
@@ -432,16 +387,8 @@ class NCSN(_RefineNet):
         num_labels: int | None = None,
     ) -> None:
         _check_positive_int("num_classes", num_classes, "it is the number of noise levels L")
-        super().__init__(
-            channels=channels,
-            image_size=image_size,
-            ngf=ngf,
-            num_classes=num_classes,
-            rescale_input=rescale_input,
-            num_labels=num_labels,
-        )
-
-    cond_input = "index"  # the kind of cond (scorelab.nets.conditioning)
+        self.num_classes = num_classes  # a plain int, read by _RefineNet.__init__
+        super().__init__(channels, image_size, ngf, rescale_input, num_labels)
 
     def cond_features(self, cond: Tensor) -> Tensor:
         """One-hot (B, L) of the level index: the row every CondInstanceNorm++ table reads."""
@@ -461,34 +408,11 @@ class NCSNv2(_RefineNet):
 
     The official `NCSNv2` without its final division by σ (about 29.7M parameters at ngf 128).
 
-    Args:
-        channels: data channels C.
-        image_size: H = W; a multiple of 2 and >= 8.
-        ngf: base width.
-        rescale_input: map x -> 2x - 1 first (for data in [0, 1]).
-        num_labels: number of classes K of a class-conditional network (None: none); see the
-            module docstring for how the label enters.
+    Arguments as for `NCSN`, without `num_classes`.
 
     Shapes: x (B, C, H, W), cond (B,) ignored (may be None), label (B,) long in [0, K] or
     None (= K) -> (B, C, H, W).
     """
-
-    def __init__(
-        self,
-        channels: int = 3,
-        image_size: int = 32,
-        ngf: int = 128,
-        rescale_input: bool = True,
-        num_labels: int | None = None,
-    ) -> None:
-        super().__init__(
-            channels=channels,
-            image_size=image_size,
-            ngf=ngf,
-            num_classes=None,
-            rescale_input=rescale_input,
-            num_labels=num_labels,
-        )
 
     cond_input = "none"  # unconditional: the parametrisation divides by σ
 
@@ -503,26 +427,9 @@ class NCSNv2(_RefineNet):
 class NCSNv2Deeper(NCSNv2):
     """Deeper NCSNv2 for 64 px and above: five stages, two of them pooling, widths up to 4·ngf.
 
-    The official `NCSNv2Deeper` without its final division by σ. `image_size` must be a
-    multiple of 4 and >= 16.
-
-    Shapes: x (B, C, H, W), cond (B,) ignored, label as for `NCSNv2` -> (B, C, H, W).
+    The official `NCSNv2Deeper` without its final division by σ. Arguments as for `NCSNv2`;
+    `image_size` (default 64) must be a multiple of 4 and >= 16.
     """
 
     stages = _DEEPER_STAGES
-
-    def __init__(
-        self,
-        channels: int = 3,
-        image_size: int = 64,
-        ngf: int = 128,
-        rescale_input: bool = True,
-        num_labels: int | None = None,
-    ) -> None:
-        super().__init__(
-            channels=channels,
-            image_size=image_size,
-            ngf=ngf,
-            rescale_input=rescale_input,
-            num_labels=num_labels,
-        )
+    default_image_size = 64

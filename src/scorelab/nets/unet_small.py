@@ -8,8 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scorelab.nets.labels import LabelEmbedding, check_num_labels, no_labels_refused
-from scorelab.nets.noise_embedding import EMBEDDINGS, FEATURES, NoiseEmbedding, check_choice
+from scorelab.nets.conditioning import check_kind
+from scorelab.nets.labels import add_label, check_num_labels, label_table
+from scorelab.nets.noise_embedding import (
+    EMBEDDINGS,
+    FEATURES,
+    NoiseConditioned,
+    NoiseEmbedding,
+    check_positive,
+)
 from scorelab.utils import append_dims
 
 
@@ -37,7 +44,75 @@ class _ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-class UNetSmall(nn.Module):
+def check_unet_args(
+    channels, image_size, ch, ch_mult, num_res_blocks, groups, dropout
+) -> tuple[int, ...]:
+    """Refuse bad widths, depths and sizes of a UNetSmall-like network; ``ch_mult`` as ints."""
+    check_positive(channels=channels, ch=ch, groups=groups, num_res_blocks=num_res_blocks)
+    ch_mult = tuple(int(m) for m in ch_mult)
+    if not ch_mult or any(m < 1 for m in ch_mult):
+        raise ValueError(f"ch_mult={ch_mult!r} must be a non-empty sequence of positive ints")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
+    n_down = len(ch_mult) - 1
+    factor = 2**n_down
+    if (
+        isinstance(image_size, bool)
+        or not isinstance(image_size, int)
+        or image_size < factor
+        or image_size % factor
+    ):
+        raise ValueError(
+            f"image_size={image_size!r} must be a positive multiple of {factor} (the network "
+            f"downsamples {n_down} times with ch_mult={ch_mult}); use 28, 32 or 64"
+        )
+    for c in {ch * m for m in ch_mult}:
+        if c % min(groups, c):
+            raise ValueError(
+                f"groups={groups} must divide every width ch*ch_mult[i]; got width {c}"
+            )
+    return ch_mult
+
+
+def embed_mlp(ch: int, emb_dim: int) -> nn.Sequential:
+    """The 2-layer MLP from the (B, ch) noise features to the (B, emb_dim) block embedding."""
+    return nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+
+
+def down_path(
+    ch: int, ch_mult: Sequence[int], num_res_blocks: int, block
+) -> tuple[nn.ModuleList, nn.ModuleList, list[int]]:
+    """Per level, ``num_res_blocks`` blocks ``block(c_in, ch·ch_mult[i])``, then a stride-2 conv
+    except at the last level. Returns (levels, downsamples, the widths of the stem's and every
+    later output, which the up path takes as skips)."""
+    levels, downsamples, widths = nn.ModuleList(), nn.ModuleList(), [ch]
+    c = ch
+    for i, m in enumerate(ch_mult):
+        level = nn.ModuleList()
+        for _ in range(num_res_blocks):
+            level.append(block(c, ch * m))
+            c = ch * m
+            widths.append(c)
+        levels.append(level)
+        if i < len(ch_mult) - 1:
+            downsamples.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
+            widths.append(c)
+    return levels, downsamples, widths
+
+
+def run_down_path(h, emb, levels, downsamples, skips: list[Tensor]) -> Tensor:
+    """Apply :func:`down_path`'s modules to h, appending every output to ``skips``."""
+    for i, level in enumerate(levels):
+        for blk in level:
+            h = blk(h, emb)
+            skips.append(h)
+        if i < len(downsamples):
+            h = downsamples[i](h)
+            skips.append(h)
+    return h
+
+
+class UNetSmall(NoiseConditioned):
     """Small UNet: `len(ch_mult)` resolutions, `num_res_blocks` residual blocks per level.
 
     Down path: per level, residual blocks (width ch·ch_mult[i]), then a stride-2 conv except at
@@ -56,17 +131,14 @@ class UNetSmall(nn.Module):
         ch: base width.
         ch_mult: width multipliers, one per resolution.
         num_res_blocks: residual blocks per level on the down path.
-        embedding: what cond holds (:mod:`scorelab.nets.conditioning`): "sigma" (σ, embedded
-            as log σ) | "c_noise" (¼ ln σ) | "time" (t) | "step" (999·t) | "index" | "none"
-            (unconditional; cond is ignored). It is also the network's ``cond_input``, which
-            the parametrisation checks against what it feeds.
+        embedding: what cond holds, and the network's ``cond_input``
+            (:mod:`scorelab.nets.conditioning`); "none": unconditional, cond is ignored.
         num_classes: number of noise levels for embedding="index".
         embed_features: "sinusoidal" | "fourier".
         groups: GroupNorm groups.
         dropout: dropout rate inside the residual blocks.
-        num_labels: number of classes K for a class-conditional network (null: none). A
-            learned embedding of width 4·ch (K + 1 rows, row K = no label) is added to the
-            noise embedding after its MLP, so every residual block sees both.
+        num_labels: number of classes K (null: none); a label embedding of width 4·ch is added
+            to the noise embedding after its MLP.
 
     Shapes: x (B, C, H, W), cond (B,), label (B,) long in [0, K] or None (= K)
     -> (B, C, H, W).
@@ -87,71 +159,28 @@ class UNetSmall(nn.Module):
         num_labels: int | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("channels", channels), ("ch", ch), ("groups", groups)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive integer")
-        ch_mult = tuple(ch_mult)
-        if not ch_mult or any(m < 1 for m in ch_mult):
-            raise ValueError(f"ch_mult={ch_mult!r} must be a non-empty sequence of positive ints")
-        if num_res_blocks < 1:
-            raise ValueError(f"num_res_blocks={num_res_blocks!r} must be >= 1")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
-        check_choice("embedding", embedding, EMBEDDINGS)
-        check_choice("embed_features", embed_features, FEATURES)
-        n_down = len(ch_mult) - 1
-        factor = 2**n_down
-        if (
-            isinstance(image_size, bool)
-            or not isinstance(image_size, int)
-            or image_size < factor
-            or image_size % factor
-        ):
-            raise ValueError(
-                f"image_size={image_size!r} must be a positive multiple of {factor} (the network "
-                f"downsamples {n_down} times with ch_mult={ch_mult}); use 28, 32 or 64"
-            )
-        for c in {ch * m for m in ch_mult}:
-            if c % min(groups, c):
-                raise ValueError(
-                    f"groups={groups} must divide every width ch*ch_mult[i]; got width {c}"
-                )
+        ch_mult = check_unet_args(
+            channels, image_size, ch, ch_mult, num_res_blocks, groups, dropout
+        )
+        check_kind("embedding", embedding, EMBEDDINGS)
+        check_kind("embed_features", embed_features, FEATURES)
         self.channels, self.image_size, self.embedding = channels, image_size, embedding
-
         self.num_labels = check_num_labels(num_labels)
         emb_dim = 0 if embedding == "none" and self.num_labels is None else 4 * ch
-        self.label_embed: LabelEmbedding | None = None
-        if self.num_labels is not None:
-            self.label_embed = LabelEmbedding(self.num_labels, emb_dim)
-        self.embed: NoiseEmbedding | None = None
-        self.embed_mlp: nn.Sequential | None = None
+        self.label_embed = label_table(self.num_labels, emb_dim)
+        self.embed = self.embed_mlp = None
         if embedding != "none":
             self.embed = NoiseEmbedding(
                 embedding, ch, features=embed_features, num_classes=num_classes
             )
-            self.embed_mlp = nn.Sequential(
-                nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
-            )
+            self.embed_mlp = embed_mlp(ch, emb_dim)
 
         def block(a: int, b: int) -> _ResBlock:
             return _ResBlock(a, b, emb_dim, groups, dropout)
 
         self.conv_in = nn.Conv2d(channels, ch, 3, padding=1)
-        self.down_blocks = nn.ModuleList()
-        self.downsamples = nn.ModuleList()
-        widths = [ch]  # channels of every saved skip, in order
-        c = ch
-        for i, m in enumerate(ch_mult):
-            level = nn.ModuleList()
-            for _ in range(num_res_blocks):
-                level.append(block(c, ch * m))
-                c = ch * m
-                widths.append(c)
-            self.down_blocks.append(level)
-            if i < n_down:
-                self.downsamples.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
-                widths.append(c)
-
+        self.down_blocks, self.downsamples, widths = down_path(ch, ch_mult, num_res_blocks, block)
+        c = widths[-1]
         self.mid = nn.ModuleList([block(c, c), block(c, c)])
 
         self.up_blocks = nn.ModuleList()
@@ -168,38 +197,18 @@ class UNetSmall(nn.Module):
         self.norm_out = nn.GroupNorm(min(groups, c), c)
         self.conv_out = nn.Conv2d(c, channels, 3, padding=1)
 
-    @property
-    def cond_input(self) -> str:
-        """The kind of cond this network expects (:mod:`scorelab.nets.conditioning`)."""
-        return self.embedding
-
-    def cond_features(self, cond: Tensor) -> Tensor | None:
-        """The fixed features (B, ch) the network computes from cond, before its learned MLP;
-        None if unconditional."""
-        return None if self.embed is None else self.embed(cond)
-
     def forward(self, x: Tensor, cond: Tensor | None = None, *, label=None) -> Tensor:
         emb = None
-        if self.embed is not None and self.embed_mlp is not None:
+        if self.embed is not None:
             if cond is None:
                 raise ValueError(
                     f"UNetSmall(embedding={self.embedding!r}) needs cond of shape (B,)"
                 )
             emb = self.embed_mlp(self.embed(cond).to(x.dtype))
-        if self.label_embed is not None:
-            lab = self.label_embed(label, x.shape[0], x.device).to(x.dtype)
-            emb = lab if emb is None else emb + lab
-        else:
-            no_labels_refused("UNetSmall", label)
+        emb = add_label(emb, self.label_embed, label, x, "UNetSmall")
         h = self.conv_in(x)
         skips = [h]
-        for i, level in enumerate(self.down_blocks):
-            for blk in level:
-                h = blk(h, emb)
-                skips.append(h)
-            if i < len(self.downsamples):
-                h = self.downsamples[i](h)
-                skips.append(h)
+        h = run_down_path(h, emb, self.down_blocks, self.downsamples, skips)
         for blk in self.mid:
             h = blk(h, emb)
         for i, level in enumerate(self.up_blocks):
