@@ -334,34 +334,15 @@ def to_csv(table: Table, digits: int | None = None) -> str:
     """Long format, full precision: one line per cell."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(
-        [
-            table.row_key,
-            table.col_key or "column",
-            "metric",
-            "mean",
-            "std",
-            "n",
-            "failed",
-            "missing",
-            "best",
-        ]
-    )
+    head = "metric mean std n failed missing best".split()
+    w.writerow([table.row_key, table.col_key or "column", *head])
     for rv in table.rows:
         for cv in table.cols:
             c = table.cells[(rv, cv)]
+            mean, std = ("" if v is None else repr(v) for v in (c.mean, c.std))
+            best = int((rv, cv) in table.best)
             w.writerow(
-                [
-                    rv,
-                    cv,
-                    table.metric,
-                    "" if c.mean is None else repr(c.mean),
-                    "" if c.std is None else repr(c.std),
-                    c.n,
-                    c.failed,
-                    c.missing + c.no_metric,
-                    int((rv, cv) in table.best),
-                ]
+                [rv, cv, table.metric, mean, std, c.n, c.failed, c.missing + c.no_metric, best]
             )
     return buf.getvalue()
 

@@ -36,16 +36,11 @@ def run_name(override_dirname: str) -> str:
 def sweep_group(default: str) -> str:
     """A W&B group for the current job: ``<default>/<sweep dir name>`` inside a multirun, so
     every job of one sweep shares it (whatever the launcher), else ``default``."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
+    if not is_multirun():
+        return default
+    from hydra.core.hydra_config import HydraConfig
 
-        hc = HydraConfig.get()
-    except (ValueError, ImportError):
-        return default
-    if hc.mode != RunMode.MULTIRUN:
-        return default
-    return f"{default}/{Path(str(hc.sweep.dir)).name}"
+    return f"{default}/{Path(str(HydraConfig.get().sweep.dir)).name}"
 
 
 def register_resolvers() -> None:
@@ -192,21 +187,17 @@ def entry_point(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
         start = time.time()
         try:
             return task(_with_own_sampler(cfg))
-        except (ValueError, FileNotFoundError) as err:
-            if is_multirun():
-                _record_failure(cfg, err, start)
-                return float("nan")
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
         except Exception as err:
             if is_multirun():
                 _record_failure(cfg, err, start)
                 return float("nan")
             code = getattr(err, "exit_code", None)  # a run stopped on purpose, e.g. on NaN
-            if isinstance(code, int):
-                print(f"error: {err}", file=sys.stderr)
-                sys.exit(code)
-            raise
+            if isinstance(err, ValueError | FileNotFoundError):
+                code = 2
+            if not isinstance(code, int):
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(code)
 
     return wrapped
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 
@@ -15,16 +14,6 @@ def append_dims(v: Tensor, ndim: int) -> Tensor:
     if v.ndim > ndim:
         raise ValueError(f"append_dims: tensor has {v.ndim} dims, more than the target {ndim}")
     return v.reshape(*v.shape, *([1] * (ndim - v.ndim)))
-
-
-def batch_time(t: float | Tensor, batch: int, *, device=None, dtype=None) -> Tensor:
-    """Return ``t`` as a tensor of shape (batch,), broadcasting a scalar."""
-    t = torch.as_tensor(t, device=device, dtype=dtype if dtype is not None else torch.float32)
-    if t.ndim == 0:
-        t = t.expand(batch)
-    if t.shape != (batch,):
-        raise ValueError(f"time must be a scalar or have shape ({batch},), got {tuple(t.shape)}")
-    return t
 
 
 def flat_sum(x: Tensor) -> Tensor:

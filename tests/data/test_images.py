@@ -247,3 +247,13 @@ def test_data_configs_instantiate_with_consistent_shape_keys(path: Path) -> None
     if cfg.data.channels is not None:
         assert cfg.data.dim == cfg.data.channels * cfg.data.image_size**2
         assert (dm.channels, dm.image_size) == (cfg.data.channels, cfg.data.image_size)
+
+
+def test_validation_batches_repeat_their_noise_while_training_moves_on(mnist_root: Path) -> None:
+    """Evaluation replays epoch 0 (the same dequantisation noise every time); training draws
+    fresh noise each epoch."""
+    dm = mnist(mnist_root, dequantize=True)
+    first, again = collect(dm.val_dataloader()), collect(dm.val_dataloader())
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    e0, e1 = collect(dm.train_dataloader(), 1), collect(dm.train_dataloader(), 1)
+    assert not torch.equal(e0[0], e1[0])

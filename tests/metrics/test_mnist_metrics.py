@@ -7,19 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from scorelab.metrics.fid import feature_statistics
+from scorelab.metrics.fid import feature_statistics, frechet_distance
 from scorelab.metrics.mnist import (
     DEFAULT_CLASSIFIER_PATH,
     MnistClassifier,
     check_mnist_images,
     classifier_id,
     classifier_logits_and_features,
-    classifier_score,
     classifier_score_from_logits,
     load_mnist_classifier,
-    mnist_fid,
     mnist_reference_statistics,
-    mode_coverage,
     mode_coverage_from_logits,
 )
 from scorelab.metrics.mnist_classifier import evaluate_accuracy, load_mnist_split, train_step
@@ -35,6 +32,14 @@ def _model(seed: int = 0) -> MnistClassifier:
 
 def _digits(n: int, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+
+
+def _stats(images, model):
+    return feature_statistics(classifier_logits_and_features(images, model)[1])
+
+
+def _logits(images, model):
+    return classifier_logits_and_features(images, model)[0]
 
 
 def test_classifier_shapes():
@@ -86,17 +91,14 @@ def test_classifier_score_bounds():
     assert classifier_score_from_logits(confident) == pytest.approx(10.0, rel=1e-6)
     assert classifier_score_from_logits(confident[:1].repeat(30, 1)) == pytest.approx(1.0)
     assert classifier_score_from_logits(torch.zeros(30, 10)) == pytest.approx(1.0)
-    assert 1.0 <= classifier_score(_digits(20), _model()) < 10.0
+    assert 1.0 <= classifier_score_from_logits(_logits(_digits(20), _model())) < 10.0
 
 
-def test_mnist_fid_zero_on_itself_and_refuses_other_classifiers_stats():
+def test_mnist_fid_is_zero_on_itself():
     model = _model()
-    x = _digits(64)
-    assert mnist_fid(x, x, model) == pytest.approx(0.0, abs=1e-6)
-    assert mnist_fid(x, _digits(64, 1) * 0.5, model) > 0
-    foreign = feature_statistics(torch.randn(10, 128), extractor="other:penultimate")
-    with pytest.raises(ValueError, match="not this classifier"):
-        mnist_fid(x, foreign, model)
+    x = _stats(_digits(64), model)
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(x, _stats(_digits(64, 1) * 0.5, model)) > 0
 
 
 def test_bad_mnist_images_raise():
@@ -127,10 +129,10 @@ def test_trained_classifier_reaches_99_percent_on_the_test_split(tmp_path):
     test_x, test_y = load_mnist_split(DATA_DIR, train=False)
     assert evaluate_accuracy(model, test_x, test_y) >= 0.99
     # Real digits: near-uniform classes, high classifier score, small train-vs-test FID.
-    cov = mode_coverage(test_x, model)
+    cov = mode_coverage_from_logits(_logits(test_x, model))
     assert cov.coverage == 1.0 and float(cov.histogram.max()) < 0.13
-    assert classifier_score(test_x, model) > 9.0
+    assert classifier_score_from_logits(_logits(test_x, model)) > 9.0
     ref = mnist_reference_statistics(model, DATA_DIR, "train", cache_dir=tmp_path)
-    real = mnist_fid(test_x, ref, model)
-    shifted = mnist_fid(torch.roll(test_x, shifts=4, dims=2), ref, model)
+    real = frechet_distance(_stats(test_x, model), ref)
+    shifted = frechet_distance(_stats(torch.roll(test_x, shifts=4, dims=2), model), ref)
     assert 0.0 <= real < shifted

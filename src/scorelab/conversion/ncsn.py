@@ -21,6 +21,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from scorelab.io import describe_state_mismatch
+
 # Official -> scorelab names, applied to each dot-separated part.
 _TOP = {"begin_conv": "stem", "end_conv": "out_conv", "normalizer": "out_norm"}
 _PARTS = {
@@ -43,7 +45,7 @@ _BUFFERS = ("sigmas",)
 
 def strip_prefix(state_dict: Mapping[str, Tensor], prefix: str = "module.") -> dict[str, Tensor]:
     """Remove `prefix` from every key that has it (the `nn.DataParallel` wrapper)."""
-    return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
+    return {k.removeprefix(prefix): v for k, v in state_dict.items()}
 
 
 def official_key_to_scorelab(key: str, n_refine: int) -> str:
@@ -104,28 +106,14 @@ def _convert(
     sd = strip_prefix(official)
     converted = {official_key_to_scorelab(k, n_refine): v for k, v in sd.items() if k not in drop}
     target = net.state_dict()
-    missing = sorted(set(target) - set(converted))
-    unexpected = sorted(set(converted) - set(target))
-    mismatched = sorted(
-        f"{k}: checkpoint {tuple(v.shape)} vs network {tuple(target[k].shape)}"
-        for k, v in converted.items()
-        if k in target and tuple(v.shape) != tuple(target[k].shape)
-    )
-    if missing or unexpected or mismatched:
-
-        def show(name: str, items: list[str]) -> str:
-            more = f", ... ({len(items)} in all)" if len(items) > 20 else ""
-            head = ", ".join(items[:20]) + more
-            return f"\n  {name} ({len(items)}): {head}" if items else ""
-
+    problem = describe_state_mismatch(target, converted)
+    if problem:
         raise ValueError(
             f"{what} does not fit {type(net).__name__}"
             f"(channels={getattr(net, 'channels', '?')}, ngf={getattr(net, 'ngf', '?')}, "
             f"num_classes={getattr(net, 'num_classes', None)}): "
-            "build the network with the checkpoint's channels, ngf and number of noise levels"
-            + show("missing", missing)
-            + show("unexpected", unexpected)
-            + show("shape mismatches", mismatched)
+            f"build the network with the checkpoint's channels, ngf and number of noise levels; "
+            f"{problem}"
         )
     return {k: converted[k] for k in target}
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from scorelab.conversion.ncsn import strip_prefix
 from scorelab.nets.layers_sde import (
     AttnBlock,
     Combine,
@@ -198,10 +199,7 @@ def convert_score_sde_state_dict(
     Raises:
         ValueError: listing missing and unexpected official keys and shape mismatches.
     """
-    sd = {
-        (k[len("module.") :] if k.startswith("module.") else k): v
-        for k, v in official_model_sd.items()
-    }
+    sd = strip_prefix(official_model_sd)
     for k in _DROPPED_BUFFERS:
         sd.pop(k, None)
     layout = official_parameter_layout(net)
@@ -277,7 +275,7 @@ def convert_score_sde_ema(
                 f"the EMA holds only trainable parameters, but {frozen} are frozen buffers of "
                 "the official model; pass official_model_sd=checkpoint['model']."
             )
-        model_sd = {k.removeprefix("module."): v for k, v in official_model_sd.items()}
+        model_sd = strip_prefix(official_model_sd)
         for name in frozen:
             if name not in model_sd:
                 raise ValueError(f"official_model_sd lacks the frozen parameter {name!r}.")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import lightning as L
 import torch
 from torch import Tensor
 
@@ -138,3 +139,70 @@ class InMemoryBatches:
                 f"position {self.position} outside [0, {len(self)}] batches per epoch; the "
                 "checkpoint was written with a different data size or batch_size"
             )
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    """Base of the DataModules whose splits can live on the accelerator: the device, one
+    :class:`InMemoryBatches` per split and the resumable training-sampler state. Subclasses set
+    ``device``, ``batch_size``, ``eval_batch_size`` and implement ``_loader(split)``."""
+
+    device: str | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._loaders: dict[str, InMemoryBatches] = {}
+        self._pending_state: dict[str, Any] | None = None
+
+    def _resolve_device(self) -> torch.device:
+        if self.device is not None:
+            return torch.device(self.device)
+        if self.trainer is not None:
+            return self.trainer.strategy.root_device
+        return torch.device("cpu")
+
+    def _set_loaders(self, device: torch.device, splits: dict[str, tuple]) -> None:
+        """Loaders of ``{split: (n, make_batch, seed)}``: "train" shuffled, dropping its last
+        partial batch and moving on each epoch; the others in order, whole, replaying epoch 0."""
+        trainer = self.trainer
+        rank, world = (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+        for split, (n, make_batch, seed) in splits.items():
+            training = split == "train"
+            self._loaders[split] = InMemoryBatches(
+                n,
+                self.batch_size if training else self.eval_batch_size,
+                make_batch,
+                seed=seed,
+                shuffle=training,
+                drop_last=training,
+                device=device,
+                rank=rank,
+                world_size=world,
+                advance_epoch=training,
+            )
+        if self._pending_state is not None:
+            self._loaders["train"].load_state_dict(self._pending_state)
+            self._pending_state = None
+
+    def train_dataloader(self) -> Any:
+        return self._loader("train")
+
+    def val_dataloader(self) -> Any:
+        return self._loader("val")
+
+    def test_dataloader(self) -> Any:
+        return self._loader("test")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Training-sampler state ``{seed, epoch, position}`` (in-memory batching only)."""
+        if "train" in self._loaders:
+            return {"train_sampler": self._loaders["train"].state_dict()}
+        return {} if self._pending_state is None else {"train_sampler": dict(self._pending_state)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = state_dict.get("train_sampler")
+        if state is None:
+            return
+        if "train" in self._loaders:
+            self._loaders["train"].load_state_dict(state)
+        else:
+            self._pending_state = dict(state)

@@ -28,12 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from scorelab.data.batches import InMemoryBatches, derive_seed
+from scorelab.data.batches import InMemoryBatches, InMemoryDataModule, derive_seed
 from scorelab.data.layout import (
     corrupt_mnist_files,
     missing_celeba_files,
@@ -114,7 +113,7 @@ def _resize_u8(x: Tensor, size: int) -> Tensor:
     return resize(x, [size, size], antialias=True)
 
 
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(InMemoryDataModule):
     """Shared machinery of the image DataModules; see the module docstring.
 
     Subclasses set ``name``, ``allowed_image_sizes``, ``native_channels`` and their defaults
@@ -207,8 +206,6 @@ class ImageDataModule(L.LightningDataModule):
         self.limit, self.seed, self.return_labels = limit, int(seed), return_labels
         self.device = device
         self._splits: dict[str, tuple[ImageSource, Tensor]] | None = None
-        self._loaders: dict[str, InMemoryBatches] = {}
-        self._pending_state: dict[str, Any] | None = None
         self._float_generator: torch.Generator | None = None
 
     # ----- files -----------------------------------------------------------------------------
@@ -297,55 +294,26 @@ class ImageDataModule(L.LightningDataModule):
             m1, var = 2 * m1 - 1, 4 * var
         return m1, var, float(n)
 
-    def _resolve_device(self) -> torch.device:
-        if self.device is not None:
-            return torch.device(self.device)
-        if self.trainer is not None:
-            return self.trainer.strategy.root_device
-        return torch.device("cpu")
-
     def _build_in_memory(self) -> None:
         assert self._splits is not None
-        device = self._resolve_device()
-        rank, world = (
-            (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
-        )
+        device, splits = self._resolve_device(), {}
         for split, (src, idx) in self._splits.items():
-            x = src.images(idx).to(device)
-            y = src.labels[idx].to(device)
-            training = split == "train"
+            x, y = src.images(idx).to(device), src.labels[idx].to(device)
+            flip = self.random_flip and split == "train"
 
-            def make_batch(
-                i: Tensor,
-                g: torch.Generator,
-                x: Tensor = x,
-                y: Tensor = y,
-                training: bool = training,
-            ) -> Tensor | tuple[Tensor, Tensor]:
+            def make_batch(i: Tensor, g: torch.Generator, x=x, y=y, flip=flip):
                 xb = to_float(
                     x[i],
                     scaling=self.scaling,
                     dequantize=self.dequantize,
-                    random_flip=self.random_flip and training,
+                    random_flip=flip,
                     generator=g,
                 )
                 return (xb, y[i]) if self.return_labels else xb
 
-            self._loaders[split] = InMemoryBatches(
-                len(idx),
-                self.batch_size if training else self.eval_batch_size,
-                make_batch,
-                seed=derive_seed(self.seed, {"train": 0, "val": 1, "test": 2}[split]),
-                shuffle=training,
-                drop_last=training,
-                device=device,
-                rank=rank,
-                world_size=world,
-                advance_epoch=training,
-            )
-        if self._pending_state is not None:
-            self._loaders["train"].load_state_dict(self._pending_state)
-            self._pending_state = None
+            seed = derive_seed(self.seed, {"train": 0, "val": 1, "test": 2}[split])
+            splits[split] = (len(idx), make_batch, seed)
+        self._set_loaders(device, splits)
 
     # ----- loaders ---------------------------------------------------------------------------
     def _loader(self, split: str) -> InMemoryBatches | DataLoader:
@@ -367,15 +335,6 @@ class ImageDataModule(L.LightningDataModule):
             generator=torch.Generator().manual_seed(derive_seed(self.seed, 3)),
         )
 
-    def train_dataloader(self) -> InMemoryBatches | DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> InMemoryBatches | DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> InMemoryBatches | DataLoader:
-        return self._loader("test")
-
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """DataLoader path: uint8 → float on the accelerator (in-memory batches pass through)."""
         if self.on_device:
@@ -393,24 +352,6 @@ class ImageDataModule(L.LightningDataModule):
             generator=self._float_generator,
         )
         return (xf, y) if self.return_labels else xf
-
-    # ----- resumable order -------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Training-sampler state ``{seed, epoch, position}`` (in-memory batching only)."""
-        if "train" in self._loaders:
-            return {"train_sampler": self._loaders["train"].state_dict()}
-        if self._pending_state is not None:
-            return {"train_sampler": dict(self._pending_state)}
-        return {}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state = state_dict.get("train_sampler")
-        if state is None:
-            return
-        if "train" in self._loaders:
-            self._loaders["train"].load_state_dict(state)
-        else:
-            self._pending_state = dict(state)
 
     def unnormalize(self, x: Tensor) -> Tensor:
         """Map model-space images back to ``[0, 1]`` (for saving image grids)."""

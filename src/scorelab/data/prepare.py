@@ -34,6 +34,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -66,6 +67,17 @@ MNIST_RAW_MD5 = {
 }
 
 _DOWNLOAD_TIMEOUT_S = 30.0
+
+
+@contextmanager
+def _download_timeout():
+    """torchvision's downloads with a socket timeout, so a dead network fails fast."""
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
 
 
 def log(message: str) -> None:
@@ -281,13 +293,9 @@ def verify_mnist(root: str | Path, full: bool = True) -> dict[str, list[int]]:
 def _torchvision_download_mnist(root: Path) -> None:
     from torchvision.datasets import MNIST
 
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
-    try:
+    with _download_timeout():
         MNIST(str(root), train=True, download=True)
         MNIST(str(root), train=False, download=True)
-    finally:
-        socket.setdefaulttimeout(old)
 
 
 def prepare_mnist(root: str | Path = "data/raw", offline: bool = False) -> Path:
@@ -324,58 +332,52 @@ def prepare_mnist(root: str | Path = "data/raw", offline: bool = False) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-def prepare_cifar10(root: str | Path = "data/raw") -> bool:
-    """Download CIFAR-10 with torchvision; print manual instructions when that fails."""
-    root = Path(root)
-    if not missing_cifar10_files(root):
-        log(f"CIFAR-10 already present in {root / 'cifar-10-batches-py'}")
+def _download(name: str, root: Path, missing, download, how: str) -> bool:
+    """``download()`` unless ``missing(root)`` is empty; when it fails, print ``how`` to fetch the
+    data by hand and the files still missing. True when the files are there."""
+    if not missing(root):
+        log(f"{name} already present in {root}")
         return True
-    from torchvision.datasets import CIFAR10
-
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
     try:
-        CIFAR10(str(root), train=True, download=True)
-        CIFAR10(str(root), train=False, download=True)
+        with _download_timeout():
+            download()
         return True
     except Exception as err:  # noqa: BLE001
         log(f"download failed ({type(err).__name__}: {str(err)[:200]})")
-        print(
-            "CIFAR-10 could not be downloaded. On a machine with network access, fetch\n"
-            f"  {CIFAR10.url}  (md5 {CIFAR10.tgz_md5})\n"
-            f"and extract it so that these files exist:\n"
-            + "\n".join(f"  {p}" for p in missing_cifar10_files(root))
-            + f"\n(e.g. `tar -xzf {CIFAR10.filename} -C {root}`)."
-        )
+        files = "\n".join(f"  {p}" for p in missing(root))
+        print(f"{name} could not be downloaded. {how}:\n{files}")
         return False
-    finally:
-        socket.setdefaulttimeout(old)
+
+
+def prepare_cifar10(root: str | Path = "data/raw") -> bool:
+    """Download CIFAR-10 with torchvision; print manual instructions when that fails."""
+    from torchvision.datasets import CIFAR10
+
+    root = Path(root)
+
+    def download() -> None:
+        for train in (True, False):
+            CIFAR10(str(root), train=train, download=True)
+
+    how = (
+        f"On a machine with network access, fetch {CIFAR10.url} (md5 {CIFAR10.tgz_md5}) and "
+        f"extract it (`tar -xzf {CIFAR10.filename} -C {root}`) so that these files exist"
+    )
+    return _download("CIFAR-10", root, missing_cifar10_files, download, how)
 
 
 def prepare_celeba(root: str | Path = "data/raw") -> bool:
     """Download CelebA with torchvision (needs ``gdown``); print instructions when that fails."""
-    root = Path(root)
-    if not missing_celeba_files(root):
-        log(f"CelebA already present in {root / 'celeba'}")
-        return True
     from torchvision.datasets import CelebA
 
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
-    try:
-        CelebA(str(root), split="all", target_type=[], download=True)
-        return True
-    except Exception as err:  # noqa: BLE001
-        log(f"download failed ({type(err).__name__}: {str(err)[:200]})")
-        print(
-            "CelebA could not be downloaded. From the CelebA site (Google Drive, 'Align&Cropped"
-            " Images' and 'Anno'/'Eval'), fetch img_align_celeba.zip and the text files below,\n"
-            f"unzip the images into {root / 'celeba' / 'img_align_celeba'}/ and place:\n"
-            + "\n".join(f"  {p}" for p in missing_celeba_files(root))
-        )
-        return False
-    finally:
-        socket.setdefaulttimeout(old)
+    root = Path(root)
+    how = (
+        "From the CelebA site (Google Drive, 'Align&Cropped Images' and 'Anno'/'Eval'), fetch "
+        f"img_align_celeba.zip and the text files below, unzip the images into "
+        f"{root / 'celeba' / 'img_align_celeba'}/ and place"
+    )
+    download = lambda: CelebA(str(root), split="all", target_type=[], download=True)  # noqa: E731
+    return _download("CelebA", root, missing_celeba_files, download, how)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

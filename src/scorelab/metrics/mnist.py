@@ -30,8 +30,6 @@ from scorelab.metrics.fid import (
     FeatureStatistics,
     StatsKey,
     cached_statistics,
-    feature_statistics,
-    frechet_distance,
 )
 
 __all__ = [
@@ -41,12 +39,9 @@ __all__ = [
     "check_mnist_images",
     "classifier_id",
     "classifier_logits_and_features",
-    "classifier_score",
     "classifier_score_from_logits",
     "load_mnist_classifier",
-    "mnist_fid",
     "mnist_reference_statistics",
-    "mode_coverage",
     "mode_coverage_from_logits",
 ]
 
@@ -177,31 +172,6 @@ def mnist_reference_statistics(
     return cached_statistics(key, features_fn, cache_dir)
 
 
-def mnist_fid(
-    images: Tensor, reference: Tensor | FeatureStatistics, model: MnistClassifier
-) -> float:
-    """Fréchet distance in the classifier's penultimate feature space.
-
-    Args:
-        images: (N, 1, 28, 28) samples, uint8 or float in [0, 1].
-        reference: real images in the same form, or statistics from
-            :func:`mnist_reference_statistics` (made with the same classifier).
-        model: the trained classifier.
-    """
-    space = classifier_id(model)
-    if isinstance(reference, FeatureStatistics):
-        if reference.extractor != space:
-            raise ValueError(
-                f"reference statistics come from {reference.extractor!r}, not this classifier "
-                f"{space!r}; recompute them with mnist_reference_statistics(model, ...)"
-            )
-        ref = reference
-    else:
-        ref = feature_statistics(classifier_logits_and_features(reference, model)[1], "", space)
-    feats = classifier_logits_and_features(images, model)[1]
-    return frechet_distance(feature_statistics(feats, "", space), ref)
-
-
 def classifier_score_from_logits(logits: Tensor, splits: int = 1) -> float:
     """exp E_x[KL(p(y|x) ‖ p(y))] from (N, C) logits, averaged over ``splits`` chunks."""
     if splits < 1:
@@ -211,17 +181,6 @@ def classifier_score_from_logits(logits: Tensor, splits: int = 1) -> float:
             f"logits must have shape (N, C) with N >= splits={splits}, got {tuple(logits.shape)}"
         )
     return isc_features_to_metric(logits, splits=splits, shuffle=False)[KEY_METRIC_ISC_MEAN]
-
-
-def classifier_score(images: Tensor, model: MnistClassifier, splits: int = 1) -> float:
-    """exp E_x[KL(p(y|x) ‖ p(y))] with the MNIST classifier, in [1, 10].
-
-    ``splits`` > 1 averages the score over that many disjoint chunks, as the Inception Score does.
-    """
-    if splits < 1:
-        raise ValueError(f"splits must be >= 1, got {splits}")
-    logits, _ = classifier_logits_and_features(images, model, min_n=max(2, splits))
-    return classifier_score_from_logits(logits, splits)
 
 
 @dataclass
@@ -255,12 +214,3 @@ def mode_coverage_from_logits(
     top = logits.double().softmax(dim=1).amax(dim=1)
     confident = float((top >= confidence).double().mean())
     return ModeCoverage(hist, covered, covered / n_classes, min_share, confident, confidence)
-
-
-def mode_coverage(images: Tensor, model: MnistClassifier, min_share: float = 0.01) -> ModeCoverage:
-    """Fraction of the 10 digits that get at least ``min_share`` of the samples.
-
-    The default 0.01 is a tenth of the uniform share; the histogram shows the full balance.
-    """
-    logits, _ = classifier_logits_and_features(images, model, min_n=1)
-    return mode_coverage_from_logits(logits, min_share)
