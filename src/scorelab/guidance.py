@@ -21,13 +21,13 @@ Command line: ``python -m scorelab.sample ckpt_path=... guidance.label=K guidanc
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from scorelab.sde import NoiseProcess, as_sde
+from scorelab.nets.precond import ScoreViews
+from scorelab.sde import NoiseProcess
 
 
 class GuidanceError(ValueError):
@@ -131,21 +131,7 @@ def drop_labels(
     return torch.where(u < p, torch.full_like(label, null_label), label)
 
 
-class _ScoreView(nn.Module):
-    """The samplers' views of ``forward(x, noise)``, a score in the noise argument of
-    ``self.noise``."""
-
-    noise: NoiseProcess
-
-    def sigma_score(self) -> Callable[[Tensor, Tensor], Tensor]:
-        return self.noise.to_sigma_score(self)
-
-    def time_score(self) -> Callable[[Tensor, Tensor], Tensor]:
-        as_sde(self.noise, "SDE samplers (pc, em, reverse_diffusion, ancestral, ode) need an SDE")
-        return self
-
-
-class GuidedScore(_ScoreView):
+class GuidedScore(ScoreViews):
     """s_w(x, t) = (1 + w) s(x, t, y) − w s(x, t, ∅) of a class-conditional score model.
 
     Args:
@@ -210,7 +196,7 @@ def describe_guidance(model: Any) -> dict | None:
     return model.describe() if isinstance(model, GuidedScore) else None
 
 
-class MixtureClassOracle(_ScoreView):
+class MixtureClassOracle(ScoreViews):
     """The exact class-conditional score of a Gaussian mixture, components as classes.
 
     ``forward(x, noise, label=None)``: per row, label k in [0, K) gives component k's perturbed

@@ -32,16 +32,11 @@ from scorelab.utils import append_dims
 _OUTPUTS = ("score", "scaled", "eps")
 
 
-class _Parametrization(nn.Module):
-    """What every parametrisation shares: the noise, the cond it feeds, the samplers' views."""
+class ScoreViews(nn.Module):
+    """The samplers' views of ``forward(x, noise)``, a score in the noise argument of
+    ``self.noise``."""
 
-    net: nn.Module
     noise: NoiseProcess
-    net_cond: str
-
-    def _cond_from(self, noise: Tensor, sigma: Tensor) -> Tensor:
-        """``cond`` of kind ``net_cond`` for the caller's ``noise`` (B,) at VE level σ (B,)."""
-        return feed(self.net_cond, noise, sigma, self.noise)
 
     def sigma_score(self) -> Callable[[Tensor, Tensor], Tensor]:
         """σ-conditioned score ``fn(x, sigma)`` (VE-equivalent), for Langevin-type samplers."""
@@ -51,6 +46,17 @@ class _Parametrization(nn.Module):
         """Time-conditioned score ``fn(x, t)``, for SDE samplers; needs an SDE."""
         as_sde(self.noise, "SDE samplers (pc, em, reverse_diffusion, ancestral, ode) need an SDE")
         return self
+
+
+class _Parametrization(ScoreViews):
+    """What every parametrisation shares: the noise, the cond it feeds, the samplers' views."""
+
+    net: nn.Module
+    net_cond: str
+
+    def _cond_from(self, noise: Tensor, sigma: Tensor) -> Tensor:
+        """``cond`` of kind ``net_cond`` for the caller's ``noise`` (B,) at VE level σ (B,)."""
+        return feed(self.net_cond, noise, sigma, self.noise)
 
 
 class ScoreModel(_Parametrization):
