@@ -38,6 +38,7 @@ def test_64d_mixture_has_unequal_weights_and_diagonal_stds(study):
     assert (mix.stds.std(dim=1) > 0).all()  # not isotropic
 
 
+@pytest.mark.slow  # about 25 s: the whole study at smoke size (make test-full runs it)
 def test_smoke_run(study, tmp_path: Path):
     out = study["main"](["--smoke", "--out", str(tmp_path)])
     assert {p.name for p in tmp_path.iterdir()} == {
