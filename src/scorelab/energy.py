@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from scorelab.nets.conditioning import cond_input
-from scorelab.nets.noise_embedding import check_positive
+from scorelab.nets.noise_embedding import check_positive_ints
 from scorelab.nets.precond import ScoreModel
 from scorelab.sde import NoiseProcess
 
@@ -72,7 +72,7 @@ class MLPEnergy(nn.Module):
         self, dim: int, hidden: int = 128, n_layers: int = 3, conditional: bool = False
     ) -> None:
         super().__init__()
-        check_positive(dim=dim, hidden=hidden, n_layers=n_layers)
+        check_positive_ints(dim=dim, hidden=hidden, n_layers=n_layers)
         self.dim, self.conditional = dim, bool(conditional)
         layers: list[nn.Module] = []
         width = dim + int(self.conditional)

@@ -12,7 +12,7 @@ from scorelab.nets.noise_embedding import (
     FEATURES,
     NoiseConditioned,
     NoiseEmbedding,
-    check_positive,
+    check_positive_ints,
 )
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -61,7 +61,7 @@ class MLP(NoiseConditioned):
         num_labels: int | None = None,
     ) -> None:
         super().__init__()
-        check_positive(dim=dim, hidden=hidden, n_layers=n_layers)
+        check_positive_ints(dim=dim, hidden=hidden, n_layers=n_layers)
         check_kind("activation", activation, tuple(ACTIVATIONS))
         check_kind("embedding", embedding, EMBEDDINGS)
         check_kind("embed_features", embed_features, FEATURES)

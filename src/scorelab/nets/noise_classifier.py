@@ -23,7 +23,7 @@ from scorelab.nets.noise_embedding import (
     FEATURES,
     NoiseConditioned,
     NoiseEmbedding,
-    check_positive,
+    check_positive_ints,
 )
 from scorelab.nets.unet_small import (
     _ResBlock,
@@ -128,7 +128,7 @@ class MLPClassifier(NoiseConditioned):
         embed_features: str = "fourier",
     ) -> None:
         super().__init__()
-        check_positive(dim=dim, hidden=hidden, n_layers=n_layers)
+        check_positive_ints(dim=dim, hidden=hidden, n_layers=n_layers)
         self.num_classes = _check_classes(num_classes)
         check_kind("embedding", embedding, CLASSIFIER_CONDS)
         check_kind("embed_features", embed_features, FEATURES)

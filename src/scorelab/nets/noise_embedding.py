@@ -19,11 +19,12 @@ EMBEDDINGS = tuple(COND_KINDS)
 FEATURES = ("sinusoidal", "fourier")
 
 
-def check_positive(**values) -> None:
-    """Refuse, naming it, any value that is not an int >= 1 (a bool included)."""
+def check_positive_ints(hint: str = "", **values) -> None:
+    """Refuse, naming it, any value that is not an int >= 1 (a bool included); ``hint`` is
+    appended to the message."""
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive integer")
+            raise ValueError(f"{name}={value!r} must be a positive integer{hint and '; ' + hint}")
 
 
 class NoiseEmbedding(nn.Module):

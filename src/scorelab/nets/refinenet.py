@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scorelab.nets.labels import add_label, check_num_labels, label_table
+from scorelab.nets.noise_embedding import check_positive_ints
 from scorelab.nets.normalization import CondInstanceNorm2dPlus, InstanceNorm2dPlus
 
 NormFactory = Callable[[int], nn.Module]
@@ -247,11 +248,6 @@ _DEEPER_STAGES = (
 )
 
 
-def _check_positive_int(name: str, value: int, hint: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer; {hint}")
-
-
 class _RefineNet(nn.Module):
     """Shared body; see `NCSN`, `NCSNv2` and `NCSNv2Deeper` for the public networks."""
 
@@ -269,8 +265,8 @@ class _RefineNet(nn.Module):
     ) -> None:
         super().__init__()
         image_size = self.default_image_size if image_size is None else image_size
-        _check_positive_int("channels", channels, "use 1 for MNIST or 3 for colour images")
-        _check_positive_int("ngf", ngf, "the official networks use 64 (MNIST) or 128")
+        check_positive_ints("use 1 for MNIST or 3 for colour images", channels=channels)
+        check_positive_ints("the official networks use 64 (MNIST) or 128", ngf=ngf)
         n_pools = sum(s.entry and s.dilation is None for s in self.stages)
         factor = 2**n_pools
         min_size = 4 * factor
@@ -386,7 +382,7 @@ class NCSN(_RefineNet):
         rescale_input: bool = True,
         num_labels: int | None = None,
     ) -> None:
-        _check_positive_int("num_classes", num_classes, "it is the number of noise levels L")
+        check_positive_ints("it is the number of noise levels L", num_classes=num_classes)
         self.num_classes = num_classes  # a plain int, read by _RefineNet.__init__
         super().__init__(channels, image_size, ngf, rescale_input, num_labels)
 

@@ -15,7 +15,7 @@ from scorelab.nets.noise_embedding import (
     FEATURES,
     NoiseConditioned,
     NoiseEmbedding,
-    check_positive,
+    check_positive_ints,
 )
 from scorelab.utils import append_dims
 
@@ -48,7 +48,7 @@ def check_unet_args(
     channels, image_size, ch, ch_mult, num_res_blocks, groups, dropout
 ) -> tuple[int, ...]:
     """Refuse bad widths, depths and sizes of a UNetSmall-like network; ``ch_mult`` as ints."""
-    check_positive(channels=channels, ch=ch, groups=groups, num_res_blocks=num_res_blocks)
+    check_positive_ints(channels=channels, ch=ch, groups=groups, num_res_blocks=num_res_blocks)
     ch_mult = tuple(int(m) for m in ch_mult)
     if not ch_mult or any(m < 1 for m in ch_mult):
         raise ValueError(f"ch_mult={ch_mult!r} must be a non-empty sequence of positive ints")
