@@ -19,6 +19,7 @@ also plots MNIST-FID and the classifier score against steps and wall time (``bud
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -189,6 +190,26 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def collect(files: list[Path], out: Path, command: str) -> int:
+    """One table and one budget plot from the rows of several runs' ``results.json``."""
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise SystemExit(f"--collect: no such results.json: {', '.join(missing)}")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for f in files:
+        for row in json.loads(f.read_text()):
+            if row.get("grid"):  # keep the link to the grid next to its own results
+                row["grid"] = os.path.relpath(f.parent / row["grid"], out)
+            rows.append(row)
+    rows.sort(key=lambda r: (r["recipe"], r["steps"]))
+    write_text_atomic(out / "results.json", json.dumps(rows, indent=1) + "\n")
+    write_text_atomic(out / "results.md", to_markdown(rows, command))
+    plot(rows, out / "budget.png")
+    print(f"wrote {out / 'results.md'} and {out / 'budget.png'} ({len(rows)} runs)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = study_parser(__doc__, HERE)
     p.add_argument("--recipes", nargs="+", default=["edm_ema99_lr1e-3"], choices=sorted(RECIPES))
@@ -197,14 +218,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=None, help="run outputs (default: a tmp dir)")
     p.add_argument("--train-args", nargs="*", default=[], help="extra train overrides")
     p.add_argument("--eval-args", nargs="*", default=[], help="extra evaluate overrides")
+    p.add_argument(
+        "--collect",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="results.json files of earlier runs: merge their rows into one table and budget "
+        "plot under --out, training nothing",
+    )
     args = p.parse_args(argv)
+    command = "python experiments/07_mnist_budget/run.py " + " ".join(argv or sys.argv[1:])
+    if args.collect:
+        return collect(args.collect, args.out, command)
     bad = [s for s in args.steps if s < 1]
     if bad or args.n_eval < 2:
         p.error(f"--steps must be >= 1 and --n-eval >= 2, got {args.steps} and {args.n_eval}")
     work = args.work or Path(tempfile.mkdtemp(prefix="mnist_budget_"))
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    command = "python experiments/07_mnist_budget/run.py " + " ".join(argv or sys.argv[1:])
     rows: list[dict] = []
     for steps in args.steps:
         for recipe in args.recipes:

@@ -75,3 +75,66 @@ def test_05_sigma_ablation(tmp_path: Path):
     run = next((tmp_path / "w" / "trained_sigma_max").glob("0_*/metrics.json"))
     metrics = json.loads(run.read_text())["metrics"]
     assert {"sw", "mode_err", "val/loss"} <= set(metrics)
+
+
+def _budget_row(recipe: str, steps: int, fid: float, grid: str | None) -> dict:
+    row = {
+        "recipe": recipe,
+        "steps": steps,
+        "train_wall_s": 60.0 * steps / 1000,
+        "mnist_fid": fid,
+        "classifier_score": 8.0,
+        "classes_covered": 10,
+        "confident_share": 0.8,
+        "nfe": 35,
+    }
+    return row | ({"grid": grid} if grid else {})
+
+
+def test_07_collect_merges_runs_into_one_table(tmp_path: Path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, rows in [
+        (a, [_budget_row("edm_cos_lr2e-3", 16000, 15.5, "grid_x.png")]),
+        (
+            b,
+            [_budget_row("edm_cos_lr2e-3", 4000, 23.3, None), _budget_row("edm", 1000, 67.5, None)],
+        ),
+    ]:
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps(rows))
+    out = tmp_path / "out"
+    assert (
+        run_study(
+            "07_mnist_budget", out, "--collect", str(a / "results.json"), str(b / "results.json")
+        )
+        == 0
+    )
+    rows = json.loads((out / "results.json").read_text())
+    assert [(r["recipe"], r["steps"]) for r in rows] == [
+        ("edm", 1000),
+        ("edm_cos_lr2e-3", 4000),
+        ("edm_cos_lr2e-3", 16000),
+    ]
+    md = (out / "results.md").read_text()
+    assert "| edm_cos_lr2e-3 | 16000 | 960 | 15.5 |" in md
+    assert "[png](../a/grid_x.png)" in md  # the grid stays linked where its run wrote it
+    assert (out / "budget.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="no such results.json"):
+        run_study("07_mnist_budget", out, "--collect", str(tmp_path / "missing.json"))
+
+
+# Slow (a real train + evaluate pair, about 30 s).
+@pytest.mark.slow
+@pytest.mark.skipif(not MNIST.is_file(), reason="needs MNIST: make data")
+def test_07_mnist_budget_smoke(tmp_path: Path):
+    out = tmp_path / "out"
+    assert (
+        run_study(
+            "07_mnist_budget", out, "--steps", "3", "--n-eval", "4", "--work", str(tmp_path / "w")
+        )
+        == 0
+    )
+    (row,) = json.loads((out / "results.json").read_text())
+    assert row["steps"] == 3 and row["n_samples"] == 4
+    assert 1 <= row["classes_covered"] <= 4
+    assert "| edm_ema99_lr1e-3 | 3 |" in (out / "results.md").read_text()
