@@ -35,7 +35,7 @@ def parse_study(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
     return a
 
 
-def write_results(out: Path, stem: str, data: dict, md: str | None = None) -> None:
+def write_results(out: Path, stem: str, data: dict | list, md: str | None = None) -> None:
     """``<stem>.json`` (and ``<stem>.md``, also printed, when given) under ``out``."""
     write_text_atomic(out / f"{stem}.json", json.dumps(data, indent=2) + "\n")
     if md is not None:

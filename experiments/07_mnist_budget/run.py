@@ -31,9 +31,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(HERE.parent))  # experiments/: _study
-from _study import study_parser  # noqa: E402
+from _study import study_parser, write_results  # noqa: E402
 
-from scorelab.io import atomic_output, write_text_atomic  # noqa: E402
+from scorelab.io import atomic_output  # noqa: E402
 
 # Each recipe is a list of overrides of `python -m scorelab.train`.
 EDM_995 = ["experiment=mnist_demo", "optimizer.lr=2e-3", "module.ema_decay=0.995"]
@@ -203,8 +203,7 @@ def collect(files: list[Path], out: Path, command: str) -> int:
                 row["grid"] = os.path.relpath(f.parent / row["grid"], out)
             rows.append(row)
     rows.sort(key=lambda r: (r["recipe"], r["steps"]))
-    write_text_atomic(out / "results.json", json.dumps(rows, indent=1) + "\n")
-    write_text_atomic(out / "results.md", to_markdown(rows, command))
+    write_results(out, "results", rows, to_markdown(rows, command))
     plot(rows, out / "budget.png")
     print(f"wrote {out / 'results.md'} and {out / 'budget.png'} ({len(rows)} runs)")
     return 0
@@ -244,8 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             rows.append(row)
             print(json.dumps(row), flush=True)
-            write_text_atomic(out / "results.json", json.dumps(rows, indent=1) + "\n")
-            write_text_atomic(out / "results.md", to_markdown(rows, command))
+            write_results(out, "results", rows, to_markdown(rows, command))
     if len(set(args.steps)) > 1:
         plot(rows, out / "budget.png")
     print(f"wrote {out / 'results.md'} (runs under {work})")
