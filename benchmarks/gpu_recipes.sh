@@ -5,7 +5,7 @@
 # steps, then score 1,000 samples of the final weights); one lane also scores the first lane's
 # 1,500-step checkpoint with other sampler settings. Everything is packed into $OUT/results.tgz.
 # MNIST as .gz files in $MNIST_GZ (or already under data/raw/MNIST/raw).
-#   MNIST_GZ=.gpu/mnist bash benchmarks/gpu_recipes.sh            # SET=2 for the second set
+#   MNIST_GZ=.gpu/mnist bash benchmarks/gpu_recipes.sh            # SET=2 or SET=3 for the others
 set -u
 OUT=${OUT:-benchmarks/results/gpu_run}
 W=${WORK:-/tmp/gpu_recipes}
@@ -45,13 +45,19 @@ if [ "${SET:-1}" = 1 ]; then  # the learning-rate schedule (about 5 minutes)
   lane c --recipes edm_lin_lr2e-3 edm_cos_lr2e-3_ema995 --steps 1500 &
   lane d --recipes edm_cos_lr2e-3 --steps 5000 &
   ( timeout "$LANE_S" bash -c "$(declare -f sampler_variants); W=$W PY=$PY sampler_variants" ) &
-else  # SET=2: a longer budget, and a wider or deeper network (about 5 minutes)
+elif [ "${SET:-1}" = 2 ]; then  # a longer budget, and a wider or deeper network (about 5 minutes)
   lane e --recipes edm_cos_lr2e-3 --steps 7000 &
   lane f --recipes edm_ch32 --steps 1500 &
   lane g --recipes edm_blocks2 --steps 1500 &
+else  # SET=3: batch 512 with bigger networks (about 5 minutes), and the demo's fast path
+  lane h --recipes edm_cos_lr2e-3_b512 --steps 3000 &
+  lane i --recipes edm_blocks2_cos_b512 --steps 3000 &
+  lane j --recipes edm_ch32_blocks2_cos_b512 --steps 3000 &
+  lane k --recipes edm_ema99_lr1e-3 --steps 1500 &
+  lane l --recipes demo_fast demo_cudagraphs --steps 1500 &
 fi
 wait
 echo "all lanes: $(( $(date +%s) - T0 )) s" | tee -a "$W/lanes.txt"
 find "$W/variants" -name metrics.json -path "*evaluate*" -exec sh -c 'echo "$1"; cat "$1"' _ {} \; > "$W/variants.txt" 2>/dev/null
-tar czf "$OUT/results${SET:-1}.tgz" -C "$W" --exclude='work_*' --exclude='variants' .
+tar czf "$OUT/results${SET:-1}.tgz" -C "$W" --exclude='*.ckpt' --exclude='*.npz' --exclude='*.pt' --exclude='variants' .
 cat "$W"/*/results.md 2>/dev/null
