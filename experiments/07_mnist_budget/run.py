@@ -74,6 +74,9 @@ RECIPES: dict[str, list[str]] = {
         "model.net.num_res_blocks=2",
         "data.batch_size=512",
     ],
+    # More of the training noise levels at large sigma (median sigma 0.55 instead of 0.30), where
+    # a digit's overall shape is decided.
+    "edm_cos_lr2e-3_pmean-0.6": [*EDM_99, "module.lr_decay=cosine", "loss.p_mean=-0.6"],
     # The demo as configured, through the fast path (docs/performance.md): compiled, and
     # compiled and replayed as CUDA graphs.
     "demo_fast": ["experiment=mnist_demo", "perf=fast"],
