@@ -35,9 +35,11 @@ from _study import study_parser, write_results  # noqa: E402
 
 from scorelab.io import atomic_output  # noqa: E402
 
-# Each recipe is a list of overrides of `python -m scorelab.train`.
-EDM_995 = ["experiment=mnist_demo", "optimizer.lr=2e-3", "module.ema_decay=0.995"]
-EDM_99 = ["experiment=mnist_demo", "optimizer.lr=2e-3"]
+# Each recipe is a list of overrides of `python -m scorelab.train`. Every recipe measured before
+# the demo moved to P_mean 0.6 pins EDM's -1.2, so it still trains what its table reports.
+PM12 = ["experiment=mnist_demo", "loss.p_mean=-1.2"]
+EDM_995 = [*PM12, "optimizer.lr=2e-3", "module.ema_decay=0.995"]
+EDM_99 = [*PM12, "optimizer.lr=2e-3"]
 RECIPES: dict[str, list[str]] = {
     # The VP SDE with DDPM's ε-parametrisation, the network fed t once (lr 2e-3, EMA 0.995).
     "vp_eps": ["experiment=mnist_demo_vp"],
@@ -47,17 +49,17 @@ RECIPES: dict[str, list[str]] = {
     "edm_lr4e-3": [*EDM_995, "optimizer.lr=4e-3"],
     "edm_ema99": EDM_99,
     "edm_ema99_batch64": [*EDM_99, "data.batch_size=64"],
-    # The demo as configured: EDM, EMA 0.99, lr 1e-3.
-    "edm_ema99_lr1e-3": ["experiment=mnist_demo"],
+    # The demo's recipe until P_mean moved: EDM, EMA 0.99, lr 1e-3, P_mean -1.2.
+    "edm_ema99_lr1e-3": [*PM12],
     # The learning rate brought down to 0 at the last step (after the 100-step warm-up).
-    "edm_cos_lr1e-3": ["experiment=mnist_demo", "module.lr_decay=cosine"],
+    "edm_cos_lr1e-3": [*PM12, "module.lr_decay=cosine"],
     "edm_cos_lr2e-3": [*EDM_99, "module.lr_decay=cosine"],
-    "edm_cos_lr4e-3": ["experiment=mnist_demo", "optimizer.lr=4e-3", "module.lr_decay=cosine"],
+    "edm_cos_lr4e-3": [*PM12, "optimizer.lr=4e-3", "module.lr_decay=cosine"],
     "edm_lin_lr2e-3": [*EDM_99, "module.lr_decay=linear"],
     "edm_cos_lr2e-3_ema995": [*EDM_995, "module.lr_decay=cosine"],
     # A wider (ch 32, about 4x the parameters) or deeper (two blocks per level) network.
-    "edm_ch32": ["experiment=mnist_demo", "model.net.ch=32"],
-    "edm_blocks2": ["experiment=mnist_demo", "model.net.num_res_blocks=2"],
+    "edm_ch32": [*PM12, "model.net.ch=32"],
+    "edm_blocks2": [*PM12, "model.net.num_res_blocks=2"],
     # Four times the batch (512) at the cosine recipe's lr: on a GPU a step of the small network
     # costs about the same at 512 as at 128, so 4,000 steps see as many images as 16,000 at 128.
     "edm_cos_lr2e-3_b512": [*EDM_99, "module.lr_decay=cosine", "data.batch_size=512"],
@@ -76,11 +78,28 @@ RECIPES: dict[str, list[str]] = {
     ],
     # More of the training noise levels at large sigma (median sigma 0.55 instead of 0.30), where
     # a digit's overall shape is decided.
-    "edm_cos_lr2e-3_pmean-0.6": [*EDM_99, "module.lr_decay=cosine", "loss.p_mean=-0.6"],
-    # The demo as configured, through the fast path (docs/performance.md): compiled, and
+    "edm_cos_lr2e-3_pmean-0.6": [
+        "experiment=mnist_demo",
+        "optimizer.lr=2e-3",
+        "module.lr_decay=cosine",
+        "loss.p_mean=-0.6",
+    ],
+    "edm_cos_lr2e-3_pmean0.6": [
+        "experiment=mnist_demo",
+        "optimizer.lr=2e-3",
+        "module.lr_decay=cosine",
+        "loss.p_mean=0.6",
+    ],
+    "edm_pmean-0.6": ["experiment=mnist_demo", "loss.p_mean=-0.6"],
+    "edm_pmean0": ["experiment=mnist_demo", "loss.p_mean=0.0"],
+    "edm_pmean0.6": ["experiment=mnist_demo", "loss.p_mean=0.6"],
+    "edm_pmean1.2": ["experiment=mnist_demo", "loss.p_mean=1.2"],
+    # The demo as configured now (P_mean 0.6).
+    "demo": ["experiment=mnist_demo"],
+    # The demo's P_mean -1.2 recipe through the fast path (docs/performance.md): compiled, and
     # compiled and replayed as CUDA graphs.
-    "demo_fast": ["experiment=mnist_demo", "perf=fast"],
-    "demo_cudagraphs": ["experiment=mnist_demo", "perf=cudagraphs"],
+    "demo_fast": [*PM12, "perf=fast"],
+    "demo_cudagraphs": [*PM12, "perf=cudagraphs"],
 }
 # What every run shares: no wall-clock budget, the final samples for the grid only.
 COMMON = ["trainer.max_time=null", "n_samples=100"]
