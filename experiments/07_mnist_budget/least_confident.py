@@ -26,18 +26,19 @@ from scorelab.io import atomic_output  # noqa: E402
 from scorelab.metrics.mnist import (  # noqa: E402
     classifier_logits_and_features,
     load_mnist_classifier,
+    mode_coverage_from_logits,
 )
 
 
 def least_confident(samples: torch.Tensor, n: int) -> dict:
     """Indices of the ``n`` least confident samples, with their top-2 digits and probabilities."""
     logits, _ = classifier_logits_and_features(samples, load_mnist_classifier())
-    p = logits.softmax(-1)
-    top = p.topk(2, dim=-1)
+    top = logits.softmax(-1).topk(2, dim=-1)
     order = top.values[:, 0].argsort()[:n]
     return {
         "n_samples": len(samples),
-        "confident_share": float((top.values[:, 0] >= 0.9).float().mean()),
+        # the share the evaluation reports, from the same function
+        "confident_share": mode_coverage_from_logits(logits).confident_share,
         "least_confident": [
             {
                 "index": int(i),
@@ -61,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--n must be >= 1, got {a.n}")
     x = torch.from_numpy(np.load(a.samples)["samples"]).float()
     res = least_confident(x, a.n)
-    a.out.mkdir(parents=True, exist_ok=True)
     from torchvision.utils import save_image
 
     with atomic_output(a.out / "least_confident.png") as tmp:

@@ -40,6 +40,7 @@ from scorelab.io import atomic_output  # noqa: E402
 PM12 = ["experiment=mnist_demo", "loss.p_mean=-1.2"]
 EDM_995 = [*PM12, "optimizer.lr=2e-3", "module.ema_decay=0.995"]
 EDM_99 = [*PM12, "optimizer.lr=2e-3"]
+COS = ["experiment=mnist_demo", "optimizer.lr=2e-3", "module.lr_decay=cosine"]  # P_mean set after
 RECIPES: dict[str, list[str]] = {
     # The VP SDE with DDPM's ε-parametrisation, the network fed t once (lr 2e-3, EMA 0.995).
     "vp_eps": ["experiment=mnist_demo_vp"],
@@ -78,18 +79,8 @@ RECIPES: dict[str, list[str]] = {
     ],
     # More of the training noise levels at large sigma (median sigma 0.55 instead of 0.30), where
     # a digit's overall shape is decided.
-    "edm_cos_lr2e-3_pmean-0.6": [
-        "experiment=mnist_demo",
-        "optimizer.lr=2e-3",
-        "module.lr_decay=cosine",
-        "loss.p_mean=-0.6",
-    ],
-    "edm_cos_lr2e-3_pmean0.6": [
-        "experiment=mnist_demo",
-        "optimizer.lr=2e-3",
-        "module.lr_decay=cosine",
-        "loss.p_mean=0.6",
-    ],
+    "edm_cos_lr2e-3_pmean-0.6": [*COS, "loss.p_mean=-0.6"],
+    "edm_cos_lr2e-3_pmean0.6": [*COS, "loss.p_mean=0.6"],
     "edm_pmean-0.6": ["experiment=mnist_demo", "loss.p_mean=-0.6"],
     "edm_pmean0": ["experiment=mnist_demo", "loss.p_mean=0.0"],
     "edm_pmean0.6": ["experiment=mnist_demo", "loss.p_mean=0.6"],
