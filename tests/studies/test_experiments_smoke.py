@@ -138,3 +138,33 @@ def test_07_mnist_budget_smoke(tmp_path: Path):
     assert row["steps"] == 3 and row["n_samples"] == 4
     assert 1 <= row["classes_covered"] <= 4
     assert "| edm_ema99_lr1e-3 | 3 |" in (out / "results.md").read_text()
+
+
+def test_07_every_recipe_builds_and_changes_the_demo():
+    """Each recipe of the MNIST budget study composes through Hydra, builds its ScoreModule (so
+    a mismatch such as the parametrisation's and the loss's sigma_data is refused here, not
+    after a run has started), and only the demo's own rows train the demo's configuration."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from scorelab.lit.build import build_module
+    from scorelab.runs import register_resolvers
+
+    register_resolvers()
+    recipes = runpy.run_path(str(EXPERIMENTS / "07_mnist_budget" / "run.py"))["RECIPES"]
+    conf = str(EXPERIMENTS.parent / "conf")
+
+    def composed(overrides):
+        with initialize_config_dir(config_dir=conf, version_base="1.3"):
+            cfg = compose("train", overrides=[*overrides, "paths.output_dir=unused"])
+        return cfg
+
+    demo = OmegaConf.to_container(composed(["experiment=mnist_demo"]))
+    same_as_demo = set()
+    for name, overrides in recipes.items():
+        cfg = composed(overrides)
+        build_module(cfg)
+        if OmegaConf.to_container(cfg) == demo:
+            same_as_demo.add(name)
+    # edm_pmean0.6 is the P_mean sweep's row that the demo then adopted
+    assert same_as_demo == {"demo", "edm_pmean0.6"}
