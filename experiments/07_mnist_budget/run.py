@@ -92,6 +92,10 @@ RECIPES: dict[str, list[str]] = {
     "demo_cos_lr2e-3": [*COS, "loss.p_mean=0.6"],
     "demo_beta2_0.99": ["experiment=mnist_demo", "optimizer.betas=[0.9,0.99]"],
     "demo_blocks2": ["experiment=mnist_demo", "model.net.num_res_blocks=2"],
+    # The demo again with other seeds (weights, noise draws and batch order): the spread of a
+    # single recipe, against which the rows above are read.
+    "demo_seed1": ["experiment=mnist_demo", "seed=1", "data.seed=1"],
+    "demo_seed2": ["experiment=mnist_demo", "seed=2", "data.seed=2"],
     # EDM's sigma_data (0.5, CIFAR-10's) set to MNIST's own: in [-1, 1] its pixels have standard
     # deviation 0.61 and root mean square 0.96 (mean -0.74).
     "demo_sd0.6": [
