@@ -40,7 +40,22 @@ from scorelab.io import atomic_output  # noqa: E402
 PM12 = ["experiment=mnist_demo", "loss.p_mean=-1.2"]
 EDM_995 = [*PM12, "optimizer.lr=2e-3", "module.ema_decay=0.995"]
 EDM_99 = [*PM12, "optimizer.lr=2e-3"]
-COS = ["experiment=mnist_demo", "optimizer.lr=2e-3", "module.lr_decay=cosine"]  # P_mean set after
+DEMO = ["experiment=mnist_demo"]
+COS = [*DEMO, "optimizer.lr=2e-3", "module.lr_decay=cosine"]  # P_mean set after
+COS_06 = [*COS, "loss.p_mean=0.6"]
+BETA2 = [*DEMO, "optimizer.betas=[0.9,0.99]"]
+
+
+def seeds(k: int) -> list[str]:
+    """Another seed for the weights and noise draws (seed) and the batch order (data.seed)."""
+    return [f"seed={k}", f"data.seed={k}"]
+
+
+def sigma_data(v: float) -> list[str]:
+    """The demo with EDM's sigma_data set to v in both places that must agree."""
+    return [*DEMO, f"model.parametrization.sigma_data={v}", f"loss.sigma_data={v}"]
+
+
 RECIPES: dict[str, list[str]] = {
     # The VP SDE with DDPM's ε-parametrisation, the network fed t once (lr 2e-3, EMA 0.995).
     "vp_eps": ["experiment=mnist_demo_vp"],
@@ -80,7 +95,7 @@ RECIPES: dict[str, list[str]] = {
     # More of the training noise levels at large sigma (median sigma 0.55 instead of 0.30), where
     # a digit's overall shape is decided.
     "edm_cos_lr2e-3_pmean-0.6": [*COS, "loss.p_mean=-0.6"],
-    "edm_cos_lr2e-3_pmean0.6": [*COS, "loss.p_mean=0.6"],
+    "edm_cos_lr2e-3_pmean0.6": COS_06,
     "edm_pmean-0.6": ["experiment=mnist_demo", "loss.p_mean=-0.6"],
     "edm_pmean0": ["experiment=mnist_demo", "loss.p_mean=0.0"],
     "edm_pmean0.6": ["experiment=mnist_demo", "loss.p_mean=0.6"],
@@ -88,53 +103,19 @@ RECIPES: dict[str, list[str]] = {
     # The demo as configured now (P_mean 0.6).
     "demo": ["experiment=mnist_demo"],
     # Budget choices on top of P_mean 0.6, at the step count that fits the 8-minute demo.
-    "demo_lr2e-3": ["experiment=mnist_demo", "optimizer.lr=2e-3"],
-    "demo_cos_lr2e-3": [*COS, "loss.p_mean=0.6"],
-    "demo_beta2_0.99": ["experiment=mnist_demo", "optimizer.betas=[0.9,0.99]"],
-    "demo_blocks2": ["experiment=mnist_demo", "model.net.num_res_blocks=2"],
+    "demo_lr2e-3": [*DEMO, "optimizer.lr=2e-3"],
+    "demo_cos_lr2e-3": COS_06,
+    "demo_beta2_0.99": BETA2,
     # The demo again with other seeds (weights, noise draws and batch order): the spread of a
-    # single recipe, against which the rows above are read.
-    "demo_seed1": ["experiment=mnist_demo", "seed=1", "data.seed=1"],
-    "demo_seed2": ["experiment=mnist_demo", "seed=2", "data.seed=2"],
-    # The two changes that scored best once, with the same two extra seeds.
-    "demo_beta2_0.99_seed1": [
-        "experiment=mnist_demo",
-        "optimizer.betas=[0.9,0.99]",
-        "seed=1",
-        "data.seed=1",
-    ],
-    "demo_beta2_0.99_seed2": [
-        "experiment=mnist_demo",
-        "optimizer.betas=[0.9,0.99]",
-        "seed=2",
-        "data.seed=2",
-    ],
-    "demo_sd0.6_seed1": [
-        "experiment=mnist_demo",
-        "model.parametrization.sigma_data=0.6",
-        "loss.sigma_data=0.6",
-        "seed=1",
-        "data.seed=1",
-    ],
-    "demo_sd0.6_seed2": [
-        "experiment=mnist_demo",
-        "model.parametrization.sigma_data=0.6",
-        "loss.sigma_data=0.6",
-        "seed=2",
-        "data.seed=2",
-    ],
+    # single recipe, against which the rows above are read; then the two changes that scored
+    # best once, with the same seeds.
+    **{f"demo_seed{k}": [*DEMO, *seeds(k)] for k in (1, 2)},
+    **{f"demo_beta2_0.99_seed{k}": [*BETA2, *seeds(k)] for k in (1, 2)},
+    **{f"demo_sd0.6_seed{k}": [*sigma_data(0.6), *seeds(k)] for k in (1, 2)},
     # EDM's sigma_data (0.5, CIFAR-10's) set to MNIST's own: in [-1, 1] its pixels have standard
     # deviation 0.61 and root mean square 0.96 (mean -0.74).
-    "demo_sd0.6": [
-        "experiment=mnist_demo",
-        "model.parametrization.sigma_data=0.6",
-        "loss.sigma_data=0.6",
-    ],
-    "demo_sd1.0": [
-        "experiment=mnist_demo",
-        "model.parametrization.sigma_data=1.0",
-        "loss.sigma_data=1.0",
-    ],
+    "demo_sd0.6": sigma_data(0.6),
+    "demo_sd1.0": sigma_data(1.0),
     # The demo's P_mean -1.2 recipe through the fast path (docs/performance.md): compiled, and
     # compiled and replayed as CUDA graphs.
     "demo_fast": [*PM12, "perf=fast"],

@@ -1,9 +1,10 @@
 """CPU cost of one training step of the demo recipe and its wider / deeper variants.
 
-Builds each recipe's ScoreModule through the package's own config and builder (network,
-preconditioning, EDM loss, EMA) and times forward + backward + Adam + EMA on a batch of 128
-MNIST-shaped images in bf16 autocast, as the demo trains. The recipes are timed in turn, round
-after round, so a busy machine slows them alike; the median of the rounds is reported.
+Builds each recipe's ScoreModule through the package's own config and builder and times the
+module's training step (loss under the recipe's bf16 autocast, backward, gradient clipping,
+Adam, EMA) on a batch of 128 MNIST-shaped images, with the step builder of
+``benchmarks/profile_step.py``. The recipes are timed in turn, round after round, so a busy
+machine slows them alike; the median of the rounds is reported.
 
     python experiments/07_mnist_budget/step_cost.py --recipes edm_ema99_lr1e-3 edm_ch32 edm_blocks2
 """
@@ -11,46 +12,30 @@ after round, so a busy machine slows them alike; the median of the rounds is rep
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1] / "src"))
 sys.path.insert(0, str(HERE))
 from run import RECIPES  # noqa: E402
 
-from scorelab.lit.build import build_module  # noqa: E402
-from scorelab.runs import register_resolvers  # noqa: E402
-
-CONF = str(HERE.parents[1] / "conf")
+_spec = importlib.util.spec_from_file_location(
+    "profile_step", HERE.parents[1] / "benchmarks" / "profile_step.py"
+)
+profile_step = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(profile_step)
 
 
 def step_fn(recipe: str, batch: int):
-    register_resolvers()
+    """The recipe's training step (no LR schedule: a constant-lr step costs the same)."""
     overrides = [o for o in RECIPES[recipe] if not o.startswith("module.lr_decay")]
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(
-            "train", overrides=[*overrides, "optimizer.fused=false", "paths.output_dir=unused"]
-        )
-    module = build_module(cfg)
-    opt = module.optimizer_factory(module.model.parameters())
-    x = torch.rand(batch, *module.data_shape) * 2 - 1
-    n_params = sum(p.numel() for p in module.model.parameters())
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = module.loss_fn(module, x).loss
-        loss.backward()
-        opt.step()
-        module.ema.update_parameters(module.model)
-
-    return step, n_params
+    step, module = profile_step.build_step([*overrides, "optimizer.fused=false"], batch)
+    return step, sum(p.numel() for p in module.model.parameters())
 
 
 def main() -> int:
