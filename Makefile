@@ -24,8 +24,9 @@ demo: $(STAMP) ## Train the MNIST demo (a fixed number of steps), sample, and sc
 	$(PY) -m scorelab.data.prepare mnist --root data/raw
 	$(PY) -m scorelab.train experiment=mnist_demo
 	$(PY) -m scorelab.evaluate ckpt_path=$(DEMO_RUN)/checkpoints/last.ckpt n_samples=1000 \
-		precision=bf16 hydra.run.dir=$(DEMO_RUN)/evaluation
-	@echo "sample grid: $(DEMO_RUN)/samples_grid.png   scores: $(DEMO_RUN)/evaluation/metrics.json"
+		precision=bf16 guidance.guide_ckpt=$(DEMO_RUN)/checkpoints/guide.ckpt guidance.weight=4 \
+		hydra.run.dir=$(DEMO_RUN)/evaluation
+	@echo "sample grid: $(DEMO_RUN)/evaluation/samples_grid.png   scores: $(DEMO_RUN)/evaluation/metrics.json"
 
 data: $(STAMP) ## Put real MNIST into torchvision's raw layout under data/raw (offline-capable)
 	$(PY) -m scorelab.data.prepare mnist --root data/raw

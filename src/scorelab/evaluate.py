@@ -36,6 +36,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from scorelab.guidance import apply_guidance, describe_guidance
 from scorelab.io import write_json_atomic
 from scorelab.likelihood import bits_per_dim, dequantize, ode_likelihood
 from scorelab.lit.build import (
@@ -58,6 +59,7 @@ from scorelab.metrics.suite import (
     check_samples,
     data_info,
 )
+from scorelab.outputs import write_samples
 from scorelab.runs import CONF_DIR, entry_point, run_cli, task_overrides
 from scorelab.sde import SDE
 
@@ -324,7 +326,7 @@ def evaluate(cfg: DictConfig) -> dict:
     sample_names, want_bpd = _split_metrics(cfg)
     n = int(cfg.n_samples)
     sampler_desc, nfe, sampling_wall, source = None, None, 0.0, {}
-    model = None
+    model, drawn = None, {}
     x = None
 
     # 1. Everything cheap first: the source, the data, the metrics' prerequisites.
@@ -342,6 +344,7 @@ def evaluate(cfg: DictConfig) -> dict:
         source = {"kind": "checkpoint" if cfg.get("ckpt_path") else "oracle"}
     else:
         model, sampler, shape, to_unit, meta = build_sampling_model(cfg)
+        model = apply_guidance(model, cfg, meta)  # guidance.label / guide_ckpt, refused early
         data_cfg = (
             meta["data"] if cfg.get("ckpt_path") else OmegaConf.to_container(cfg.data, resolve=True)
         )
@@ -391,6 +394,7 @@ def evaluate(cfg: DictConfig) -> dict:
         )
         x = to_unit(x.float().cpu())
         check_samples(x, suite.info)
+        drawn = write_samples(x, Path(cfg.paths.output_dir), max_figure=100)
 
     # 3. Metrics.
     results: list[MetricValue] = suite.compute(x) if suite is not None else []
@@ -427,11 +431,13 @@ def evaluate(cfg: DictConfig) -> dict:
         },
         "n_samples": n if suite is not None else 0,
         "sampler": sampler_desc,
+        "guidance": describe_guidance(model),
         "nfe": nfe,
         "precision": str(cfg.get("precision", 32)),
         "sampling_wall_time_s": sampling_wall,
         "results": records,
         "skipped": suite.skipped if suite is not None else {},
+        "files": {k: str(v) for k, v in drawn.items()},
         "metrics": flat,
         "overrides": task_overrides(),
         "seed": int(cfg.seed),
@@ -454,6 +460,8 @@ def evaluate(cfg: DictConfig) -> dict:
         print(
             f"{mv.name:>18}: {mv.value:.6g}{err}{note}  [n={mv.n_samples}, {mv.wall_time_s:.1f}s]"
         )
+    if drawn:
+        print(f"samples: {drawn['samples_npz']}\ngrid:    {drawn['figure']} (the first 100)")
     print(f"metrics: {path}")
     return result
 

@@ -16,11 +16,21 @@ score, its σ view is the same combination of the σ views.
 components as classes: label k gives component k's perturbed score, ∅ the mixture's.
 
 Command line: ``python -m scorelab.sample ckpt_path=... guidance.label=K guidance.weight=W``.
+
+Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself")
+needs no labels: the model is guided away from a weaker model of the same data and noise
+process, typically an earlier snapshot of the same run (``callbacks.guide_snapshot``):
+
+    s_w(x, t) = (1 + w) s(x, t) − w s_guide(x, t)
+
+:class:`AutoGuidedScore`; ``guidance.guide_ckpt=PATH guidance.weight=W``. The paper writes the
+same combination of denoisers as D_0 + w'(D_1 − D_0), so its w' is 1 + w here.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -193,7 +203,107 @@ def guided(model: nn.Module, guidance: Any) -> nn.Module:
 
 def describe_guidance(model: Any) -> dict | None:
     """The guidance a sampling model applies (for sample_info.json), or None."""
-    return model.describe() if isinstance(model, GuidedScore) else None
+    return model.describe() if isinstance(model, GuidedScore | AutoGuidedScore) else None
+
+
+class AutoGuidedScore(ScoreViews):
+    """s_w(x, t) = (1 + w) s(x, t) − w s_guide(x, t): autoguidance (Karras et al. 2024).
+
+    Args:
+        model: the score model to sample.
+        guide: a weaker score model of the same data and noise process (an earlier snapshot
+            of the same run, or a smaller network); its noise argument must mean the same.
+        weight: the guidance weight w >= 0 (0: the model alone; the paper's w' is 1 + w).
+        source: where the guide came from, for :meth:`describe`.
+    """
+
+    def __init__(self, model: nn.Module, guide: nn.Module, weight: float, source: str = "") -> None:
+        super().__init__()
+        self.weight = check_weight(weight)
+        self.model, self.guide, self.source = model, guide, source
+
+    @property
+    def noise(self) -> NoiseProcess:
+        return self.model.noise
+
+    @property
+    def data_moments(self):
+        return getattr(self.model, "data_moments", None)
+
+    def forward(self, x: Tensor, noise: Tensor) -> Tensor:
+        if self.weight == 0.0:
+            return self.model(x, noise)
+        return (1.0 + self.weight) * self.model(x, noise) - self.weight * self.guide(x, noise)
+
+    def describe(self) -> dict:
+        # the sampler's NFE counts calls of this model; each call runs both networks
+        calls = 1 if self.weight == 0.0 else 2
+        return {
+            "kind": "autoguidance",
+            "guide_ckpt": self.source,
+            "weight": self.weight,
+            "network_calls_per_evaluation": calls,
+        }
+
+
+def _space(config: dict) -> dict:
+    """What a guide must share with the model: the noise process and the data's space."""
+    data = config.get("data") or {}
+    return {
+        "sde": config.get("sde"),
+        "data": {k: data.get(k) for k in ("_target_", "name", "scaling", "image_size", "dim")},
+    }
+
+
+def check_guide_fits(main: dict, guide: dict, guide_path: str) -> None:
+    """The guide's config must share the main model's noise process and data space (same
+    ``sde``, same data module, scaling and size), so both read the same noise argument and
+    the same x; refused in one line otherwise."""
+    a, b = _space(main), _space(guide)
+    for group in ("sde", "data"):
+        ga, gb = a[group] or {}, b[group] or {}
+        diff = sorted(k for k in set(ga) | set(gb) if ga.get(k) != gb.get(k))
+        if diff:
+            raise GuidanceError(
+                f"guidance.guide_ckpt={guide_path} was trained with another {group} than the "
+                f"model (differing: {', '.join(f'{group}.{k}' for k in diff)}); the guide must "
+                "share the model's data and noise process: use an earlier checkpoint of the "
+                "same run (callbacks.guide_snapshot)"
+            )
+
+
+def apply_guidance(
+    model: nn.Module, cfg: Any, config: dict, overrides: list[str] | None = None
+) -> nn.Module:
+    """``model`` with the ``guidance`` node of ``cfg`` applied: classifier-free guidance
+    (``label``, ``weight``: :func:`guided`) or autoguidance (``guide_ckpt``, ``weight``:
+    :class:`AutoGuidedScore`). ``config``: the model's own config (a checkpoint's, with the
+    command line's changes), which the guide's must fit. Every bad setting is refused before
+    any sampling, the guide's path before its weights are read."""
+    guidance = cfg.get("guidance")
+    path = None if guidance is None else guidance.get("guide_ckpt")
+    if path is None:
+        return guided(model, guidance)
+    if guidance.get("label") is not None:
+        raise GuidanceError(
+            "guidance.label (classifier-free guidance) and guidance.guide_ckpt (autoguidance) "
+            "are both set; use one of them"
+        )
+    weight = check_weight(guidance.get("weight", 0.0))
+    if not Path(str(path)).is_file():
+        raise GuidanceError(
+            f"guidance.guide_ckpt={path} does not exist; give a checkpoint of the same run "
+            "from earlier in training (a run with callbacks.guide_snapshot set writes "
+            "checkpoints/guide.ckpt), or drop guidance.guide_ckpt"
+        )
+    from omegaconf import OmegaConf
+
+    from scorelab.lit.sampling_model import load_sampling_model
+
+    guide_cfg = OmegaConf.merge(cfg, {"ckpt_path": str(path)})
+    guide = load_sampling_model(guide_cfg, overrides, need_sampler=False)
+    check_guide_fits(config, guide.config, str(path))
+    return AutoGuidedScore(model, guide.model, weight, str(path))
 
 
 class MixtureClassOracle(ScoreViews):

@@ -14,12 +14,20 @@ from scorelab.io import save_npz_atomic
 from scorelab.plots import save_samples_figure
 
 
-def write_samples(x: Tensor, out: str | Path, *, reference: Tensor | None = None) -> dict:
+def write_samples(
+    x: Tensor,
+    out: str | Path,
+    *,
+    reference: Tensor | None = None,
+    max_figure: int | None = None,
+) -> dict:
     """Save ``x`` (images ``(N, C, H, W)`` in [0, 1], or points ``(N, D)``) into ``out`` as
     ``samples.npz`` (array ``samples``) plus a grid or scatter figure (``reference``: data
-    points drawn behind a scatter). Returns ``{"samples_npz": path, "figure": path}``."""
+    points drawn behind a scatter; ``max_figure``: a grid shows at most the first this many
+    images). Returns ``{"samples_npz": path, "figure": path}``."""
     out = Path(out)
     npz = save_npz_atomic(out / "samples.npz", samples=x.detach().float().cpu().numpy())
     name = "samples_grid.png" if x.ndim == 4 else "samples_scatter.png"
-    fig = save_samples_figure(x.detach().float().cpu(), out / name, reference=reference)
+    shown = x[:max_figure] if x.ndim == 4 and max_figure is not None else x
+    fig = save_samples_figure(shown.detach().float().cpu(), out / name, reference=reference)
     return {"samples_npz": npz, "figure": fig}

@@ -9,7 +9,7 @@ Writes ``samples.npz`` (array ``samples``: images N×C×H×W in [0, 1], points N
 scatter plot, and ``sample_info.json`` (sampler, NFE, wall time) into the run directory.
 ``task=inpaint|colorize|class`` samples conditionally (:mod:`scorelab.tasks`) and adds a figure
 of input, samples and ground truth; ``guidance.label``/``guidance.weight`` apply classifier-free
-guidance (:mod:`scorelab.guidance`).
+guidance, ``guidance.guide_ckpt``/``guidance.weight`` autoguidance (:mod:`scorelab.guidance`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from scorelab.guidance import describe_guidance, guided
+from scorelab.guidance import apply_guidance, describe_guidance
 from scorelab.io import write_json_atomic
 from scorelab.lit.sampling_model import (
     build_sampling_model,
@@ -51,7 +51,8 @@ def sample(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             "task=class (classifier guidance) and guidance.label (classifier-free guidance) both "
             "ask for a class; use one of them"
         )
-    model = guided(model, cfg.get("guidance"))  # class-conditional: guidance.label / weight
+    # classifier-free (guidance.label / weight) or autoguidance (guidance.guide_ckpt / weight)
+    model = apply_guidance(model, cfg, meta, overrides)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     x, nfe, wall = draw(
         model,

@@ -140,6 +140,28 @@ def test_07_mnist_budget_smoke(tmp_path: Path):
     assert "| edm_ema99_lr1e-3 | 3 |" in (out / "results.md").read_text()
 
 
+# Slow (two short trainings and three evaluations, about a minute).
+@pytest.mark.slow
+@pytest.mark.skipif(not MNIST.is_file(), reason="needs MNIST: make data")
+def test_07_autoguidance_rows(tmp_path: Path):
+    """run.py --autoguidance scores the demo's weights again with its guide snapshot, and
+    autoguidance.py sweeps guide snapshots and weights of one run."""
+    out = tmp_path / "out"
+    args = ["--recipes", "demo", "--steps", "4", "--n-eval", "4", "--autoguidance", "1"]
+    assert run_study("07_mnist_budget", out, *args, "--work", str(tmp_path / "w")) == 0
+    plain, guided = json.loads((out / "results.json").read_text())
+    assert (plain["recipe"], guided["recipe"]) == ("demo", "demo+ag1")
+    assert plain["guidance"] is None and guided["guidance"]["weight"] == 1.0
+    assert guided["guidance"]["guide_ckpt"].endswith("checkpoints/guide.ckpt")
+    assert (out / guided["grid"]).stat().st_size > 0
+    sweep = runpy.run_path(str(EXPERIMENTS / "07_mnist_budget" / "autoguidance.py"))["main"]
+    assert sweep(["--smoke", "--out", str(tmp_path / "ag"), "--work", str(tmp_path / "agw")]) == 0
+    rows = json.loads((tmp_path / "ag" / "results.json").read_text())
+    assert [(r["guide_step"], r["weight"]) for r in rows] == [(None, 0.0), (2, 1.0)]
+    assert rows[1]["guidance"]["guide_ckpt"].endswith("snaps/snap_00002.ckpt")
+    assert (tmp_path / "ag" / "autoguidance.png").stat().st_size > 0
+
+
 def test_07_every_recipe_builds_and_changes_the_demo():
     """Each recipe of the MNIST budget study composes through Hydra, builds its ScoreModule (so
     a mismatch such as the parametrisation's and the loss's sigma_data is refused here, not

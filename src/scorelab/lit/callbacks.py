@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from scorelab.io import atomic_torch_save, read_checkpoint
 from scorelab.plots import save_samples_figure
@@ -151,6 +151,105 @@ class PreemptionHandler(L.Callback):
             f"{self.requested} received: saved {path} at step {trainer.global_step}; stopping"
         )
         trainer.should_stop = True
+
+
+class GuideSnapshot(L.Callback):
+    """Saves the weights (raw and EMA, no optimizer state) once, after one optimizer step, as
+    ``dirpath/filename``: the weaker model that autoguidance guides the final one away from
+    (``guidance.guide_ckpt``, :class:`scorelab.guidance.AutoGuidedScore`).
+
+    The step is ``step``, or ``fraction`` of ``trainer.max_steps`` (rounded, at least 1), so a
+    recipe keeps its guide halfway when the step count is changed. The file is written
+    atomically. A run that starts before the step removes a snapshot left in ``dirpath`` by an
+    earlier run, so the file always belongs to the run beside it; a resumed run past the step
+    keeps the one it wrote.
+
+    Args:
+        dirpath: the run's checkpoint folder.
+        step: the optimizer step after which to save, in [1, max_steps).
+        fraction: instead of ``step``, that share of ``trainer.max_steps``, in (0, 1).
+        filename: the snapshot's file name.
+        max_steps: the run's ``trainer.max_steps``, to refuse a step it never reaches when the
+            callback is built (it is checked against the trainer again at setup).
+    """
+
+    def __init__(
+        self,
+        dirpath: str,
+        step: int | None = None,
+        fraction: float | None = None,
+        filename: str = "guide.ckpt",
+        max_steps: int | None = None,
+    ) -> None:
+        key = "callbacks.guide_snapshot"
+        if (step is None) == (fraction is None):
+            raise ValueError(
+                f"{key} needs one of step (an optimizer step) and fraction (a share of "
+                f"trainer.max_steps), got step={step!r}, fraction={fraction!r}; set one of them"
+            )
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 1):
+            raise ValueError(
+                f"{key}.step={step!r} must be an integer >= 1 (the step whose weights guide the "
+                "final ones; about half of trainer.max_steps)"
+            )
+        ok = isinstance(fraction, int | float) and not isinstance(fraction, bool)
+        if fraction is not None and not (ok and 0.0 < float(fraction) < 1.0):
+            raise ValueError(f"{key}.fraction={fraction!r} must be in (0, 1), e.g. 0.5")
+        self._step, self.fraction = step, None if fraction is None else float(fraction)
+        self.path = Path(dirpath) / filename
+        self.step = self._resolve(max_steps) if max_steps is not None or step else None
+
+    def _resolve(self, max_steps: int | None) -> int | None:
+        """The snapshot's step for a run of ``max_steps`` (-1 or None: unbounded); None when
+        ``fraction`` of a run of one step leaves no step before the last."""
+        key = "callbacks.guide_snapshot"
+        bounded = max_steps is not None and int(max_steps) >= 0
+        if self._step is not None:
+            step = self._step
+        elif not bounded:
+            raise ValueError(
+                f"{key}.fraction={self.fraction} needs trainer.max_steps (got {max_steps}); "
+                f"set trainer.max_steps, or {key}.step"
+            )
+        else:
+            step = max(1, round(self.fraction * int(max_steps)))
+            if int(max_steps) <= step:  # a run of 0 or 1 step: no earlier weights to keep
+                rank_zero_warn(f"trainer.max_steps={max_steps}: no guide snapshot is written")
+                return None
+        if bounded and int(max_steps) <= step:
+            raise ValueError(
+                f"{key}.step={step} must be below trainer.max_steps={max_steps}, or the "
+                f"snapshot is never written; set {key}.fraction=0.5 (half of max_steps), or "
+                f"{key}=null"
+            )
+        return step
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.step = self._resolve(trainer.max_steps)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.step is None:
+            return
+        if trainer.global_step < self.step:
+            if trainer.is_global_zero and self.path.exists():
+                self.path.unlink()  # an earlier run's: this run writes its own at self.step
+                rank_zero_info(f"removed {self.path} of an earlier run (rewritten at {self.step})")
+        elif not self.path.exists():
+            rank_zero_warn(
+                f"resumed at step {trainer.global_step}, past the guide snapshot's step "
+                f"{self.step}, and {self.path} does not exist: this run has no guide snapshot"
+            )
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        at = self.step is not None and trainer.global_step == self.step
+        if at and not self._written(trainer):
+            trainer.save_checkpoint(str(self.path), weights_only=True)
+            rank_zero_info(f"guide snapshot (step {self.step}): {self.path}")
+
+    def _written(self, trainer) -> bool:
+        # with gradient accumulation several batches end on the same optimizer step
+        step = read_end(self.path)[0] if trainer.is_global_zero else None
+        return trainer.strategy.broadcast(step) == self.step
 
 
 # Key of the record a finished run's final checkpoint carries (see RunCheckpoint).
