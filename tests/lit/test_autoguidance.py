@@ -10,7 +10,7 @@ import pytest
 import torch
 from cli import TOY_CLI, run_cli
 
-from run_helpers import compose_cfg
+from run_helpers import REPO, compose_cfg
 from scorelab.guidance import AutoGuidedScore, GuidanceError, apply_guidance
 from scorelab.lit.callbacks import GuideSnapshot
 
@@ -189,3 +189,19 @@ def test_a_run_starting_before_the_step_removes_an_earlier_snapshot(tmp_path):
     assert stale.exists()  # resumed past step 20: its own snapshot
     cb.on_train_start(SimpleNamespace(global_step=0, is_global_zero=True), None)
     assert not stale.exists()
+
+
+def test_make_demo_guides_with_the_snapshot_the_demo_writes(tmp_path):
+    """The Makefile's demo evaluation reads the guide.ckpt that experiment=mnist_demo's callback
+    writes into the run's checkpoint folder, halfway through its steps."""
+    import re
+
+    from hydra.utils import instantiate
+
+    makefile = (REPO / "Makefile").read_text()
+    run = re.search(r"^DEMO_RUN := (\S+)$", makefile, re.M).group(1)
+    assert "guidance.guide_ckpt=$(DEMO_RUN)/checkpoints/guide.ckpt guidance.weight=4" in makefile
+    cfg = compose_cfg("train", ["experiment=mnist_demo"], tmp_path / run)
+    cb = instantiate(cfg.callbacks.guide_snapshot)
+    assert cb.path == tmp_path / run / "checkpoints" / "guide.ckpt"
+    assert cb.step == cfg.trainer.max_steps // 2 == 600
