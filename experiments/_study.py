@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import time
 from pathlib import Path
 
 import torch
@@ -41,3 +43,14 @@ def write_results(out: Path, stem: str, data: dict | list, md: str | None = None
     if md is not None:
         write_text_atomic(out / f"{stem}.md", md)
         print(md)
+
+
+def run_logged(cmd: list[str], log: Path, cwd: Path) -> float:
+    """Run ``cmd`` in ``cwd`` with its output streamed into ``log``; the wall time in seconds.
+    A non-zero exit raises, naming the log."""
+    t0 = time.monotonic()
+    with open(log, "w") as fh:
+        proc = subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}; see {log}")
+    return time.monotonic() - t0

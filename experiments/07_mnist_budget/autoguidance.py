@@ -16,16 +16,14 @@ share against the weight, one line per guide step) under ``--out``.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(HERE.parent))  # experiments/: _study
-from _study import study_parser, write_results  # noqa: E402
+from _study import run_logged, study_parser, write_results  # noqa: E402
 
 SMOKE_TRAIN = [
     "trainer.max_steps=4",
@@ -52,12 +50,7 @@ def snapshot_callback(run: Path, every: int) -> list[str]:
 
 
 def _run(cmd: list[str], log: Path) -> float:
-    t0 = time.monotonic()
-    with open(log, "w") as fh:
-        proc = subprocess.run(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}; see {log}")
-    return time.monotonic() - t0
+    return run_logged(cmd, log, REPO)
 
 
 def score(run: Path, name: str, n: int, args: list[str], extra: list[str]) -> dict:

@@ -21,17 +21,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(HERE.parent))  # experiments/: _study
-from _study import study_parser, write_results  # noqa: E402
+from _study import run_logged, study_parser, write_results  # noqa: E402
 
 from scorelab.io import atomic_output  # noqa: E402
 
@@ -134,12 +132,7 @@ SMOKE = [
 
 
 def _run(cmd: list[str], log: Path) -> float:
-    t0 = time.monotonic()
-    with open(log, "w") as fh:
-        proc = subprocess.run(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}; see {log}")
-    return time.monotonic() - t0
+    return run_logged(cmd, log, REPO)
 
 
 def one(

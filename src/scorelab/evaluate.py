@@ -36,7 +36,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from scorelab.guidance import apply_guidance, describe_guidance
+from scorelab.guidance import describe_guidance
 from scorelab.io import write_json_atomic
 from scorelab.likelihood import bits_per_dim, dequantize, ode_likelihood
 from scorelab.lit.build import (
@@ -46,6 +46,7 @@ from scorelab.lit.build import (
     build_score_model,
 )
 from scorelab.lit.sampling_model import (
+    apply_guidance,
     build_sampling_model,
     check_request,
     checkpoint_sampler_keys,

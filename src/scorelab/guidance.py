@@ -23,14 +23,14 @@ process, typically an earlier snapshot of the same run (``callbacks.guide_snapsh
 
     s_w(x, t) = (1 + w) s(x, t) − w s_guide(x, t)
 
-:class:`AutoGuidedScore`; ``guidance.guide_ckpt=PATH guidance.weight=W``. The paper writes the
+:class:`AutoGuidedScore`; ``guidance.guide_ckpt=PATH guidance.weight=W``
+(:func:`scorelab.lit.sampling_model.apply_guidance` loads the guide). The paper writes the
 same combination of denoisers as D_0 + w'(D_1 − D_0), so its w' is 1 + w here.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -270,40 +270,6 @@ def check_guide_fits(main: dict, guide: dict, guide_path: str) -> None:
                 "share the model's data and noise process: use an earlier checkpoint of the "
                 "same run (callbacks.guide_snapshot)"
             )
-
-
-def apply_guidance(
-    model: nn.Module, cfg: Any, config: dict, overrides: list[str] | None = None
-) -> nn.Module:
-    """``model`` with the ``guidance`` node of ``cfg`` applied: classifier-free guidance
-    (``label``, ``weight``: :func:`guided`) or autoguidance (``guide_ckpt``, ``weight``:
-    :class:`AutoGuidedScore`). ``config``: the model's own config (a checkpoint's, with the
-    command line's changes), which the guide's must fit. Every bad setting is refused before
-    any sampling, the guide's path before its weights are read."""
-    guidance = cfg.get("guidance")
-    path = None if guidance is None else guidance.get("guide_ckpt")
-    if path is None:
-        return guided(model, guidance)
-    if guidance.get("label") is not None:
-        raise GuidanceError(
-            "guidance.label (classifier-free guidance) and guidance.guide_ckpt (autoguidance) "
-            "are both set; use one of them"
-        )
-    weight = check_weight(guidance.get("weight", 0.0))
-    if not Path(str(path)).is_file():
-        raise GuidanceError(
-            f"guidance.guide_ckpt={path} does not exist; give a checkpoint of the same run "
-            "from earlier in training (a run with callbacks.guide_snapshot set writes "
-            "checkpoints/guide.ckpt), or drop guidance.guide_ckpt"
-        )
-    from omegaconf import OmegaConf
-
-    from scorelab.lit.sampling_model import load_sampling_model
-
-    guide_cfg = OmegaConf.merge(cfg, {"ckpt_path": str(path)})
-    guide = load_sampling_model(guide_cfg, overrides, need_sampler=False)
-    check_guide_fits(config, guide.config, str(path))
-    return AutoGuidedScore(model, guide.model, weight, str(path))
 
 
 class MixtureClassOracle(ScoreViews):

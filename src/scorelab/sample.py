@@ -21,9 +21,10 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from scorelab.guidance import apply_guidance, describe_guidance
+from scorelab.guidance import describe_guidance
 from scorelab.io import write_json_atomic
 from scorelab.lit.sampling_model import (
+    apply_guidance,
     build_sampling_model,
     check_request,
     checkpoint_sampler_keys,

@@ -11,8 +11,9 @@ import torch
 from cli import TOY_CLI, run_cli
 
 from run_helpers import REPO, compose_cfg
-from scorelab.guidance import AutoGuidedScore, GuidanceError, apply_guidance
+from scorelab.guidance import AutoGuidedScore, GuidanceError
 from scorelab.lit.callbacks import GuideSnapshot
+from scorelab.lit.sampling_model import apply_guidance
 
 SNAPSHOT = [
     "+callbacks.guide_snapshot._target_=scorelab.lit.callbacks.GuideSnapshot",

@@ -85,7 +85,7 @@ WRITES_ALLOWED = {
     # Synthetic CIFAR-10 input files in a throw-away temporary directory (not results).
     "benchmarks/bench_train.py::write_fake_cifar",
     # Subprocess logs streamed while the child runs (not results).
-    "experiments/07_mnist_budget/run.py::_run",
+    "experiments/_study.py::run_logged",
 }
 
 

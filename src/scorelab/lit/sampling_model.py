@@ -12,12 +12,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from scorelab.guidance import (
+    AutoGuidedScore,
+    GuidanceError,
+    check_guide_fits,
+    check_weight,
+    guided,
+)
 from scorelab.io import CheckpointError, describe_state_mismatch, read_checkpoint
 from scorelab.lit.build import (
     ConfigError,
@@ -294,3 +302,33 @@ def draw(
             "stable (more steps, a smaller corrector snr or step size)"
         )
     return x, nfe, time.time() - t0
+
+
+def apply_guidance(
+    model: torch.nn.Module, cfg: Any, config: dict, overrides: list[str] | None = None
+) -> torch.nn.Module:
+    """``model`` with the ``guidance`` node of ``cfg`` applied: classifier-free guidance
+    (``label``, ``weight``: :func:`guided`) or autoguidance (``guide_ckpt``, ``weight``:
+    :class:`AutoGuidedScore`). ``config``: the model's own config (a checkpoint's, with the
+    command line's changes), which the guide's must fit. Every bad setting is refused before
+    any sampling, the guide's path before its weights are read."""
+    guidance = cfg.get("guidance")
+    path = None if guidance is None else guidance.get("guide_ckpt")
+    if path is None:
+        return guided(model, guidance)
+    if guidance.get("label") is not None:
+        raise GuidanceError(
+            "guidance.label (classifier-free guidance) and guidance.guide_ckpt (autoguidance) "
+            "are both set; use one of them"
+        )
+    weight = check_weight(guidance.get("weight", 0.0))
+    if not Path(str(path)).is_file():
+        raise GuidanceError(
+            f"guidance.guide_ckpt={path} does not exist; give a checkpoint of the same run "
+            "from earlier in training (a run with callbacks.guide_snapshot set writes "
+            "checkpoints/guide.ckpt), or drop guidance.guide_ckpt"
+        )
+    guide_cfg = OmegaConf.merge(cfg, {"ckpt_path": str(path)})
+    guide = load_sampling_model(guide_cfg, overrides, need_sampler=False)
+    check_guide_fits(config, guide.config, str(path))
+    return AutoGuidedScore(model, guide.model, weight, str(path))
