@@ -52,7 +52,9 @@ def least_confident(samples: torch.Tensor, n: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("samples", type=Path, help="samples.npz from python -m scorelab.sample")
+    p.add_argument(
+        "samples", type=Path, help="samples.npz from python -m scorelab.sample or evaluate"
+    )
     p.add_argument("--n", type=int, default=48, help="how many to show")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
@@ -60,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"no such file: {a.samples} (write one with python -m scorelab.sample)")
     if a.n < 1:
         p.error(f"--n must be >= 1, got {a.n}")
-    x = torch.from_numpy(np.load(a.samples)["samples"]).float()
+    x = torch.from_numpy(np.load(a.samples)["samples"])
+    x = x.float() / 255 if x.dtype == torch.uint8 else x.float()  # scorelab.evaluate's: uint8
     res = least_confident(x, a.n)
     from torchvision.utils import save_image
 

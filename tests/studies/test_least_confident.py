@@ -55,9 +55,12 @@ def test_least_confident_orders_by_the_top_probability(monkeypatch) -> None:
     assert res["confident_share"] == 0.5  # samples 0 and 2
 
 
-def test_writes_the_grid_and_the_table(monkeypatch, tmp_path: Path) -> None:
+@pytest.mark.parametrize("uint8", [False, True])  # scorelab.sample writes float, evaluate uint8
+def test_writes_the_grid_and_the_table(monkeypatch, tmp_path: Path, uint8: bool) -> None:
     monkeypatch.setattr(lc, "load_mnist_classifier", PixelLogits)
-    np.savez(tmp_path / "s.npz", samples=_samples().numpy())
+    x = _samples()
+    x = (x * 255).round().to(torch.uint8) if uint8 else x
+    np.savez(tmp_path / "s.npz", samples=x.numpy())
     assert lc.main([str(tmp_path / "s.npz"), "--n", "2", "--out", str(tmp_path / "o")]) == 0
     data = json.loads((tmp_path / "o/least_confident.json").read_text())
     assert [r["index"] for r in data["least_confident"]] == [1, 3]
