@@ -18,6 +18,17 @@ import torch
 
 from scorelab.io import write_text_atomic
 
+# Train overrides that shrink an MNIST run of experiment=mnist_demo to seconds (the studies'
+# --smoke, what the tests run).
+MNIST_SMOKE = [
+    "data.limit=512",
+    "trainer.val_check_interval=2",
+    "trainer.limit_val_batches=1",
+    "callbacks.sample_grid=null",
+    "n_samples=4",
+    "schedule.num_steps=2",
+]
+
 
 def study_parser(doc: str, here: Path) -> argparse.ArgumentParser:
     """The command line the study scripts share: ``--smoke`` for tiny sizes (what the tests

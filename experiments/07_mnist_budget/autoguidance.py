@@ -23,17 +23,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(HERE.parent))  # experiments/: _study
-from _study import run_logged, study_parser, write_results  # noqa: E402
+from _study import MNIST_SMOKE, run_logged, study_parser, write_results  # noqa: E402
 
-SMOKE_TRAIN = [
-    "trainer.max_steps=4",
-    "data.limit=512",
-    "trainer.val_check_interval=2",
-    "trainer.limit_val_batches=1",
-    "callbacks.sample_grid=null",
-    "n_samples=4",
-    "schedule.num_steps=2",
-]
+SMOKE_TRAIN = ["trainer.max_steps=4", *MNIST_SMOKE]
 
 
 def snapshot_callback(run: Path, every: int) -> list[str]:

@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(HERE.parent))  # experiments/: _study
-from _study import run_logged, study_parser, write_results  # noqa: E402
+from _study import MNIST_SMOKE, run_logged, study_parser, write_results  # noqa: E402
 
 from scorelab.io import atomic_output  # noqa: E402
 
@@ -121,14 +121,7 @@ RECIPES: dict[str, list[str]] = {
 }
 # What every run shares: no wall-clock budget, the final samples for the grid only.
 COMMON = ["trainer.max_time=null", "n_samples=100"]
-SMOKE = [
-    "data.limit=512",
-    "trainer.val_check_interval=2",
-    "trainer.limit_val_batches=1",
-    "callbacks.sample_grid=null",
-    "n_samples=4",
-    "schedule.num_steps=2",
-]
+SMOKE = MNIST_SMOKE
 
 
 def _run(cmd: list[str], log: Path) -> float:

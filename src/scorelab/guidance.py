@@ -141,7 +141,22 @@ def drop_labels(
     return torch.where(u < p, torch.full_like(label, null_label), label)
 
 
-class GuidedScore(ScoreViews):
+class _GuidedViews(ScoreViews):
+    """A guided score around ``self.model``: its noise process and data moments are the
+    model's, so the samplers read it like the model."""
+
+    model: nn.Module
+
+    @property
+    def noise(self) -> NoiseProcess:
+        return self.model.noise
+
+    @property
+    def data_moments(self):
+        return getattr(self.model, "data_moments", None)
+
+
+class GuidedScore(_GuidedViews):
     """s_w(x, t) = (1 + w) s(x, t, y) − w s(x, t, ∅) of a class-conditional score model.
 
     Args:
@@ -157,14 +172,6 @@ class GuidedScore(ScoreViews):
         self.label = check_label(label, self.num_labels)
         self.weight = check_weight(weight)
         self.model = model
-
-    @property
-    def noise(self) -> NoiseProcess:
-        return self.model.noise
-
-    @property
-    def data_moments(self):
-        return getattr(self.model, "data_moments", None)
 
     def forward(self, x: Tensor, noise: Tensor) -> Tensor:
         y = torch.full((x.shape[0],), self.label, dtype=torch.long, device=x.device)
@@ -206,7 +213,7 @@ def describe_guidance(model: Any) -> dict | None:
     return model.describe() if isinstance(model, GuidedScore | AutoGuidedScore) else None
 
 
-class AutoGuidedScore(ScoreViews):
+class AutoGuidedScore(_GuidedViews):
     """s_w(x, t) = (1 + w) s(x, t) − w s_guide(x, t): autoguidance (Karras et al. 2024).
 
     Args:
@@ -221,14 +228,6 @@ class AutoGuidedScore(ScoreViews):
         super().__init__()
         self.weight = check_weight(weight)
         self.model, self.guide, self.source = model, guide, source
-
-    @property
-    def noise(self) -> NoiseProcess:
-        return self.model.noise
-
-    @property
-    def data_moments(self):
-        return getattr(self.model, "data_moments", None)
 
     def forward(self, x: Tensor, noise: Tensor) -> Tensor:
         if self.weight == 0.0:
